@@ -1,0 +1,108 @@
+# One entry point for set-up, tests and the demo. Everything the project needs is
+# installed into .venv from the project's own files; stamps under .venv make a second
+# run with nothing changed skip every heavy step.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+BUILD := build
+
+# torch and torchvision are pinned as a matched pair (torchvision's C++ ops are built
+# against one torch release). torch from PyPI is the CUDA build; it runs on CPU-only machines.
+TORCH_SPEC := torch==2.14.1 torchvision==0.29.2
+
+RUST_SRCS := Cargo.toml $(wildcard Cargo.lock) $(shell find matcher_rs -name '*.rs' -o -name Cargo.toml | grep -v /target/ | grep -v /fuzz/)
+CU_SRCS := $(wildcard msda_ops/src/msda_ops/csrc/cuda/*.cu)
+CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
+PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
+PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
+
+.PHONY: help setup test test-gpu demo rust-check py-lint typecheck cuda-check pytest bench clean
+
+help:
+	@echo "make demo      the main job (offline)"
+	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
+	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
+	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
+
+# ---------------------------------------------------------------- set-up
+$(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml
+	@echo "==> setting up $(VENV) (first run downloads torch: a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install "setuptools>=77" wheel "maturin>=1.9,<2"
+	$(PIP) install $(TORCH_SPEC)
+	$(PIP) install --no-build-isolation -e ./msda_ops
+	$(PIP) install --no-build-isolation -e ".[test,dev]"
+	@touch $@
+
+# The Rust extension is rebuilt (incrementally, in target/) when a Rust source changes.
+$(VENV)/.ext: $(VENV)/.deps $(RUST_SRCS)
+	$(PIP) install --no-build-isolation --no-deps -e .
+	@touch $@
+
+# nvcc and the CUDA headers from PyPI, at the exact CUDA release torch was built with
+# (mixed releases fail). The link step wants libcudart.so beside the shipped .so.13.
+$(VENV)/.nvcc: $(VENV)/.deps
+	$(PIP) install "cuda-toolkit[nvcc,cccl]==$$($(PY) -c 'import importlib.metadata as m; print(m.version("cuda-toolkit"))')"
+	$(PY) -m msda_ops.cuda_toolkit --link-cudart
+	@touch $@
+
+setup: $(VENV)/.deps $(VENV)/.ext
+
+# ---------------------------------------------------------------- checks
+rust-check:
+	@echo "==> cargo fmt / clippy / test"
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo test --workspace --locked
+
+py-lint: setup
+	@echo "==> ruff"
+	$(VENV)/bin/ruff check $(PY_LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(PY_LINT_PATHS)
+
+typecheck: setup
+	@echo "==> mypy"
+	$(VENV)/bin/mypy $(PY_PACKAGES)
+
+# Compile-only: the CUDA sources must build for sm_80 and sm_90 (no GPU needed).
+cuda-check: $(BUILD)/cuda-check.stamp
+$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc
+	@echo "==> nvcc compile check (sm_80, sm_90)"
+	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check
+	@mkdir -p $(BUILD) && touch $@
+
+pytest: setup
+	@echo "==> pytest (CPU)"
+	$(PY) -m pytest -m "not gpu" -q
+
+test: setup
+	$(MAKE) --no-print-directory rust-check
+	$(MAKE) --no-print-directory py-lint
+	$(MAKE) --no-print-directory typecheck
+	$(MAKE) --no-print-directory cuda-check
+	$(MAKE) --no-print-directory pytest
+
+# On the GPU machine there is no network and no Rust toolchain: use its own python3
+# (torch preinstalled), install our pure-Python parts without dependencies, and take
+# matcher_rs from the abi3 wheel built here and carried in .whl/.
+test-gpu:
+	python3 -m pip install -q --no-deps --no-build-isolation ./msda_ops
+	python3 -m pip install -q --no-deps .whl/detr_zoo-*.whl || true
+	python3 -m pytest -m gpu -q
+
+# ---------------------------------------------------------------- jobs
+demo: setup
+	$(PY) -m zoo.demo
+
+bench: setup
+	$(PY) benchmarks/bench_msda.py
+	$(PY) benchmarks/bench_matcher.py
+
+clean:
+	rm -rf $(BUILD) target msda_ops/build .mypy_cache .ruff_cache .pytest_cache

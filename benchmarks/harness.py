@@ -1,0 +1,90 @@
+"""The timing helper every benchmark shares: medians of repeats, environment, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cuda_sync() -> None:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    except ImportError:  # pragma: no cover - torch is a dependency of every benchmark here
+        pass
+
+
+def time_fn(
+    fn: Callable[[], Any], *, repeats: int = 10, warmup: int = 2, min_time: float = 0.0
+) -> dict[str, float]:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones (at least ``min_time`` s).
+
+    Returns seconds: median, min, max and the number of timed calls. CUDA work is
+    synchronised around each call so wall time covers the kernels.
+    """
+    for _ in range(warmup):
+        fn()
+    _cuda_sync()
+    samples: list[float] = []
+    start_all = time.perf_counter()
+    while len(samples) < repeats or time.perf_counter() - start_all < min_time:
+        t0 = time.perf_counter()
+        fn()
+        _cuda_sync()
+        samples.append(time.perf_counter() - t0)
+    return {
+        "median_s": statistics.median(samples),
+        "min_s": min(samples),
+        "max_s": max(samples),
+        "repeats": float(len(samples)),
+    }
+
+
+def environment() -> dict[str, Any]:
+    """Machine and library versions, recorded with every result file."""
+    env: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            env["device"] = torch.cuda.get_device_name()
+            env["cuda"] = torch.version.cuda
+        else:
+            env["device"] = "cpu"
+    except ImportError:  # pragma: no cover
+        env["device"] = "cpu"
+    try:
+        env["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        env["git_commit"] = None
+    return env
+
+
+def write_results(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``{"environment": ..., **payload}`` to ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
+    return path

@@ -1,0 +1,1 @@
+//! Exact linear sum assignment for dense matrices.

@@ -1,0 +1,48 @@
+"""Pure-PyTorch multi-scale deformable attention: the test oracle and the last fallback."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def ms_deform_attn_reference(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+) -> Tensor:
+    """Multi-scale deformable attention with ``grid_sample`` (bilinear, zeros, align_corners=False).
+
+    Args:
+        value: (N, S, M, D) with S = sum_l H_l * W_l.
+        spatial_shapes: int64 (L, 2), rows (H_l, W_l).
+        level_start_index: int64 (L,), offset of each level in S (kept for API parity).
+        sampling_locations: (N, Lq, M, L, P, 2) as (x, y) normalised to [0, 1].
+        attention_weights: (N, Lq, M, L, P).
+
+    Returns:
+        (N, Lq, M * D).
+    """
+    del level_start_index  # the split below is derived from spatial_shapes
+    n, _, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
+    value_levels = value.split(sizes, dim=1)
+    # grid_sample wants coordinates in [-1, 1]; align_corners=False maps x to x*W - 0.5.
+    grids = 2 * sampling_locations - 1
+    sampled = []
+    for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_levels[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        sampled.append(
+            F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        )  # (N*M, D, Lq, P)
+    # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
+    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
+    out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Lq)
+    return out.view(n, m * d, lq).transpose(1, 2).contiguous()
