@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu demo rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu wheel demo rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -90,11 +90,16 @@ test: setup
 
 # On the GPU machine there is no network and no Rust toolchain: use its own python3
 # (torch preinstalled), install our pure-Python parts without dependencies, and take
-# matcher_rs from the abi3 wheel built here and carried in .whl/.
+# matcher_rs from the abi3 wheel built here by `make wheel` and carried in .whl/.
 test-gpu:
 	python3 -m pip install -q --no-deps --no-build-isolation ./msda_ops
-	python3 -m pip install -q --no-deps .whl/detr_zoo-*.whl || true
-	python3 -m pytest -m gpu -q
+	if ls .whl/detr_zoo-*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-deps --force-reinstall .whl/detr_zoo-*.whl; fi
+	python3 -m pytest -m gpu -q -p no:cacheprovider
+
+# The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
+wheel: setup
+	$(VENV)/bin/maturin build --release --out dist
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist ./msda_ops
 
 # ---------------------------------------------------------------- jobs
 demo: setup
