@@ -1,1 +1,24 @@
+"""Type stubs of the Rust extension (use the wrappers in ``matcher_rs``, which accept more inputs)."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
 __version__: str
+
+_Index = npt.NDArray[np.int64]
+_Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def linear_sum_assignment(cost_matrix: _Float, maximize: bool = False) -> tuple[_Index, _Index]:
+    """Solve one aligned 2-D float32/float64 array in place (no copy; GIL released)."""
+
+def linear_sum_assignment_batch(
+    costs: _Float | Sequence[_Float],
+    maximize: bool = False,
+    n_threads: int | None = None,
+    *,
+    n_rows: Sequence[int] | None = None,
+    n_cols: Sequence[int] | None = None,
+) -> list[tuple[_Index, _Index]]:
+    """Solve a list of 2-D float arrays or a padded 3-D float array, in parallel."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+_PIP_WHEEL = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
 
 
 def _metadata(whl: Path) -> tuple[list[str], dict[str, list[str]]]:
@@ -36,8 +37,7 @@ def msda_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "*.so"),
     )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(out), str(src)],
+        [*_PIP_WHEEL, "-w", str(out), str(src)],
         check=True,
     )
     return next(out.glob("msda_ops-*.whl"))

@@ -1,0 +1,298 @@
+"""Hungarian matching on the CPU: matcher_rs against scipy (per-image loop), lap and laprust.
+
+Three parts, every anchor timed in the same run on the same machine:
+
+1. square random matrices (100 ... 4000), one thread;
+2. DETR-shaped batches (B images of Q x T_i costs, T_i around T), the scipy loop against
+   one ``linear_sum_assignment_batch`` call (all cores, and one thread);
+3. the whole matcher step (costs, transfer, solve) for B=4, Q=300, 6 decoder layers and
+   COCO-like target counts: ``zoo.matcher.HungarianMatcher`` against the original design
+   (one B*Q x sum(T) matrix, ``.cpu()``, scipy per image on the split).
+
+Results: ``benchmarks/results/matcher_cpu.json``. Run: ``python benchmarks/bench_matcher.py``
+(``--quick`` for a smoke run). lap and laprust are optional (``pip install '.[bench]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment as scipy_lsa
+from torchvision.ops import box_convert, generalized_box_iou
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from harness import time_fn, write_results
+
+import matcher_rs
+from zoo.matcher import HungarianMatcher
+
+
+def _optional(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+lap = _optional("lap")
+laprust = _optional("laprust")
+
+
+def _solvers_single() -> dict[str, Callable[[np.ndarray], Any]]:
+    """One-matrix solvers by name; the matrix is float64 (float32 for ``matcher_rs_f32``)."""
+    out: dict[str, Callable[[np.ndarray], Any]] = {
+        "scipy": scipy_lsa,
+        "matcher_rs": matcher_rs.linear_sum_assignment,
+    }
+    if lap is not None:
+        out["lap"] = lambda c: lap.lapjv(c, extend_cost=c.shape[0] != c.shape[1], return_cost=False)
+    if laprust is not None:
+        out["laprust"] = lambda c: laprust.lapjv(
+            c, extend_cost=c.shape[0] != c.shape[1], return_cost=False
+        )
+    return out
+
+
+def _check_total(name: str, cost: np.ndarray, result: Any, want: float) -> None:
+    """Every anchor must find the optimum (guards against comparing wrong answers)."""
+    if name == "lap":
+        x = np.asarray(result[0])
+        rows = np.flatnonzero(x >= 0)
+        total = float(cost[rows, x[rows]].sum())
+    else:
+        total = float(cost[result[0], result[1]].sum())
+    assert abs(total - want) <= 1e-6 * max(1.0, abs(want)), (name, total, want)
+
+
+def _bind(
+    solvers: dict[str, Callable[[np.ndarray], Any]], cost: np.ndarray, cost32: np.ndarray
+) -> dict[str, Callable[[], Any]]:
+    """Each solver applied to ``cost``, plus matcher_rs on the float32 copy."""
+    calls = {name: functools.partial(fn, cost) for name, fn in solvers.items()}
+    calls["matcher_rs_f32"] = functools.partial(matcher_rs.linear_sum_assignment, cost32)
+    return dict(calls)
+
+
+def bench_square(sizes: list[int]) -> list[dict[str, Any]]:
+    """Square uniform random matrices, single thread."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for n in sizes:
+        cost = rng.random((n, n))
+        cost32 = cost.astype(np.float32)
+        want = float(cost[scipy_lsa(cost)].sum())
+        repeats = 10 if n <= 300 else (3 if n <= 2000 else 1)
+        warmup = 1 if n <= 2000 else 0
+        entry: dict[str, Any] = {"n": n, "dtype": "float64", "repeats": repeats}
+        solvers = _solvers_single()
+        for name, fn in solvers.items():
+            _check_total(name, cost, fn(cost), want)
+        for name, call in _bind(solvers, cost, cost32).items():
+            entry[f"{name}_s"] = time_fn(call, repeats=repeats, warmup=warmup)["median_s"]
+        entry["speedup_vs_scipy"] = entry["scipy_s"] / entry["matcher_rs_s"]
+        entry["speedup_f32_vs_scipy"] = entry["scipy_s"] / entry["matcher_rs_f32_s"]
+        rows.append(entry)
+        print(
+            f"square {n:5d}: "
+            + "  ".join(f"{k[:-2]} {v * 1e3:9.2f} ms" for k, v in entry.items() if k.endswith("_s"))
+            + f"  (x{entry['speedup_vs_scipy']:.2f} f64, x{entry['speedup_f32_vs_scipy']:.2f} f32)",
+            flush=True,
+        )
+    return rows
+
+
+def _target_counts(rng: np.random.Generator, bs: int, t: int) -> list[int]:
+    """Per-image target counts around ``t`` (uniform in [t/2, 3t/2], at least 1)."""
+    if t <= 1:
+        return [t] * bs
+    return rng.integers(max(1, t // 2), t + t // 2 + 1, size=bs).tolist()
+
+
+def _detr_anchors(
+    costs: list[np.ndarray], padded: np.ndarray, sizes: list[int]
+) -> dict[str, Callable[[], Any]]:
+    """Ways to solve one DETR batch, by name (scipy's per-image loop first)."""
+    fns: dict[str, Callable[[], Any]] = {
+        "scipy_loop": lambda: [scipy_lsa(c) for c in costs],
+        "matcher_rs_batch": lambda: matcher_rs.linear_sum_assignment_batch(costs),
+        "matcher_rs_batch_1thread": lambda: matcher_rs.linear_sum_assignment_batch(
+            costs, n_threads=1
+        ),
+        "matcher_rs_padded": lambda: matcher_rs.linear_sum_assignment_batch(padded, n_cols=sizes),
+        "matcher_rs_loop": lambda: [matcher_rs.linear_sum_assignment(c) for c in costs],
+    }
+    if lap is not None:
+        fns["lap_loop"] = lambda: [lap.lapjv(c, extend_cost=True, return_cost=False) for c in costs]
+    if laprust is not None:
+        fns["laprust_loop"] = lambda: [
+            laprust.lapjv(c, extend_cost=True, return_cost=False) for c in costs
+        ]
+    return fns
+
+
+def bench_detr_batches(
+    batch_sizes: list[int], queries: list[int], targets: list[int]
+) -> list[dict[str, Any]]:
+    """B images of (Q, T_i) float32 costs, as DETR's matcher hands them to the solver."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for bs in batch_sizes:
+        for q in queries:
+            for t in targets:
+                sizes = _target_counts(rng, bs, t)
+                costs = [rng.random((q, n)).astype(np.float32) for n in sizes]
+                padded = np.zeros((bs, q, max(sizes)), dtype=np.float32)
+                for b, c in enumerate(costs):
+                    padded[b, :, : c.shape[1]] = c
+                work = bs * q * t * t
+                repeats, min_time = (20, 0.2) if work < 10**7 else (3, 0.0)
+                fns = _detr_anchors(costs, padded, sizes)
+                entry: dict[str, Any] = {"B": bs, "Q": q, "T": t, "T_i": sizes}
+                for name, fn in fns.items():
+                    entry[f"{name}_s"] = time_fn(fn, repeats=repeats, min_time=min_time)["median_s"]
+                entry["speedup_batch_vs_scipy"] = (
+                    entry["scipy_loop_s"] / entry["matcher_rs_batch_s"]
+                )
+                entry["speedup_1thread_vs_scipy"] = (
+                    entry["scipy_loop_s"] / entry["matcher_rs_batch_1thread_s"]
+                )
+                rows.append(entry)
+                print(
+                    f"detr B={bs:2d} Q={q:3d} T={t:3d}: scipy {entry['scipy_loop_s'] * 1e3:8.3f} ms, "
+                    f"batch {entry['matcher_rs_batch_s'] * 1e3:8.3f} ms "
+                    f"(x{entry['speedup_batch_vs_scipy']:.2f}; 1 thread "
+                    f"x{entry['speedup_1thread_vs_scipy']:.2f})"
+                    + "".join(
+                        f", {k[:-2]} {entry[k] * 1e3:.3f} ms"
+                        for k in ("lap_loop_s", "laprust_loop_s")
+                        if k in entry
+                    ),
+                    flush=True,
+                )
+    return rows
+
+
+@torch.no_grad()
+def _original_design(
+    outputs: dict[str, torch.Tensor], targets: list[dict[str, torch.Tensor]], focal: bool
+):
+    """The published matcher: one (B*Q, sum T) matrix, ``.cpu()``, scipy on the split."""
+    bs, nq = outputs["pred_logits"].shape[:2]
+    logits = outputs["pred_logits"].flatten(0, 1)
+    out_bbox = outputs["pred_boxes"].flatten(0, 1)
+    tgt_ids = torch.cat([v["labels"] for v in targets])
+    tgt_bbox = torch.cat([v["boxes"] for v in targets])
+    if focal:
+        p = logits.sigmoid()
+        neg = 0.75 * (p**2) * (-(1 - p + 1e-8).log())
+        pos = 0.25 * ((1 - p) ** 2) * (-(p + 1e-8).log())
+        cost_class, w_class = pos[:, tgt_ids] - neg[:, tgt_ids], 2.0
+    else:
+        cost_class, w_class = -logits.softmax(-1)[:, tgt_ids], 1.0
+    cost_bbox = torch.cdist(out_bbox, tgt_bbox, p=1)
+    cost_giou = -generalized_box_iou(
+        box_convert(out_bbox, "cxcywh", "xyxy"), box_convert(tgt_bbox, "cxcywh", "xyxy")
+    )
+    c = (5.0 * cost_bbox + w_class * cost_class + 2.0 * cost_giou).view(bs, nq, -1).cpu()
+    sizes = [len(v["boxes"]) for v in targets]
+    indices = [scipy_lsa(block[i]) for i, block in enumerate(c.split(sizes, -1))]
+    return [
+        (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+        for i, j in indices
+    ]
+
+
+def bench_matcher_step(repeats: int) -> list[dict[str, Any]]:
+    """B=4, Q=300, 91 classes, 6 decoder layers (aux outputs), COCO-like target counts."""
+    g = torch.Generator().manual_seed(0)
+    bs, nq, classes, layers = 4, 300, 91, 6
+    # COCO train2017 has ~7.3 objects per image with a long tail; a fixed draw from it.
+    sizes = [3, 7, 12, 26]
+    targets = [
+        {
+            "labels": torch.randint(0, classes, (n,), generator=g),
+            "boxes": torch.rand(n, 4, generator=g) * 0.5 + 0.25,
+        }
+        for n in sizes
+    ]
+    per_layer = [
+        {
+            "pred_logits": torch.randn(bs, nq, classes, generator=g),
+            "pred_boxes": torch.rand(bs, nq, 4, generator=g) * 0.5 + 0.25,
+        }
+        for _ in range(layers)
+    ]
+    rows = []
+    for focal in (False, True):
+        ours = HungarianMatcher.deformable_detr() if focal else HungarianMatcher.detr()
+        entry: dict[str, Any] = {
+            "B": bs,
+            "Q": nq,
+            "layers": layers,
+            "T_i": sizes,
+            "class_cost": "focal" if focal else "softmax",
+            "device": "cpu",
+        }
+        entry["original_s"] = time_fn(
+            lambda focal=focal: [_original_design(o, targets, focal) for o in per_layer],
+            repeats=repeats,
+        )["median_s"]
+        entry["matcher_rs_s"] = time_fn(
+            lambda ours=ours: [ours(o, targets) for o in per_layer], repeats=repeats
+        )["median_s"]
+        entry["speedup"] = entry["original_s"] / entry["matcher_rs_s"]
+        rows.append(entry)
+        print(
+            f"matcher step ({entry['class_cost']}, {layers} layers): original "
+            f"{entry['original_s'] * 1e3:.2f} ms, matcher_rs {entry['matcher_rs_s'] * 1e3:.2f} ms "
+            f"(x{entry['speedup']:.2f})",
+            flush=True,
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
+    args = parser.parse_args(argv)
+    # One intra-op thread: on a small shared machine more threads only contend, and both
+    # matcher designs then run their tensor ops alike (the solvers pick their own threads).
+    torch.set_num_threads(1)
+    if args.quick:
+        square = bench_square([100, 300])
+        detr = bench_detr_batches([2, 32], [300], [7, 20])
+        step = bench_matcher_step(repeats=3)
+    else:
+        square = bench_square([100, 300, 1000, 2000, 4000])
+        detr = bench_detr_batches([2, 8, 32, 64], [100, 300, 900], [1, 7, 20, 100])
+        step = bench_matcher_step(repeats=10)
+    path = write_results(
+        "matcher_cpu",
+        {
+            "anchors": {
+                "scipy": importlib.import_module("scipy").__version__,
+                "lap": getattr(lap, "__version__", None),
+                "laprust": getattr(laprust, "__version__", None),
+                "matcher_rs": matcher_rs.__version__,
+            },
+            "quick": args.quick,
+            "square_single_thread": square,
+            "detr_batches": detr,
+            "matcher_step": step,
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

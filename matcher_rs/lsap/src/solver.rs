@@ -1,0 +1,402 @@
+//! The shortest-augmenting-path solver (Jonker-Volgenant family) with reusable buffers.
+//!
+//! The matrix is solved with `rows <= cols` (a taller matrix is transposed logically).
+//! Dual variables `u` (rows) and `v` (columns) are kept so that every reduced cost
+//! `c[i][j] - u[i] - v[j]` is non-negative, assigned pairs have reduced cost zero, and
+//! `v[j] == 0` for every unassigned column; the last condition makes the rectangular
+//! solution optimal, not only the square one. A cheap start (row reduction plus
+//! Jonker-Volgenant's augmenting row reduction) assigns most rows; each remaining row is
+//! then assigned by one Dijkstra search over reduced costs (O(rows * cols) per row).
+
+use crate::scan::at;
+use crate::{Assignment, Float, LsapError, MatrixView};
+
+const NONE: usize = usize::MAX;
+
+/// Augmenting-row-reduction steps allowed per row and pass before the remaining rows
+/// are left to the exact search (the heuristic only has to be cheap, never complete).
+const ARR_STEPS_PER_ROW: usize = 8;
+
+/// A linear-assignment solver owning its work buffers, so repeated solves of
+/// similar sizes do not allocate.
+#[derive(Debug)]
+pub struct Solver<T> {
+    packed: Vec<T>,
+    u: Vec<T>,
+    v: Vec<T>,
+    dist: Vec<T>,
+    col4row: Vec<usize>,
+    row4col: Vec<usize>,
+    scanned: Vec<(usize, T)>,
+    scan_rows: Vec<(usize, T)>,
+    free: Vec<usize>,
+    next_free: Vec<usize>,
+}
+
+impl<T> Default for Solver<T> {
+    fn default() -> Self {
+        Self {
+            packed: Vec::new(),
+            u: Vec::new(),
+            v: Vec::new(),
+            dist: Vec::new(),
+            col4row: Vec::new(),
+            row4col: Vec::new(),
+            scanned: Vec::new(),
+            scan_rows: Vec::new(),
+            free: Vec::new(),
+            next_free: Vec::new(),
+        }
+    }
+}
+
+/// Whether a cost (already negated when maximising) is NaN or `-inf`.
+#[inline(always)]
+fn invalid<T: Float>(x: T) -> bool {
+    x.is_nan() | (x == T::NEG_INFINITY)
+}
+
+impl<T: Float> Solver<T> {
+    /// A solver with empty buffers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drop buffers grown past `max_elements` (a huge one-off problem need not keep
+    /// its memory for the lifetime of a thread).
+    pub fn trim(&mut self, max_elements: usize) {
+        if self.packed.capacity() > max_elements {
+            self.packed = Vec::new();
+        }
+        if self.v.capacity() > max_elements {
+            *self = Self::new();
+        }
+    }
+
+    /// Solve and return the assignment (see [`Solver::solve_into`]).
+    pub fn solve(
+        &mut self,
+        cost: MatrixView<'_, T>,
+        maximize: bool,
+    ) -> Result<Assignment, LsapError> {
+        let mut out = Assignment::default();
+        self.solve_into(cost, maximize, &mut out.rows, &mut out.cols)?;
+        Ok(out)
+    }
+
+    /// Solve the assignment problem for `cost`, writing `min(rows, cols)` pairs into
+    /// `rows_out` / `cols_out` (cleared first), sorted by row.
+    ///
+    /// `+inf` (or `-inf` when maximising) marks a forbidden pair; NaN and `-inf`
+    /// (`+inf` when maximising) give [`LsapError::InvalidEntries`]; when no assignment
+    /// of every row (or every column, whichever is fewer) avoids forbidden pairs,
+    /// [`LsapError::Infeasible`].
+    pub fn solve_into(
+        &mut self,
+        cost: MatrixView<'_, T>,
+        maximize: bool,
+        rows_out: &mut Vec<usize>,
+        cols_out: &mut Vec<usize>,
+    ) -> Result<(), LsapError> {
+        rows_out.clear();
+        cols_out.clear();
+        let (nr, nc) = cost.shape();
+        if nr == 0 || nc == 0 {
+            return Ok(());
+        }
+        let transposed = nr > nc;
+        let m = if transposed { cost.t() } else { cost };
+        let mut packed = core::mem::take(&mut self.packed);
+        let result = if m.has_contiguous_rows() {
+            if maximize {
+                self.validate_and_run::<true>(m)
+            } else {
+                self.validate_and_run::<false>(m)
+            }
+        } else {
+            // Strided columns (e.g. the transposed view of a C-ordered matrix): one
+            // packing pass makes every later row scan contiguous.
+            pack(m, maximize, &mut packed);
+            let view = MatrixView::row_major(&packed, m.rows(), m.cols())
+                .expect("packed buffer holds rows * cols elements");
+            self.validate_and_run::<false>(view)
+        };
+        self.packed = packed;
+        result?;
+        if transposed {
+            for (j, &i) in self.row4col.iter().enumerate() {
+                if i != NONE {
+                    rows_out.push(j);
+                    cols_out.push(i);
+                }
+            }
+        } else {
+            rows_out.extend(0..m.rows());
+            cols_out.extend_from_slice(&self.col4row);
+        }
+        Ok(())
+    }
+
+    fn validate_and_run<const NEG: bool>(&mut self, m: MatrixView<'_, T>) -> Result<(), LsapError> {
+        let rows = Rows::new(m);
+        for i in 0..m.rows() {
+            if rows
+                .row(i)
+                .iter()
+                .fold(false, |bad, &x| bad | invalid(at::<T, NEG>(x)))
+            {
+                return Err(LsapError::InvalidEntries);
+            }
+        }
+        self.reset(m.rows(), m.cols());
+        self.reduce_rows::<NEG>(rows)?;
+        for _pass in 0..2 {
+            if self.free.is_empty() {
+                break;
+            }
+            self.augmenting_row_reduction::<NEG>(rows);
+        }
+        for i in 0..m.rows() {
+            let j = self.col4row[i];
+            if j != NONE {
+                self.u[i] = at::<T, NEG>(rows.row(i)[j]) - self.v[j];
+            }
+        }
+        let free = core::mem::take(&mut self.free);
+        let result = free.iter().try_for_each(|&i| self.augment::<NEG>(rows, i));
+        self.free = free;
+        result
+    }
+
+    fn reset(&mut self, nr: usize, nc: usize) {
+        fn fill<X: Copy>(buf: &mut Vec<X>, n: usize, x: X) {
+            buf.clear();
+            buf.resize(n, x);
+        }
+        fill(&mut self.u, nr, T::ZERO);
+        fill(&mut self.v, nc, T::ZERO);
+        fill(&mut self.dist, nc, T::INFINITY);
+        fill(&mut self.col4row, nr, NONE);
+        fill(&mut self.row4col, nc, NONE);
+        self.scanned.clear();
+        self.free.clear();
+        self.next_free.clear();
+    }
+
+    /// `u[i] = min_j c[i][j]` with `v = 0`; a row whose cheapest column is still free
+    /// takes it (the first free one among ties, so a constant matrix gives the identity).
+    fn reduce_rows<const NEG: bool>(&mut self, rows: Rows<'_, T>) -> Result<(), LsapError> {
+        for i in 0..rows.n_rows {
+            let row = rows.row(i);
+            let best = T::row_min::<NEG>(row);
+            if best == T::INFINITY {
+                return Err(LsapError::Infeasible);
+            }
+            self.u[i] = best;
+            // Stored values equal to the minimum (negation is exact).
+            let target = at::<T, NEG>(best);
+            let mut j = T::position(row, target);
+            if self.row4col[j] != NONE {
+                // Taken: a later free column at the same cost, if any (ties are rare,
+                // so the fast search runs first).
+                let mut k = j + 1;
+                while k < row.len() {
+                    let p = T::position(&row[k..], target);
+                    if p == NONE {
+                        break;
+                    }
+                    k += p;
+                    if self.row4col[k] == NONE {
+                        j = k;
+                        break;
+                    }
+                    k += 1;
+                }
+            }
+            if self.row4col[j] == NONE {
+                self.col4row[i] = j;
+                self.row4col[j] = i;
+            } else {
+                self.free.push(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// Jonker-Volgenant's augmenting row reduction: a free row takes its cheapest
+    /// column (by `c - v`), lowering that column's `v` so the row is indifferent between
+    /// it and its second choice; the evicted row is retried at once. Only `v` of a column
+    /// that ends up assigned ever drops, so the invariants hold at every step.
+    fn augmenting_row_reduction<const NEG: bool>(&mut self, rows: Rows<'_, T>) {
+        let list = core::mem::take(&mut self.free);
+        let mut next = core::mem::take(&mut self.next_free);
+        next.clear();
+        let mut budget = ARR_STEPS_PER_ROW * list.len();
+        let mut pending = NONE;
+        let mut k = 0;
+        loop {
+            let i = if pending != NONE {
+                core::mem::replace(&mut pending, NONE)
+            } else if k < list.len() {
+                k += 1;
+                list[k - 1]
+            } else {
+                break;
+            };
+            let row = rows.row(i);
+            let (u1, u2) = T::top2::<NEG>(row, &self.v);
+            if u1 == T::INFINITY {
+                // Every pair of this row is forbidden: the exact search reports it.
+                next.push(i);
+                continue;
+            }
+            let j1 = T::position_reduced::<NEG>(row, &self.v, u1);
+            // The runner-up column matters only on a tie (the first other column at u1).
+            let j2 = if u2 == u1 {
+                match T::position_reduced::<NEG>(&row[j1 + 1..], &self.v[j1 + 1..], u2) {
+                    NONE => NONE,
+                    p => j1 + 1 + p,
+                }
+            } else {
+                NONE
+            };
+            let mut j = j1;
+            let mut evicted = self.row4col[j1];
+            let strict = u1 < u2 && u2 != T::INFINITY;
+            if strict {
+                self.v[j1] = self.v[j1] - (u2 - u1);
+            } else if evicted != NONE && j2 != NONE && u2 == u1 {
+                j = j2;
+                evicted = self.row4col[j2];
+            }
+            self.row4col[j] = i;
+            self.col4row[i] = j;
+            if evicted != NONE {
+                self.col4row[evicted] = NONE;
+                if strict && budget > 0 {
+                    budget -= 1;
+                    pending = evicted;
+                } else {
+                    next.push(evicted);
+                }
+            }
+        }
+        self.free = next;
+        self.next_free = list;
+    }
+
+    /// Assign `cur` (a free row) by the shortest augmenting path to a free column:
+    /// Dijkstra over reduced costs, one dense pass per scanned row.
+    fn augment<const NEG: bool>(&mut self, rows: Rows<'_, T>, cur: usize) -> Result<(), LsapError> {
+        let nc = rows.n_cols;
+        let dist = &mut self.dist[..nc];
+        let v = &self.v[..nc];
+        dist.fill(T::INFINITY);
+        self.scanned.clear();
+        self.scan_rows.clear();
+        let mut min_val = T::ZERO;
+        let mut i = cur;
+        let sink = loop {
+            let base = min_val - self.u[i];
+            self.scan_rows.push((i, base));
+            let lowest = T::relax::<NEG>(rows.row(i), v, dist, base);
+            if lowest == T::INFINITY {
+                return Err(LsapError::Infeasible);
+            }
+            let j = T::position(dist, lowest);
+            min_val = lowest;
+            if self.row4col[j] == NONE {
+                break j;
+            }
+            // Scanned: NaN keeps the column out of every later update and minimum.
+            dist[j] = T::NAN;
+            self.scanned.push((j, lowest));
+            i = self.row4col[j];
+        };
+        // Walk back from the sink. The predecessor of a column settled after scan `t` is
+        // the first of rows 0..=t whose relaxation produced its distance (recomputed
+        // exactly as in the scan, so equality is exact); row `s > 0` was reached through
+        // the column settled after scan `s - 1`. Finding predecessors afterwards keeps the
+        // dense scan free of index stores, at O(path length * scans) extra work.
+        let (mut j, mut d, mut t) = (sink, min_val, self.scan_rows.len() - 1);
+        loop {
+            let s = (0..=t)
+                .find(|&s| {
+                    let (r, base) = self.scan_rows[s];
+                    base + at::<T, NEG>(rows.row(r)[j]) - self.v[j] == d
+                })
+                .unwrap_or(t);
+            let r = self.scan_rows[s].0;
+            self.row4col[j] = r;
+            self.col4row[r] = j;
+            if s == 0 {
+                break;
+            }
+            (j, d) = self.scanned[s - 1];
+            t = s - 1;
+        }
+        // Dual update over the settled rows and columns (row `t + 1` came from column `t`).
+        self.u[cur] = self.u[cur] + min_val;
+        for (&(j, d), &(r, _)) in self.scanned.iter().zip(&self.scan_rows[1..]) {
+            let delta = min_val - d;
+            self.u[r] = self.u[r] + delta;
+            self.v[j] = self.v[j] - delta;
+        }
+        Ok(())
+    }
+}
+
+/// Copy a strided view row by row into `out`, negated when maximising.
+fn pack<T: Float>(m: MatrixView<'_, T>, maximize: bool, out: &mut Vec<T>) {
+    // Blocks of rows keep the row-major writes in cache while the (usually contiguous,
+    // since this is mostly a transposed C array) columns are read.
+    const BLOCK: usize = 64;
+    let (nr, nc) = m.shape();
+    out.clear();
+    // A view may repeat memory (zero strides) and be far larger than its data: fail with a
+    // panic (a Python exception in the binding) rather than abort on allocation failure.
+    if out.try_reserve(nr * nc).is_err() {
+        panic!("cannot allocate a {nr} x {nc} working copy of the cost matrix");
+    }
+    let dst = out.as_mut_ptr();
+    for i0 in (0..nr).step_by(BLOCK) {
+        for j in 0..nc {
+            for i in i0..(i0 + BLOCK).min(nr) {
+                // SAFETY: i < nr and j < nc, so the read is in the view and the write is
+                // inside the reserved nr * nc elements.
+                unsafe {
+                    let x = m.get_unchecked(i, j);
+                    dst.add(i * nc + j).write(if maximize { -x } else { x });
+                }
+            }
+        }
+    }
+    // SAFETY: the loops above initialised all nr * nc elements.
+    unsafe { out.set_len(nr * nc) };
+}
+
+/// Row access for a view whose rows are contiguous.
+#[derive(Clone, Copy)]
+struct Rows<'a, T> {
+    view: MatrixView<'a, T>,
+    n_rows: usize,
+    n_cols: usize,
+}
+
+impl<'a, T> Rows<'a, T> {
+    fn new(view: MatrixView<'a, T>) -> Self {
+        debug_assert!(view.has_contiguous_rows());
+        Self {
+            view,
+            n_rows: view.rows(),
+            n_cols: view.cols(),
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, i: usize) -> &'a [T] {
+        self.view
+            .contiguous_row(i)
+            .expect("row index in range and rows contiguous")
+    }
+}
