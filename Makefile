@@ -37,7 +37,7 @@ $(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml
 	$(PIP) install "setuptools>=77" wheel "maturin>=1.9,<2"
 	$(PIP) install $(TORCH_SPEC)
 	$(PIP) install --no-build-isolation -e ./msda_ops
-	$(PIP) install --no-build-isolation -e ".[test,dev]"
+	$(PIP) install --no-build-isolation -e ".[test,dev,bench]"
 	@touch $@
 
 # The Rust extension is rebuilt (incrementally, in target/) when a Rust source changes.
