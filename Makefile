@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu wheel demo rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu wheel gpu-bundle demo rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -90,16 +90,28 @@ test: setup
 
 # On the GPU machine there is no network and no Rust toolchain: use its own python3
 # (torch preinstalled), install our pure-Python parts without dependencies, and take
-# matcher_rs from the abi3 wheel built here by `make wheel` and carried in .whl/.
+# matcher_rs from the abi3 wheel built here by `make gpu-bundle` and carried in .whl/.
 test-gpu:
 	python3 -m pip install -q --no-deps --no-build-isolation ./msda_ops
-	if ls .whl/detr_zoo-*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-deps --force-reinstall .whl/detr_zoo-*.whl; fi
+	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
 	python3 -m pytest -m gpu -q -p no:cacheprovider
 
 # The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
 wheel: setup
 	$(VENV)/bin/maturin build --release --out dist
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist ./msda_ops
+
+# Everything the GPU machine lacks, as Python 3.12 wheels in .whl/ (git-ignored; pass
+# `carry: [".whl"]` to the device tool): our abi3 wheel, pycocotools, and the op anchors
+# of benchmarks/bench_msda.py (the original SenseTime kernel, deformops).
+GPU_WHEELS := pycocotools ms-deform-attn deformops
+gpu-bundle: setup
+	rm -rf .whl && mkdir -p .whl
+	$(VENV)/bin/maturin build --release --quiet --out .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+	@ls -la .whl
 
 # ---------------------------------------------------------------- jobs
 demo: setup
