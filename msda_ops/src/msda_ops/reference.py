@@ -24,9 +24,16 @@ def ms_deform_attn_reference(
         attention_weights: (N, Lq, M, L, P).
 
     Returns:
-        (N, Lq, M * D).
+        (N, Lq, M * D), dtype of ``value``; mixed float dtypes (e.g. a float16 value with
+        float32 locations under autocast) are computed in the widest of them.
     """
     del level_start_index  # the split below is derived from spatial_shapes
+    out_dtype = value.dtype
+    compute = torch.promote_types(value.dtype, sampling_locations.dtype)
+    compute = torch.promote_types(compute, attention_weights.dtype)
+    value = value.to(compute)
+    sampling_locations = sampling_locations.to(compute)
+    attention_weights = attention_weights.to(compute)
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
@@ -45,4 +52,4 @@ def ms_deform_attn_reference(
     # (N, Lq, M, L, P) -> (N*M, 1, Lq, L*P)
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
     out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1)  # (N*M, D, Lq)
-    return out.view(n, m * d, lq).transpose(1, 2).contiguous()
+    return out.view(n, m * d, lq).transpose(1, 2).contiguous().to(out_dtype)

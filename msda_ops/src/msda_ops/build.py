@@ -1,0 +1,254 @@
+"""Compile the C++/CUDA kernels on first use: cached, and safe when many processes start at once.
+
+Two shared libraries, loaded with ``torch.ops.load_library``:
+
+- ``cpu``: the op schemas (``csrc/*.cpp``) and the CPU kernels (``csrc/cpu/*.cpp``);
+- ``cuda``: the CUDA kernels (``csrc/cuda/*.cu``), built only when a CUDA device is used.
+
+Each build lives in ``<cache>/<name>-<key>/`` where the key hashes the torch version, its
+CUDA version, the Python version, the compiler flags and the sources, so editing a source
+or upgrading torch builds afresh and never loads a stale library. ``<cache>`` is
+``$MSDA_OPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/msda_ops``, else ``~/.cache/msda_ops``.
+
+An exclusive ``flock`` on ``<dir>.lock`` covers build and first load; the ``BUILT`` marker
+is written last, so a process either finds a finished library or waits for the builder
+(DDP ranks compile once). The OS drops the lock of a killed builder, unlike torch's own
+lock-file baton, so a crash never leaves the others waiting forever.
+
+A library compiled at install time (``MSDA_OPS_BUILD_EXT=1``, see ``setup.py``) is used
+first when it was built for this torch.
+
+Precompile from the command line (prints where the libraries are)::
+
+    python -m msda_ops.build            # CPU, and CUDA when a device and a toolkit exist
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from msda_ops.cuda_toolkit import find_cuda_home, link_cudart
+
+logger = logging.getLogger("msda_ops")
+PACKAGE = Path(__file__).resolve().parent
+CSRC = PACKAGE / "csrc"
+_OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
+# No -std: torch's extension builder picks the standard its own headers need.
+CXX_FLAGS = ["-O3", *_OPENMP]
+CUDA_FLAGS = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
+
+
+class BuildError(RuntimeError):
+    """The kernels could not be compiled or loaded; the message says why."""
+
+
+def sources(kind: str) -> list[Path]:
+    """The translation units of library ``kind`` (``"cpu"`` or ``"cuda"``)."""
+    if kind == "cpu":
+        return sorted(CSRC.glob("*.cpp")) + sorted((CSRC / "cpu").glob("*.cpp"))
+    if kind == "cuda":
+        return sorted((CSRC / "cuda").glob("*.cu"))
+    raise ValueError(f"unknown kernel library {kind!r}; expected 'cpu' or 'cuda'")
+
+
+def cache_root() -> Path:
+    """Where JIT builds are kept (see the module docstring)."""
+    if os.environ.get("MSDA_OPS_CACHE_DIR"):
+        return Path(os.environ["MSDA_OPS_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "msda_ops"
+
+
+def build_directory(kind: str) -> Path:
+    """The cache folder of library ``kind`` for this torch, Python, flags and sources."""
+    digest = hashlib.sha256()
+    meta = [torch.__version__, str(torch.version.cuda), sys.version, platform.machine(), kind]
+    meta += CXX_FLAGS + (CUDA_FLAGS if kind == "cuda" else [])
+    digest.update("\0".join(meta).encode())
+    # This library's sources and every header, in a stable order.
+    headers = [p for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh")]
+    for path in sorted({*sources(kind), *headers}):
+        digest.update(str(path.relative_to(CSRC)).encode() + b"\0" + path.read_bytes())
+    cuda = f"cu{torch.version.cuda.replace('.', '')}" if torch.version.cuda else "cpu"
+    tag = f"torch{torch.__version__.split('+')[0]}-{cuda}-py{sys.version_info[0]}{sys.version_info[1]}"
+    return cache_root() / f"msda_ops_{kind}-{tag}-{digest.hexdigest()[:16]}"
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (released by the OS if we die)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no flock; builds are not shared there
+        yield
+        return
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _prebuilt(kind: str) -> Path | None:
+    """The library compiled by ``setup.py`` for this torch, if any."""
+    info = PACKAGE / "_prebuilt.json"
+    if not info.is_file():
+        return None
+    try:
+        built = json.loads(info.read_text())
+    except (OSError, ValueError):
+        return None
+    if built.get("torch") != torch.__version__ or kind not in built.get("libraries", {}):
+        return None
+    path = PACKAGE / built["libraries"][kind]
+    return path if path.is_file() else None
+
+
+def _cuda_settings() -> None:
+    """Point torch's extension builder at a toolkit (PyPI wheels included)."""
+    home = find_cuda_home()
+    if home is None:
+        raise BuildError(
+            "no CUDA toolkit (nvcc) found; set CUDA_HOME or install cuda-toolkit[nvcc,cccl]"
+        )
+    with contextlib.suppress(OSError):  # read-only site-packages: the link may already work
+        link_cudart(home)
+    from torch.utils import cpp_extension
+
+    # cpp_extension froze CUDA_HOME when it was first imported; the wheel toolkit may be
+    # the only one and is not on its search path.
+    os.environ["CUDA_HOME"] = str(home)
+    cpp_extension.CUDA_HOME = str(home)
+
+
+def _ninja_on_path() -> None:
+    """Make the ``ninja`` of the PyPI package visible when its venv is not activated."""
+    if shutil.which("ninja"):
+        return
+    try:
+        import ninja
+
+        folder = Path(ninja.BIN_DIR)
+    except (ImportError, AttributeError):
+        folder = Path(sys.executable).parent
+    if (folder / "ninja").is_file():
+        os.environ["PATH"] = f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def compile_library(kind: str, verbose: bool = False) -> Path:
+    """Compile library ``kind`` into its cache folder (if needed) and return the ``.so`` path.
+
+    Raises:
+        BuildError: no sources, no ninja, no toolkit, or a compiler error (log in the folder).
+    """
+    srcs = sources(kind)
+    if not srcs:
+        raise BuildError(f"no {kind} sources under {CSRC}")
+    directory = build_directory(kind)
+    name = directory.name.split("-")[0]
+    library = directory / f"{name}.so"
+    marker = directory / "BUILT"
+    if marker.is_file() and library.is_file():
+        return library
+    try:
+        with _exclusive(directory.with_name(directory.name + ".lock")):
+            if marker.is_file() and library.is_file():
+                return library  # another process built it while we waited
+            _compile(kind, srcs, directory, name, verbose)
+            marker.write_text(torch.__version__ + "\n")
+    except OSError as exc:  # e.g. a read-only cache folder
+        raise BuildError(f"cannot build in {directory}: {exc}") from exc
+    return library
+
+
+def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: bool) -> None:
+    """Run torch's JIT builder (ninja) into ``directory``; the caller holds the lock."""
+    from torch.utils import cpp_extension
+
+    _ninja_on_path()
+    try:
+        cpp_extension.verify_ninja_availability()
+    except RuntimeError as exc:
+        raise BuildError("ninja is not installed (pip install ninja)") from exc
+    if kind == "cuda":
+        _cuda_settings()
+    directory.mkdir(parents=True, exist_ok=True)
+    # We hold the lock, so a torch baton left here is from a killed build.
+    (directory / "lock").unlink(missing_ok=True)
+    logger.info("msda_ops: compiling the %s kernels into %s (once per version)", kind, directory)
+    try:
+        cpp_extension.load(
+            name=name,
+            sources=[str(s) for s in srcs],
+            extra_cflags=CXX_FLAGS,
+            extra_cuda_cflags=CUDA_FLAGS if kind == "cuda" else None,
+            extra_ldflags=list(_OPENMP),
+            extra_include_paths=[str(CSRC)],
+            build_directory=str(directory),
+            is_python_module=False,
+            verbose=verbose,
+        )
+    except Exception as exc:  # compiler errors arrive as RuntimeError/CalledProcessError
+        log = directory / "build.log"
+        log.write_text(str(exc))
+        raise BuildError(f"compiling the {kind} kernels failed (log: {log})") from exc
+
+
+def load_library(kind: str) -> Path:
+    """Make the ops of library ``kind`` available in this process; return the file loaded.
+
+    Raises:
+        BuildError: when it can be neither found prebuilt nor compiled.
+    """
+    library = _prebuilt(kind)
+    if library is not None:
+        try:
+            torch.ops.load_library(str(library))
+            return library
+        except OSError:
+            pass  # built against another torch build: compile instead
+    library = compile_library(kind)
+    try:
+        torch.ops.load_library(str(library))
+    except OSError as exc:
+        raise BuildError(f"loading {library} failed: {exc}") from exc
+    return library
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Precompile the msda_ops kernels.")
+    parser.add_argument(
+        "--kind",
+        choices=["cpu", "cuda"],
+        nargs="+",
+        default=["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"],
+    )
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    status = 0
+    for kind in args.kind:
+        try:
+            print(f"{kind}: {compile_library(kind, verbose=args.verbose)}")
+        except BuildError as exc:
+            print(f"{kind}: FAILED: {exc}", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
