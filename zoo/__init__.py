@@ -1,3 +1,34 @@
-"""DETR and Deformable DETR models, losses and matching."""
+"""DETR and Deformable DETR models, losses and matching.
 
+>>> import zoo
+>>> zoo.list_variants()
+['ddetr', 'ddetr-refine', 'ddetr-single-scale', 'ddetr-two-stage', 'detr-r101', 'detr-r50']
+>>> model = zoo.create_model("ddetr", num_classes=3, depth=18)  # random weights
+>>> model = zoo.load("ddetr-two-stage")  # official weights from the Hub (or its cache)
+"""
+
+from zoo.builders import build_model
+from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.criterion import SetCriterion, build_criterion
+from zoo.hf_format import load_transformers_folder
+from zoo.hub import load
+from zoo.official_format import load_official_checkpoint
+from zoo.registry import create_model, get_variant, list_variants, variant_config
+
+__all__ = [
+    "BackboneConfig",
+    "DeformableDetrConfig",
+    "DetrConfig",
+    "LossConfig",
+    "SetCriterion",
+    "build_criterion",
+    "build_model",
+    "create_model",
+    "get_variant",
+    "list_variants",
+    "load",
+    "load_official_checkpoint",
+    "load_transformers_folder",
+    "variant_config",
+]
 __version__ = "0.1.0"

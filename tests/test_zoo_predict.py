@@ -1,0 +1,103 @@
+"""Pre- and post-processing against transformers' image processors, and ``model.predict``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, TINY
+
+import zoo
+from zoo.postprocess import postprocess_softmax, postprocess_topk
+from zoo.preprocess import preprocess, resized_size
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_resized_size_follows_the_official_transform() -> None:
+    assert resized_size(480, 640, 800, 1333) == (800, 1066)
+    assert resized_size(800, 1200, 800, 1333) == (800, 1200)  # already there
+    assert resized_size(100, 400, 800, 1333) == (333, 1332)  # capped by the long side
+    # The official transform rounds the capped short side first (transformers keeps
+    # the unrounded value and gets 1332 here).
+    assert resized_size(300, 160, 800, 1333) == (1333, 711)
+
+
+def test_preprocess_equals_transformers_on_tensors() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, 120, 200, generator=gen), torch.rand(3, 150, 100, generator=gen)]
+    hf = transformers.DetrImageProcessor()(images=images, return_tensors="pt", do_rescale=False)
+    ours = preprocess(images)
+    torch.testing.assert_close(ours.pixel_values, hf["pixel_values"], atol=1e-5, rtol=0)
+    assert torch.equal(ours.pixel_mask, hf["pixel_mask"].bool())
+    assert ours.original_sizes.tolist() == [[120, 200], [150, 100]]
+
+
+def _raw_outputs(columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    logits = 2 * torch.randn(2, 30, columns, generator=gen)
+    boxes = torch.cat(
+        [
+            0.2 + 0.6 * torch.rand(2, 30, 2, generator=gen),
+            0.3 * torch.rand(2, 30, 2, generator=gen),
+        ],
+        -1,
+    )
+    return logits, boxes
+
+
+@pytest.mark.parametrize("deformable", [False, True])
+def test_postprocess_equals_transformers(deformable: bool) -> None:
+    logits, boxes = _raw_outputs(NUM_CLASSES + (0 if deformable else 1))
+    sizes = torch.tensor([[480, 640], [333, 500]])
+    if deformable:
+        processor = transformers.DeformableDetrImageProcessor()
+        ours = postprocess_topk({"pred_logits": logits, "pred_boxes": boxes}, sizes, 0.3, k=40)
+        hf = processor.post_process_object_detection(
+            SimpleNamespace(logits=logits, pred_boxes=boxes), 0.3, sizes, top_k=40
+        )
+    else:
+        processor = transformers.DetrImageProcessor()
+        ours = postprocess_softmax({"pred_logits": logits, "pred_boxes": boxes}, sizes, 0.3)
+        hf = processor.post_process_object_detection(
+            SimpleNamespace(logits=logits, pred_boxes=boxes), 0.3, sizes
+        )
+    for o, h in zip(ours, hf, strict=True):
+        assert len(o["scores"]) > 0
+        torch.testing.assert_close(o["scores"], h["scores"])
+        assert torch.equal(o["labels"], h["labels"])
+        torch.testing.assert_close(o["boxes"], h["boxes"])
+
+
+@pytest.mark.parametrize("name", ["detr-r50", "ddetr-two-stage"])
+def test_predict_on_images_of_any_size(name: str) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(
+        name, **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    )
+    gen = torch.Generator().manual_seed(0)
+    tensor_image = torch.rand(3, 50, 70, generator=gen)
+    pil_image = Image.fromarray((torch.rand(60, 40, 3, generator=gen) * 255).byte().numpy())
+    results = model.predict(
+        [tensor_image, pil_image], threshold=0.0, shortest_edge=64, longest_edge=96
+    )
+    assert model.training  # predict restores the mode
+    assert len(results) == 2
+    for result, (h, w) in zip(results, [(50, 70), (60, 40)], strict=True):
+        assert result["boxes"].shape[1] == 4
+        assert len(result["boxes"]) == len(result["scores"]) == len(result["labels"]) > 0
+        assert (result["labels"] < NUM_CLASSES).all()
+        # Boxes are in pixels of the original image (predicted boxes lie within it).
+        assert result["boxes"][:, 0::2].max() <= w + 1e-4
+        assert result["boxes"][:, 1::2].max() <= h + 1e-4
+    # The same as running the steps by hand.
+    batch = preprocess([tensor_image], 64, 96)
+    model.eval()
+    with torch.no_grad():
+        raw = model(batch.pixel_values, batch.pixel_mask)
+    manual = model.postprocess(raw, batch.original_sizes, 0.0)[0]
+    alone = model.predict([tensor_image], threshold=0.0, shortest_edge=64, longest_edge=96)[0]
+    torch.testing.assert_close(alone["scores"], manual["scores"])
+    torch.testing.assert_close(alone["boxes"], manual["boxes"])

@@ -1,0 +1,145 @@
+"""What every checkpoint converter shares: key renaming, aliased heads, a load report."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from zoo.config import DeformableDetrConfig
+
+# Deformable DETR's heads, at the top level or copied under the decoder.
+_HEAD = re.compile(
+    r"^(model\.decoder\.|transformer\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.(.+)$"
+)
+
+HeadKey = tuple[str, str, int, str]  # (decoder-copy prefix or "", head name, layer, param)
+
+
+@dataclass
+class LoadReport:
+    """Keys of the model left unset, checkpoint keys left unused, and shape mismatches."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{name}: {', '.join(keys)}"
+            for name, keys in (
+                ("missing", self.missing),
+                ("unexpected", self.unexpected),
+                ("mismatched", self.mismatched),
+            )
+            if keys
+        ]
+        return "; ".join(parts) or "all keys matched"
+
+
+Rules = list[tuple[str, str | Callable[[re.Match[str]], str]]]
+
+
+def rename_key(key: str, rules: Rules) -> str:
+    """Apply every ``(pattern, replacement)`` of ``rules`` to ``key``, in order."""
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key
+
+
+def split_heads(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[HeadKey, Tensor]]:
+    """Separate Deformable DETR's class/box head tensors (by layer) from the rest."""
+    rest: dict[str, Tensor] = {}
+    heads: dict[HeadKey, Tensor] = {}
+    for key, value in state.items():
+        match = _HEAD.match(key)
+        if match is None:
+            rest[key] = value
+        else:
+            prefix, name, layer, param = match.groups()
+            heads[(prefix or "", name, int(layer), param)] = value
+    return rest, heads
+
+
+def resolve_heads(
+    heads: dict[HeadKey, Tensor],
+    config: DeformableDetrConfig,
+    out: dict[str, Tensor],
+) -> list[str]:
+    """Place Deformable DETR's class/box heads, which checkpoints store aliased.
+
+    The official code (and transformers) keep copies of the refining box heads (and
+    two-stage class heads) under the decoder; without refinement one head is stored
+    once per layer; transformers 5.x saves tied heads once (layer 0 standing for all).
+    Per layer, we take the top-level key, else the decoder's copy, else layer 0's.
+    Duplicates must agree with what was taken, or they are reported unused.
+    """
+    per_layer = config.with_box_refine
+    count = config.dec_layers + int(config.two_stage) if per_layer else 1
+    copies = {prefix for prefix, _, _, _ in heads if prefix}
+    used: set[HeadKey] = set()
+    for name in ("class_embed", "bbox_embed"):
+        suffixes = sorted({s for (_, n, _, s) in heads if n == name})
+        for i in range(count):
+            for suffix in suffixes:
+                candidates = [("", name, i, suffix)]
+                candidates += [(prefix, name, i, suffix) for prefix in sorted(copies)]
+                candidates.append(("", name, 0, suffix))
+                for source in candidates:
+                    if source in heads:
+                        target = (
+                            f"heads.{name}.{i}.{suffix}" if per_layer else f"heads.{name}.{suffix}"
+                        )
+                        out[target] = heads[source]
+                        used.add(source)
+                        break
+    unused = []
+    for key, value in heads.items():
+        if key in used:
+            continue
+        prefix, name, i, suffix = key
+        taken = out.get(f"heads.{name}.{i}.{suffix}" if per_layer else f"heads.{name}.{suffix}")
+        if taken is None or not torch.equal(taken, value):
+            unused.append(f"{prefix}{name}.{i}.{suffix}")
+    return unused
+
+
+def load_converted(model: nn.Module, state: dict[str, Tensor], unused: list[str]) -> LoadReport:
+    """Copy ``state`` into ``model``; report what did not match instead of raising."""
+    own = model.state_dict()
+    report = LoadReport(unexpected=sorted(unused))
+    loadable = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+        else:
+            loadable[key] = value
+    report.missing = sorted(set(own) - set(loadable) - {k for k in state if k in own})
+    model.load_state_dict(loadable, strict=False)
+    return report
+
+
+def load_weights(
+    model: nn.Module, state: dict[str, Tensor], unused: list[str], source: object, strict: bool
+) -> nn.Module:
+    """Load converted weights, raise (``strict``) or warn on any mismatch, return in eval mode.
+
+    The :class:`LoadReport` is kept as ``model.load_report``.
+    """
+    report = load_converted(model, state, unused)
+    if not report.ok:
+        if strict:
+            raise ValueError(f"weights of {source} do not fit {type(model).__name__}: {report}")
+        warnings.warn(f"loading {source}: {report}", stacklevel=3)
+    model.load_report = report  # type: ignore[assignment]
+    return model.eval()
