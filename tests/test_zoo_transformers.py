@@ -132,7 +132,10 @@ def _fake_hub_cache(cache: Path, repo_id: str, folder: Path) -> None:
 def test_load_by_name_from_the_hub_cache(saved: dict, tmp_path: Path) -> None:
     hf, folder = saved["ddetr-two-stage"]
     _fake_hub_cache(tmp_path, "SenseTime/deformable-detr-with-box-refine-two-stage", folder)
-    model = zoo.load("ddetr-two-stage", cache_dir=tmp_path, local_files_only=True).double()
+    # revision="main": the fake cache's branch, not the name's pinned commit.
+    model = zoo.load(
+        "ddetr-two-stage", revision="main", cache_dir=tmp_path, local_files_only=True
+    ).double()
     pixels, mask = padded_batch(SIZES)
     with torch.no_grad():
         expected = hf(pixel_values=pixels, pixel_mask=mask)
@@ -141,7 +144,7 @@ def test_load_by_name_from_the_hub_cache(saved: dict, tmp_path: Path) -> None:
     # A checkpoint of another variant under the name is refused.
     _fake_hub_cache(tmp_path, "SenseTime/deformable-detr-with-box-refine", saved["ddetr"][1])
     with pytest.raises(ValueError, match="with_box_refine"):
-        zoo.load("ddetr-refine", cache_dir=tmp_path, local_files_only=True)
+        zoo.load("ddetr-refine", revision="main", cache_dir=tmp_path, local_files_only=True)
 
 
 def test_config_of_a_transformers_4_checkpoint() -> None:

@@ -5,30 +5,45 @@
 ['ddetr', 'ddetr-refine', 'ddetr-single-scale', 'ddetr-two-stage', 'detr-r101', 'detr-r50']
 >>> model = zoo.create_model("ddetr", num_classes=3, depth=18)  # random weights
 >>> model = zoo.load("ddetr-two-stage")  # official weights from the Hub (or its cache)
+>>> zoo.save_pretrained(model, "my-detector")  # config.json + model.safetensors + README.md
 """
 
 from zoo.builders import build_model
 from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
 from zoo.criterion import SetCriterion, build_criterion
 from zoo.hf_format import load_transformers_folder
-from zoo.hub import load
+from zoo.hub import WeightsNotFoundError, load
 from zoo.official_format import load_official_checkpoint
-from zoo.registry import create_model, get_variant, list_variants, variant_config
+from zoo.registry import (
+    ModelRecord,
+    create_model,
+    get_variant,
+    list_models,
+    list_variants,
+    variant_config,
+)
+from zoo.saving import load_pretrained, push_to_hub, save_pretrained
 
 __all__ = [
     "BackboneConfig",
     "DeformableDetrConfig",
     "DetrConfig",
     "LossConfig",
+    "ModelRecord",
     "SetCriterion",
+    "WeightsNotFoundError",
     "build_criterion",
     "build_model",
     "create_model",
     "get_variant",
+    "list_models",
     "list_variants",
     "load",
     "load_official_checkpoint",
+    "load_pretrained",
     "load_transformers_folder",
+    "push_to_hub",
+    "save_pretrained",
     "variant_config",
 ]
 __version__ = "0.1.0"

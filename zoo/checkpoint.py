@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from torch import Tensor, nn
 
 from zoo.config import DeformableDetrConfig
 
+logger = logging.getLogger(__name__)
+
 # Deformable DETR's heads, at the top level or copied under the decoder.
 _HEAD = re.compile(
     r"^(model\.decoder\.|transformer\.decoder\.)?(class_embed|bbox_embed)\.(\d+)\.(.+)$"
@@ -19,14 +22,23 @@ _HEAD = re.compile(
 
 HeadKey = tuple[str, str, int, str]  # (decoder-copy prefix or "", head name, layer, param)
 
+# Every class head of a zoo model: DETR's, Deformable DETR's shared one, or one per
+# decoder layer (plus the two-stage encoder's, the last of ``heads.class_embed``).
+CLASS_HEAD = re.compile(r"^(heads\.)?class_embed(\.\d+)?\.(weight|bias)$")
+
 
 @dataclass
 class LoadReport:
-    """Keys of the model left unset, checkpoint keys left unused, and shape mismatches."""
+    """Keys of the model left unset, checkpoint keys left unused, and shape mismatches.
+
+    ``reinitialized`` lists the class-head keys that were deliberately re-created
+    (a new class count) instead of loaded; they do not make the load fail.
+    """
 
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -39,6 +51,7 @@ class LoadReport:
                 ("missing", self.missing),
                 ("unexpected", self.unexpected),
                 ("mismatched", self.mismatched),
+                ("re-initialised (new class count)", self.reinitialized),
             )
             if keys
         ]
@@ -112,34 +125,59 @@ def resolve_heads(
     return unused
 
 
-def load_converted(model: nn.Module, state: dict[str, Tensor], unused: list[str]) -> LoadReport:
-    """Copy ``state`` into ``model``; report what did not match instead of raising."""
+def load_converted(
+    model: nn.Module, state: dict[str, Tensor], unused: list[str], new_class_heads: bool = False
+) -> LoadReport:
+    """Copy ``state`` into ``model``; report what did not match instead of raising.
+
+    With ``new_class_heads`` the model's class heads keep their fresh initialisation
+    and the checkpoint's are skipped (they are listed as ``reinitialized``).
+    """
     own = model.state_dict()
     report = LoadReport(unexpected=sorted(unused))
+    if new_class_heads:
+        report.reinitialized = sorted(k for k in own if CLASS_HEAD.match(k))
+        state = {k: v for k, v in state.items() if not CLASS_HEAD.match(k)}
     loadable = {}
     for key, value in state.items():
         if key not in own:
             report.unexpected.append(key)
         elif own[key].shape != value.shape:
-            report.mismatched.append(f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}")
+            report.mismatched.append(
+                f"{key} (checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)})"
+            )
         else:
             loadable[key] = value
-    report.missing = sorted(set(own) - set(loadable) - {k for k in state if k in own})
+    skipped = set(loadable) | set(state) | set(report.reinitialized)
+    report.missing = sorted(set(own) - skipped)
     model.load_state_dict(loadable, strict=False)
     return report
 
 
 def load_weights(
-    model: nn.Module, state: dict[str, Tensor], unused: list[str], source: object, strict: bool
+    model: nn.Module,
+    state: dict[str, Tensor],
+    unused: list[str],
+    source: object,
+    strict: bool,
+    new_class_heads: bool = False,
 ) -> nn.Module:
     """Load converted weights, raise (``strict``) or warn on any mismatch, return in eval mode.
 
-    The :class:`LoadReport` is kept as ``model.load_report``.
+    ``new_class_heads``: see :func:`load_converted`; the re-initialised keys are
+    logged, not treated as a mismatch. The :class:`LoadReport` is kept as
+    ``model.load_report``.
     """
-    report = load_converted(model, state, unused)
+    report = load_converted(model, state, unused, new_class_heads)
     if not report.ok:
         if strict:
             raise ValueError(f"weights of {source} do not fit {type(model).__name__}: {report}")
         warnings.warn(f"loading {source}: {report}", stacklevel=3)
+    if report.reinitialized:
+        logger.warning(
+            "%s: new class count, class heads re-initialised: %s",
+            source,
+            ", ".join(report.reinitialized),
+        )
     model.load_report = report  # type: ignore[assignment]
     return model.eval()

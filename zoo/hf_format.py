@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from zoo.builders import build_model
 from zoo.checkpoint import Rules, load_weights, rename_key, resolve_heads, split_heads
 from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
+
+# Weight files of a transformers folder, in order of preference (never a pickle first).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # transformers 5 renamed some keys; bring them back to the 4.x names first.
 _V5_TO_V4: Rules = [
@@ -153,25 +155,48 @@ def _pack_qkv(state: dict[str, Tensor]) -> None:
             state[f"{p}in_proj_{kind}"] = torch.cat(parts)  # type: ignore[arg-type]
 
 
+def weights_file(folder: str | Path) -> Path:
+    """The weights of a folder: ``model.safetensors``, else ``pytorch_model.bin``."""
+    folder = Path(folder)
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    raise FileNotFoundError(f"{folder} holds no {' or '.join(WEIGHT_FILES)}")
+
+
 def load_transformers_folder(
-    path: str | Path, *, strict: bool = True, dtype: torch.dtype | None = None, **overrides: Any
+    path: str | Path,
+    *,
+    strict: bool = True,
+    dtype: torch.dtype | None = None,
+    reinit_class_heads: bool = False,
+    **overrides: Any,
 ) -> nn.Module:
     """Build the zoo model for a transformers folder and load its weights.
 
     Args:
-        path: folder with ``config.json`` and ``model.safetensors``.
+        path: folder with ``config.json`` and ``model.safetensors`` (or, read with
+            ``torch.load(weights_only=True)``, ``pytorch_model.bin``).
         strict: raise ``ValueError`` if any key is missing, unexpected or mismatched;
-            otherwise warn (e.g. ``num_classes=...`` overrides re-initialise the class heads).
+            otherwise warn.
         dtype: cast the model to this dtype after loading.
+        reinit_class_heads: when ``overrides`` change ``num_classes``, re-create every
+            class head (prior-probability bias for focal models) and load the rest
+            strictly, instead of reporting the heads as mismatched.
         overrides: configuration fields to change.
 
     Returns:
         The model in eval mode; ``model.load_report`` holds the :class:`~zoo.checkpoint.LoadReport`.
     """
+    from zoo.official_format import read_state_dict
+
     folder = Path(path)
     hf_config = json.loads((folder / "config.json").read_text())
     config = config_from_transformers(hf_config, **overrides)
+    new_heads = reinit_class_heads and (
+        config.num_classes != config_from_transformers(hf_config).num_classes
+    )
     model = build_model(config)
-    state, unused = convert_state_dict(load_file(str(folder / "model.safetensors")), config)
-    load_weights(model, state, unused, folder, strict)
+    state, unused = convert_state_dict(read_state_dict(weights_file(folder)), config)
+    load_weights(model, state, unused, folder, strict, new_class_heads=new_heads)
     return model if dtype is None else model.to(dtype)

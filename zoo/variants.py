@@ -8,13 +8,32 @@ from zoo.registry import register_variant
 _DETR_PAPER = "End-to-End Object Detection with Transformers (Carion et al., ECCV 2020)"
 _DDETR_PAPER = "Deformable DETR (Zhu et al., ICLR 2021)"
 
+# Hub commits, as recorded by projects that pinned and hash-checked these checkpoints
+# (the model.safetensors of each commit). detr-resnet-101's is not known here: its
+# default branch is used until someone pins it.
+_REVISIONS = {
+    "facebook/detr-resnet-50": "1d5f47bd3bdd2c4bbfa585418ffe6da5028b4c0b",
+    "facebook/detr-resnet-101": None,
+    "SenseTime/deformable-detr-single-scale": "e880a4ca7bbe47b33d37ed90e2948efbbdad0d44",
+    "SenseTime/deformable-detr": "83ecd26945199939cb82806f988debdb71e6f43e",
+    "SenseTime/deformable-detr-with-box-refine": "2e9e461623a8fdc296e19666c46c8a4389a3a6fe",
+    "SenseTime/deformable-detr-with-box-refine-two-stage": (
+        "e74bff70d69f3e825f6cefaf179bfba707f92054"
+    ),
+}
+# All six model cards declare Apache-2.0 (as do both original repositories).
+_LICENSE = "Apache-2.0"
+
 
 @register_variant(
     "detr-r50",
     family="detr",
     description="DETR, ResNet-50, 100 queries, 6+6 layers (42.0 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-50",
+    hf_revision=_REVISIONS["facebook/detr-resnet-50"],
     paper=_DETR_PAPER,
+    coco_ap=42.0,
+    license=_LICENSE,
 )
 def detr_r50() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig(depth=50))
@@ -25,7 +44,10 @@ def detr_r50() -> DetrConfig:
     family="detr",
     description="DETR, ResNet-101, 100 queries, 6+6 layers (43.5 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-101",
+    hf_revision=_REVISIONS["facebook/detr-resnet-101"],
     paper=_DETR_PAPER,
+    coco_ap=43.5,
+    license=_LICENSE,
 )
 def detr_r101() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig(depth=101))
@@ -36,7 +58,10 @@ def detr_r101() -> DetrConfig:
     family="deformable",
     description="Deformable DETR on C5 only (one level), 300 queries (39.4 AP)",
     hf_hub_id="SenseTime/deformable-detr-single-scale",
+    hf_revision=_REVISIONS["SenseTime/deformable-detr-single-scale"],
     paper=_DDETR_PAPER,
+    coco_ap=39.4,
+    license=_LICENSE,
 )
 def ddetr_single_scale() -> DeformableDetrConfig:
     return DeformableDetrConfig(num_levels=1)
@@ -47,7 +72,10 @@ def ddetr_single_scale() -> DeformableDetrConfig:
     family="deformable",
     description="Deformable DETR, 4 levels (C3-C5 + a stride-2 conv on C5), 300 queries (44.5 AP)",
     hf_hub_id="SenseTime/deformable-detr",
+    hf_revision=_REVISIONS["SenseTime/deformable-detr"],
     paper=_DDETR_PAPER,
+    coco_ap=44.5,
+    license=_LICENSE,
 )
 def ddetr() -> DeformableDetrConfig:
     return DeformableDetrConfig()
@@ -58,7 +86,10 @@ def ddetr() -> DeformableDetrConfig:
     family="deformable",
     description="Deformable DETR with iterative box refinement, per-layer heads (46.2 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine",
+    hf_revision=_REVISIONS["SenseTime/deformable-detr-with-box-refine"],
     paper=_DDETR_PAPER,
+    coco_ap=46.2,
+    license=_LICENSE,
 )
 def ddetr_refine() -> DeformableDetrConfig:
     return DeformableDetrConfig(with_box_refine=True)
@@ -69,7 +100,10 @@ def ddetr_refine() -> DeformableDetrConfig:
     family="deformable",
     description="Two-stage Deformable DETR with box refinement: top-k encoder proposals as queries (46.9 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine-two-stage",
+    hf_revision=_REVISIONS["SenseTime/deformable-detr-with-box-refine-two-stage"],
     paper=_DDETR_PAPER,
+    coco_ap=46.9,
+    license=_LICENSE,
 )
 def ddetr_two_stage() -> DeformableDetrConfig:
     return DeformableDetrConfig(with_box_refine=True, two_stage=True)

@@ -1,0 +1,139 @@
+"""The zoo's own format: save -> load is bit-identical for every family; push_to_hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
+
+import zoo
+from zoo.saving import config_from_dict, config_to_dict
+
+VARIANTS = ["detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-two-stage"]
+
+
+def tiny(name: str, seed: int = 0) -> torch.nn.Module:
+    model = zoo.create_model(
+        name, **TINY, depth=18, num_classes=NUM_CLASSES, num_queries=NUM_QUERIES
+    )
+    randomize_(model, seed)
+    return model.eval()
+
+
+def _assert_identical(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert sa[key].dtype == sb[key].dtype and torch.equal(sa[key], sb[key]), key
+    pixels, mask = padded_batch(SIZES)
+    with torch.no_grad():
+        out_a, out_b = a(pixels.float(), mask), b(pixels.float(), mask)
+    for key in ("pred_logits", "pred_boxes"):
+        assert torch.equal(out_a[key], out_b[key]), key
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_save_load_round_trip_is_bit_identical(name: str, tmp_path: Path) -> None:
+    model = tiny(name, seed=VARIANTS.index(name))
+    folder = zoo.save_pretrained(model, tmp_path / name)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+    data = json.loads((folder / "config.json").read_text())
+    assert data["format"] == "zoo" and data["format_version"] == 1
+    assert data["family"] == ("detr" if name.startswith("detr") else "deformable")
+    # ResNet-18 DETR is no registered variant; the deformable ones are named by their heads.
+    assert data["variant"] == (None if name == "detr-r50" else name)
+    loaded = zoo.load(folder)
+    assert loaded.config == model.config
+    assert loaded.load_report.ok
+    _assert_identical(model, loaded)
+
+
+def test_config_round_trips_through_json() -> None:
+    config = zoo.variant_config("ddetr-two-stage", hidden_dim=64, depth=34)
+    data = json.loads(json.dumps(config_to_dict(config)))
+    assert config_from_dict(data) == config
+    with pytest.raises(ValueError, match="upgrade"):
+        config_from_dict({**data, "format_version": 99})
+
+
+def test_aliased_heads_are_stored_once_and_restored(tmp_path: Path) -> None:
+    model = tiny("ddetr-refine", seed=3)
+    # Tie every decoder layer's box head to the first one, as transformers can.
+    for i in range(1, len(model.heads.bbox_embed)):
+        model.heads.bbox_embed[i] = model.heads.bbox_embed[0]
+    state = model.state_dict()
+    assert state["heads.bbox_embed.1.layers.0.weight"].data_ptr() == (
+        state["heads.bbox_embed.0.layers.0.weight"].data_ptr()
+    )
+    folder = zoo.save_pretrained(model, tmp_path / "tied")
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as f:
+        stored = set(f.keys())
+        aliases = json.loads(f.metadata()["aliases"])
+    assert "heads.bbox_embed.1.layers.0.weight" not in stored
+    assert aliases["heads.bbox_embed.1.layers.0.weight"] == "heads.bbox_embed.0.layers.0.weight"
+    _assert_identical(model, zoo.load(folder))
+
+
+def test_model_card(tmp_path: Path) -> None:
+    model = tiny("ddetr-two-stage")
+    model.source = "SenseTime/deformable-detr-with-box-refine-two-stage@abc"
+    card = (zoo.save_pretrained(model, tmp_path / "m") / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n")
+    assert "pipeline_tag: object-detection" in card
+    assert "# ddetr-two-stage" in card and "Weights from `SenseTime/" in card
+    assert "| two_stage | True |" in card
+
+
+def test_num_classes_on_a_saved_model(tmp_path: Path) -> None:
+    model = tiny("ddetr")
+    folder = zoo.save_pretrained(model, tmp_path / "m")
+    new = zoo.load(folder, num_classes=2)
+    assert new.load_report.reinitialized == [
+        "heads.class_embed.bias",
+        "heads.class_embed.weight",
+    ]
+    assert new.heads.class_embed.weight.shape[0] == 2
+
+
+def test_push_to_hub_uploads_the_saved_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: dict[str, Any] = {}
+
+    class FakeApi:
+        def __init__(self, token: Any = None) -> None:
+            calls["token"] = token
+
+        def create_repo(self, repo_id: str, **kw: Any) -> None:
+            calls["create_repo"] = (repo_id, kw)
+
+        def upload_folder(self, *, repo_id: str, folder_path: str, **kw: Any) -> str:
+            calls["upload"] = (repo_id, kw)
+            calls["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+            return "commit-info"
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model = tiny("ddetr-single-scale")
+    out = zoo.push_to_hub(model, "me/tiny", token="hf_x", private=True)
+    assert out == "commit-info"
+    assert calls["token"] == "hf_x"
+    assert calls["create_repo"] == ("me/tiny", {"private": True, "exist_ok": True})
+    assert calls["upload"][0] == "me/tiny"
+    assert set(calls["files"]) == {"README.md", "config.json", "model.safetensors"}
+    # What was uploaded loads back to the same model.
+    folder = tmp_path / "uploaded"
+    folder.mkdir()
+    for name, data in calls["files"].items():
+        (folder / name).write_bytes(data)
+    _assert_identical(model, zoo.load(folder))

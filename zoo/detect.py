@@ -1,0 +1,236 @@
+"""Detection on image files: find them, batch them through a model, write pictures and JSON.
+
+For every input image ``out/<stem>.png`` shows the detections and ``out/<stem>.json``
+lists them (or one ``detections.json`` holds all); with sampling on, Deformable DETR
+models also get ``out/<stem>_sampling.png``, their decoder's attention per level.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor, nn
+
+from zoo.coco_names import class_names
+from zoo.config import ModelConfig
+from zoo.detector import Predictions
+from zoo.drawing import draw_detections, draw_sampling
+from zoo.postprocess import scale_boxes
+from zoo.preprocess import preprocess
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass
+class SamplingView:
+    """The last decoder layer's cross-attention for the top queries of one image.
+
+    ``boxes`` (K, 4) xyxy, ``references`` (K, 2) and ``locations`` (K, M, L, P, 2)
+    (x, y) are in pixels of the original image; ``weights`` (K, M, L, P);
+    ``strides`` each level's stride in the network input.
+    """
+
+    boxes: Tensor
+    references: Tensor
+    locations: Tensor
+    weights: Tensor
+    strides: list[int]
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named by ``inputs``: files, folders (their images, sorted) or globs.
+
+    Raises:
+        FileNotFoundError: an input that names no image.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            names = sorted(glob.glob(str(item), recursive=True))
+            matches = [Path(n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        if not matches:
+            raise FileNotFoundError(f"no image file matches {str(item)!r}")
+        found += matches
+    return list(dict.fromkeys(found))
+
+
+def supports_sampling(model: nn.Module) -> bool:
+    """Whether ``model`` has deformable cross-attention (sampling points) to show."""
+    from zoo.deformable_detr import DeformableDETR
+
+    return isinstance(model, DeformableDETR)
+
+
+@torch.no_grad()
+def predict_with_sampling(
+    model: nn.Module, images: Sequence[Image.Image], threshold: float, top_k: int = 5
+) -> tuple[list[Predictions], list[SamplingView]]:
+    """``model.predict`` plus, per image, the attention of its ``top_k`` best queries.
+
+    Queries rank by their best class score and must pass ``threshold``.
+
+    Raises:
+        ValueError: ``model`` is not a Deformable DETR (DETR attends densely).
+    """
+    from zoo.deformable_detr import DeformableDETR
+
+    if not isinstance(model, DeformableDETR):
+        raise ValueError(
+            f"sampling points need a Deformable DETR model; {type(model).__name__} has "
+            "dense attention (no sampling points)"
+        )
+    param = next(model.parameters())
+    batch = preprocess(images, device=param.device)
+    captured: dict[str, Any] = {}
+
+    def keep_decoder_io(module: nn.Module, args: tuple, output: Any) -> None:
+        # The decoder's inputs hold the levels' valid ratios, its output the references.
+        captured["levels"], captured["references"] = args[4], output.references[-1]
+
+    handle = model.decoder.register_forward_hook(keep_decoder_io)
+    model.eval()
+    try:
+        outputs = model(batch.pixel_values.to(param.dtype), batch.pixel_mask, output_sampling=True)
+    finally:
+        handle.remove()
+    predictions = model.postprocess(outputs, batch.original_sizes, threshold)
+    levels = captured["levels"]
+    width = batch.pixel_values.shape[-1]
+    # Feature maps round their sizes up: the nearest power of two is the true stride.
+    strides = [2 ** round(math.log2(width / w)) for _, w in levels.shapes]
+    scores = outputs["pred_logits"].sigmoid().amax(-1)  # (N, Q)
+    views = []
+    for i, (h, w) in enumerate(batch.original_sizes.tolist()):
+        top, query = scores[i].topk(min(top_k, scores.shape[1]))
+        query = query[top > threshold]
+        scale = torch.tensor([w, h], dtype=scores.dtype, device=scores.device)
+        # Locations are normalised to each level's padded map; divided by the valid
+        # ratio they are normalised to the real image, like the references.
+        ratios = levels.valid_ratios[i][None, None, :, None, :]
+        locations = outputs["sampling_locations"][-1, i, query] / ratios * scale
+        boxes = scale_boxes(
+            outputs["pred_boxes"][i : i + 1, query], batch.original_sizes[i : i + 1]
+        )
+        views.append(
+            SamplingView(
+                boxes=boxes[0].cpu(),
+                references=(captured["references"][i, query, :2] * scale).cpu(),
+                locations=locations.cpu(),
+                weights=outputs["attention_weights"][-1, i, query].cpu(),
+                strides=strides,
+            )
+        )
+    return predictions, views
+
+
+def detections_record(
+    path: Path, size: tuple[int, int], pred: Predictions, names: Sequence[str]
+) -> dict:
+    """The JSON of one image: its path, size and every detection (box xyxy in pixels)."""
+    return {
+        "image": str(path),
+        "width": size[0],
+        "height": size[1],
+        "detections": [
+            {
+                "label": int(label),
+                "name": names[int(label)]
+                if 0 <= int(label) < len(names)
+                else f"class {int(label)}",
+                "score": float(score),
+                "box": [float(v) for v in box],
+            }
+            for box, score, label in zip(
+                pred["boxes"].tolist(),
+                pred["scores"].tolist(),
+                pred["labels"].tolist(),
+                strict=True,
+            )
+        ],
+    }
+
+
+def detect_files(
+    model: nn.Module,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 4,
+    show_sampling: bool = False,
+    top_k: int = 5,
+    one_json: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
+
+    Returns:
+        The JSON records (see :func:`detections_record`), in the order of ``paths``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = class_names(cast(ModelConfig, model.config).num_classes)
+    stems = _unique_stems(paths)
+    records = []
+    bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
+    for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
+        images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p, _ in chunk]
+        if show_sampling:
+            predictions, views = predict_with_sampling(model, images, threshold, top_k)
+        else:
+            predictions = model.predict(images, threshold=threshold)  # type: ignore[operator]
+        for j, ((path, stem), image, pred) in enumerate(
+            zip(chunk, images, predictions, strict=True)
+        ):
+            pred = Predictions(
+                boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
+            )
+            draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names).save(
+                out / f"{stem}.png"
+            )
+            if show_sampling:
+                v = views[j]
+                sheet = draw_sampling(
+                    image, v.boxes, v.references, v.locations, v.weights, v.strides
+                )
+                sheet.save(out / f"{stem}_sampling.png")
+            record = detections_record(path, image.size, pred, names)
+            records.append(record)
+            if not one_json:
+                (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+        bar.update(len(chunk))
+    bar.close()
+    if one_json:
+        (out / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
+    return records
+
+
+def _unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output names: each file's stem, numbered when two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+    return stems
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
