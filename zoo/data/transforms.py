@@ -1,0 +1,138 @@
+"""Box-aware augmentation of the official DETR / Deformable DETR recipe, on transforms.v2.
+
+Training: random horizontal flip, then either a multi-scale resize of the shorter side
+(capped by a maximum longer side), or a resize, a random-size crop and the multi-scale
+resize again; then ImageNet normalisation. torchvision moves the boxes with the pixels
+(``tv_tensors.BoundingBoxes``), and :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes`
+drops the boxes a crop emptied together with their labels.
+
+Evaluation: one resize of the shorter side, normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torchvision.transforms.v2 as v2
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+from torchvision import tv_tensors
+
+from zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class ResizeRecipe:
+    """Sizes of the augmentation, in pixels. The defaults are the official COCO recipe.
+
+    ``scales``: candidate shorter sides (training; evaluation uses the largest);
+    ``max_size``: cap on the longer side; ``crop_scales``: shorter sides before the
+    crop; ``crop_min``, ``crop_max``: range of the crop's width and height.
+    """
+
+    scales: tuple[int, ...] = tuple(range(480, 801, 32))
+    max_size: int = 1333
+    crop_scales: tuple[int, ...] = (400, 500, 600)
+    crop_min: int = 384
+    crop_max: int = 600
+
+    @classmethod
+    def for_image_size(cls, size: int, base: ResizeRecipe | None = None) -> ResizeRecipe:
+        """The official recipe scaled so that the largest training scale is ``size``.
+
+        Small synthetic images (64 or 128 pixels) then get the same relative jitter
+        as COCO images get at 800 pixels.
+        """
+        base = base or cls()
+        factor = size / max(base.scales)
+
+        def scale(values: Sequence[int]) -> tuple[int, ...]:
+            return tuple(sorted({max(1, round(v * factor)) for v in values}))
+
+        return cls(
+            scales=scale(base.scales),
+            max_size=max(1, round(base.max_size * factor)),
+            crop_scales=scale(base.crop_scales),
+            crop_min=max(1, round(base.crop_min * factor)),
+            crop_max=max(1, round(base.crop_max * factor)),
+        )
+
+
+class RandomSizeCrop(v2.Transform):
+    """Crop a random window of width and height in ``[min_size, max_size]`` (clipped to the image).
+
+    The official ``RandomSizeCrop``; torchvision's ``crop`` kernels move the boxes.
+    """
+
+    def __init__(self, min_size: int, max_size: int) -> None:
+        super().__init__()
+        self.min_size = min_size
+        self.max_size = max_size
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        image = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, Tensor)))
+        height, width = TF.get_size(image)
+        h = self._draw(height)
+        w = self._draw(width)
+        top = int(torch.randint(0, height - h + 1, ()))
+        left = int(torch.randint(0, width - w + 1, ()))
+        return {"top": top, "left": left, "height": h, "width": w}
+
+    def _draw(self, side: int) -> int:
+        high = min(side, self.max_size)
+        low = min(self.min_size, high)
+        return int(torch.randint(low, high + 1, ()))
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        return self._call_kernel(TF.crop, inpt, **params)
+
+
+def _finish() -> list[v2.Transform]:
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        # Crops and clamping can leave boxes of zero size; drop them with their labels.
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(min_size=1.0),
+    ]
+
+
+def train_transforms(recipe: ResizeRecipe | None = None) -> v2.Compose:
+    """The official training augmentation on ``(image, {"boxes", "labels", ...})`` samples."""
+    recipe = recipe or ResizeRecipe()
+    resize = v2.RandomShortestSize(list(recipe.scales), max_size=recipe.max_size)
+    crop_then_resize = v2.Compose(
+        [
+            v2.RandomShortestSize(list(recipe.crop_scales)),
+            RandomSizeCrop(recipe.crop_min, recipe.crop_max),
+            v2.RandomShortestSize(list(recipe.scales), max_size=recipe.max_size),
+        ]
+    )
+    return v2.Compose(
+        [v2.RandomHorizontalFlip(), v2.RandomChoice([resize, crop_then_resize]), *_finish()]
+    )
+
+
+def eval_transforms(recipe: ResizeRecipe | None = None) -> v2.Compose:
+    """Resize the shorter side to the largest training scale (capped), then normalise."""
+    recipe = recipe or ResizeRecipe()
+    resize = v2.RandomShortestSize([max(recipe.scales)], max_size=recipe.max_size)
+    return v2.Compose([resize, *_finish()])
+
+
+def unnormalise(image: Tensor) -> Tensor:
+    """(3, H, W) ImageNet-normalised -> [0, 1] pixel values."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, dtype=image.dtype)[:, None, None]
+    return image * std + mean
+
+
+def normalised_cxcywh(boxes: tv_tensors.BoundingBoxes) -> Tensor:
+    """(T, 4) boxes in any format -> (T, 4) cxcywh divided by the image (W, H, W, H)."""
+    height, width = boxes.canvas_size
+    cxcywh = TF.convert_bounding_box_format(boxes, new_format=tv_tensors.BoundingBoxFormat.CXCYWH)
+    scale = torch.tensor([width, height, width, height], dtype=torch.float32)
+    return cxcywh.as_subclass(Tensor).to(torch.float32) / scale

@@ -1,0 +1,25 @@
+"""Training: the official recipe, mixed precision, DDP, exact resume, atomic checkpoints."""
+
+from zoo.training.checkpoint import load_model, load_weights, resolve_checkpoint, save_checkpoint
+from zoo.training.config import TrainConfig
+from zoo.training.distributed import ProcessInfo, init_distributed, process_info
+from zoo.training.log import MetricsLog, read_metrics
+from zoo.training.optim import build_optimizer, build_scheduler, param_groups
+from zoo.training.trainer import Trainer
+
+__all__ = [
+    "MetricsLog",
+    "ProcessInfo",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "build_scheduler",
+    "init_distributed",
+    "load_model",
+    "load_weights",
+    "param_groups",
+    "process_info",
+    "read_metrics",
+    "resolve_checkpoint",
+    "save_checkpoint",
+]

@@ -1,0 +1,52 @@
+"""Training hyper-parameters; the defaults are the official Deformable DETR recipe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+AMP_DTYPES = ("bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (the model's own sizes live in :mod:`zoo.config`).
+
+    Official recipe: AdamW at ``lr`` 2e-4, the backbone at ``lr_backbone`` 2e-5, the
+    parameters whose names contain one of ``slow_names`` (the deformable attention's
+    sampling offsets and reference points) at ``slow_lr_mult`` x ``lr``; weight decay
+    1e-4; gradients clipped to norm 0.1; the learning rate times ``lr_gamma`` every
+    ``lr_drop`` epochs; 2 images per process.
+
+    Attributes:
+        amp: None, ``"bf16"`` or ``"fp16"`` autocast (fp16 adds a gradient scaler).
+        max_steps: stop (and checkpoint) after this many optimizer steps in total.
+        checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
+        eval_every: evaluate every this many epochs (0: never).
+        keep_checkpoints: how many checkpoints to keep (the newest).
+    """
+
+    epochs: int = 50
+    batch_size: int = 2
+    lr: float = 2e-4
+    lr_backbone: float = 2e-5
+    slow_lr_mult: float = 0.1
+    slow_names: tuple[str, ...] = ("sampling_offsets", "reference_points")
+    weight_decay: float = 1e-4
+    clip_max_norm: float = 0.1
+    lr_drop: int = 40
+    lr_gamma: float = 0.1
+    amp: str | None = None
+    seed: int = 42
+    num_workers: int = 2
+    max_steps: int | None = None
+    checkpoint_every: int = 0
+    eval_every: int = 1
+    keep_checkpoints: int = 2
+    progress: bool = True
+    find_unused_parameters: bool = False
+
+    def __post_init__(self) -> None:
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(f"amp must be one of {AMP_DTYPES} or None, got {self.amp!r}")
+        if self.batch_size < 1 or self.epochs < 0:
+            raise ValueError("batch_size must be >= 1 and epochs >= 0")

@@ -1,0 +1,286 @@
+"""The training loop: mixed precision, DDP, exact resume, checkpoints, COCO evaluation.
+
+One :class:`Trainer` per process. Under torchrun every process builds the same model,
+calls :func:`zoo.training.distributed.init_distributed` first, and trains its share of
+every epoch's batches; rank 0 writes checkpoints, the metrics log and the progress bar.
+
+A resumed run continues exactly: the weights, optimizer, scheduler, gradient scaler and
+RNG states come from the checkpoint, the epoch's batches are a function of (seed, epoch)
+(:func:`~zoo.training.distributed.epoch_batches`) so the ones already trained on are
+skipped, and augmentation is seeded per sample (:class:`zoo.data.coco.CocoDetection`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from zoo.coco_eval import evaluate
+from zoo.data.coco import CocoDetection
+from zoo.data.collate import DetectionBatch, collate
+from zoo.training.checkpoint import (
+    capture_rng,
+    load_state,
+    load_weights,
+    restore_rng,
+    save_checkpoint,
+)
+from zoo.training.config import TrainConfig
+from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
+from zoo.training.log import MetricsLog
+from zoo.training.optim import build_optimizer, build_scheduler
+
+Criterion = Callable[[dict[str, Any], list[dict[str, Tensor]]], dict[str, Tensor]]
+_AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _to_float(outputs: Any) -> Any:
+    """Model outputs (nested dicts/lists) in float32: the matcher and losses need full precision."""
+    if isinstance(outputs, Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: _to_float(v) for k, v in outputs.items()}
+    if isinstance(outputs, list):
+        return [_to_float(v) for v in outputs]
+    return outputs
+
+
+def _mean_over_processes(losses: dict[str, Tensor]) -> dict[str, float]:
+    """Loss values averaged over processes, for logging only."""
+    names = sorted(losses)
+    values = torch.stack([losses[n].detach().float() for n in names])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(values)
+        values /= dist.get_world_size()
+    return dict(zip(names, values.tolist(), strict=True))
+
+
+class Trainer:
+    """Train ``model`` with ``criterion`` on ``train_set``, evaluating on ``val_set``.
+
+    Args:
+        model: a zoo detector (``model.config`` is saved with checkpoints).
+        criterion: ``(outputs, targets) -> dict`` holding the weighted total ``loss``.
+        out_dir: checkpoints under ``out_dir/checkpoints``, metrics in
+            ``out_dir/metrics.jsonl``.
+        info: this process's rank and device (default: from the process group).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criterion: Criterion,
+        train_set: CocoDetection,
+        config: TrainConfig,
+        out_dir: str | Path,
+        val_set: CocoDetection | None = None,
+        info: ProcessInfo | None = None,
+    ) -> None:
+        self.info = info or process_info()
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.model = model.to(self.info.device)
+        self.criterion = criterion
+        self.train_set = train_set
+        self.val_set = val_set
+        self.optimizer = build_optimizer(self.model, config)
+        self.scheduler = build_scheduler(self.optimizer, config)
+        self.amp_dtype = _AMP.get(config.amp or "")
+        self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=config.amp == "fp16")
+        self.log = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.info.is_main)
+        self.epoch = 0
+        self.batches_done = 0  # within self.epoch
+        self.step = 0
+        self.last_metrics: dict[str, float] | None = None
+        if self.info.world_size > 1:
+            device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
+            self.ddp: nn.Module = DistributedDataParallel(
+                self.model,
+                device_ids=device_ids,
+                find_unused_parameters=config.find_unused_parameters,
+            )
+        else:
+            self.ddp = self.model
+
+    # ------------------------------------------------------------ checkpoints
+    def save(self) -> Path | None:
+        """Checkpoint the current state (every rank must call it: RNG states are gathered)."""
+        rng: list[Any] = [capture_rng()]
+        if self.info.world_size > 1:
+            gathered: list[Any] = [None] * self.info.world_size
+            dist.all_gather_object(gathered, rng[0])
+            rng = gathered
+        if not self.info.is_main:
+            return None
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "step": self.step,
+            "rng": rng,
+            "train_config": _plain(asdict(self.config)),
+        }
+        return save_checkpoint(
+            self.out_dir / "checkpoints", self.step, self.model, state, self.config.keep_checkpoints
+        )
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder)."""
+        load_weights(self.model, path)
+        state = load_state(path)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.batches_done, self.step = (
+            state["epoch"],
+            state["batches_done"],
+            state["step"],
+        )
+        rng = state["rng"]
+        # Each process continues its own random stream when the world size is unchanged.
+        restore_rng(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+
+    # ------------------------------------------------------------ loop
+    def fit(self) -> dict[str, float] | None:
+        """Train until ``config.epochs`` or ``config.max_steps``; returns the last COCO metrics."""
+        cfg = self.config
+        if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            return self.last_metrics
+        while self.epoch < cfg.epochs:
+            finished = self._train_epoch()
+            if not finished:
+                self.save()
+                return self.last_metrics
+            self.scheduler.step()
+            self.epoch += 1
+            self.batches_done = 0
+            self.save()
+            if self.val_set is not None and cfg.eval_every and self.epoch % cfg.eval_every == 0:
+                self.evaluate()
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                break
+        return self.last_metrics
+
+    def _loader(self) -> DataLoader:
+        cfg = self.config
+        self.train_set.set_epoch(self.epoch)
+        batches = epoch_batches(
+            len(self.train_set), cfg.batch_size, self.epoch, cfg.seed, self.info
+        )
+        # A generator of its own keeps the loader from drawing on the global RNG.
+        generator = torch.Generator().manual_seed(cfg.seed + self.epoch)
+        return DataLoader(
+            self.train_set,
+            batch_sampler=batches[self.batches_done :],
+            collate_fn=collate,
+            num_workers=cfg.num_workers,
+            generator=generator,
+            pin_memory=self.info.device.type == "cuda",
+        )
+
+    def _train_epoch(self) -> bool:
+        """Train the rest of the current epoch; False when ``max_steps`` stopped it early."""
+        cfg = self.config
+        self.ddp.train()
+        loader = self._loader()
+        total = self.batches_done + len(loader)
+        bar = tqdm(
+            loader,
+            desc=f"epoch {self.epoch}",
+            initial=self.batches_done,
+            total=total,
+            disable=not (cfg.progress and self.info.is_main),
+            dynamic_ncols=True,
+        )
+        tic = time.perf_counter()
+        for batch in bar:
+            losses = self.train_step(batch.to(self.info.device))
+            self.batches_done += 1
+            self.step += 1
+            now = time.perf_counter()
+            speed = cfg.batch_size * self.info.world_size / max(now - tic, 1e-9)
+            tic = now
+            lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+            self.log.write(
+                "train", epoch=self.epoch, step=self.step, **losses, **lrs, images_per_s=speed
+            )
+            bar.set_postfix(loss=f"{losses['loss']:.4f}", img_s=f"{speed:.1f}")
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.save()
+            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+                bar.close()
+                return self.batches_done == total
+        bar.close()
+        return True
+
+    def train_step(self, batch: DetectionBatch) -> dict[str, float]:
+        """One optimizer step on ``batch``; returns the losses averaged over processes."""
+        cfg = self.config
+        device_type = self.info.device.type
+        with torch.autocast(
+            device_type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
+            outputs = self.ddp(batch.pixel_values, batch.pixel_mask)
+        losses = self.criterion(_to_float(outputs), batch.targets)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}: {losses}")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_max_norm > 0:
+            # Clip the true gradients: unscale first when fp16 scaling is on.
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return _mean_over_processes(losses)
+
+    def evaluate(self) -> dict[str, float]:
+        """COCO metrics on ``val_set`` (every process predicts its share); logged and printed."""
+        if self.val_set is None:
+            raise ValueError("no validation set")
+        self.val_set.set_epoch(0)
+        loader = DataLoader(
+            self.val_set,
+            batch_size=self.config.batch_size,
+            sampler=ShardSampler(len(self.val_set), self.info),
+            collate_fn=collate,
+            num_workers=self.config.num_workers,
+            generator=torch.Generator().manual_seed(0),
+            pin_memory=self.info.device.type == "cuda",
+        )
+        metrics = evaluate(
+            self.model,
+            loader,
+            self.val_set.coco,
+            self.val_set.label_to_category,
+            self.info.device,
+            self.amp_dtype,
+        )
+        self.last_metrics = metrics
+        if self.info.is_main:
+            self.log.write("eval", epoch=self.epoch, step=self.step, **metrics)
+            summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            tqdm.write(f"eval after epoch {self.epoch} (step {self.step}): {summary}")
+        return metrics
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, so the state holds only what ``weights_only`` loading accepts."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
