@@ -22,12 +22,13 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu wheel gpu-bundle demo rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
 	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
 	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
+	@echo "make test-slow long CPU tests (training until a tiny model learns)"
 	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
 
 # ---------------------------------------------------------------- set-up
@@ -79,7 +80,11 @@ $(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc
 
 pytest: setup
 	@echo "==> pytest (CPU)"
-	$(PY) -m pytest -m "not gpu" -q
+	$(PY) -m pytest -m "not gpu and not slow" -q
+
+# Long CPU runs kept out of `make test` (e.g. a tiny model trained until it learns).
+test-slow: setup
+	$(PY) -m pytest -m "slow and not gpu" -q
 
 test: setup
 	$(MAKE) --no-print-directory rust-check

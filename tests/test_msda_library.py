@@ -210,7 +210,6 @@ assert ops.kernel_available("cpu", True)
 """
 
 
-@pytest.mark.slow
 def test_concurrent_processes_build_once(tmp_path):
     """Two processes (as DDP ranks would) on an empty cache: one compiles, both load."""
     env = {**os.environ, "MSDA_OPS_CACHE_DIR": str(tmp_path)}
