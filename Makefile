@@ -97,9 +97,10 @@ test: setup
 # (torch preinstalled), install our pure-Python parts without dependencies, and take
 # matcher_rs from the abi3 wheel built here by `make gpu-bundle` and carried in .whl/.
 test-gpu:
-	python3 -m pip install -q --no-deps --no-build-isolation ./msda_ops
 	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
-	python3 -m pytest -m gpu -q -p no:cacheprovider
+	# msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps
+	# the checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
+	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider
 
 # The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
 wheel: setup

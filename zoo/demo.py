@@ -5,8 +5,9 @@
 2. DETR-style Hungarian matching of a training batch: ``matcher_rs`` solving every image
    in one parallel call, against a per-image ``scipy`` loop when scipy is installed.
 
-Run with ``python -m zoo.demo``. The detection demo (a bundled model drawing boxes)
-replaces this once the zoo's models land.
+Run with ``python -m zoo.demo``. The offline detection demo (a small model trained on
+the synthetic shapes data, shipped in the repository, drawing its boxes) replaces this
+once that model is trained.
 """
 
 from __future__ import annotations
