@@ -38,7 +38,7 @@ def deformable_attention(repeats: int) -> None:
 
     torch.manual_seed(0)
     shapes = torch.tensor([[32, 32], [16, 16], [8, 8], [4, 4]], dtype=torch.long)
-    starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
+    starts = msda_ops.level_start_index(shapes)
     n, m, d, p = 2, 8, 32, 4
     s = int((shapes[:, 0] * shapes[:, 1]).sum())
     lq = s  # encoder self-attention: one query per pixel

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from msda_ops import level_start_index
 from zoo.backbone import downsample_mask
 from zoo.deformable_transformer import FlatLevels
 from zoo.position_encoding import SinePositionEncoding
@@ -75,13 +76,12 @@ class MultiScaleInput(nn.Module):
             for lvl, mask in enumerate(masks)
         ]
         spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
-        sizes = spatial_shapes.prod(1)
         return FlatLevels(
             src=torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1),
             pos=torch.cat(pos, 1),
             padding_mask=torch.cat([m.flatten(1) for m in masks], 1),
             spatial_shapes=spatial_shapes,
-            level_start_index=torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]]),
+            level_start_index=level_start_index(spatial_shapes),
             valid_ratios=torch.stack([valid_ratios(m, dtype) for m in masks], 1),
             shapes=shapes,
         )

@@ -8,9 +8,15 @@
 Importing the package compiles nothing.
 """
 
-from msda_ops.functional import ms_deform_attn, use_backend
+from msda_ops.functional import level_start_index, ms_deform_attn, use_backend
 from msda_ops.module import MSDeformAttn
 from msda_ops.reference import ms_deform_attn_reference
 
-__all__ = ["MSDeformAttn", "ms_deform_attn", "ms_deform_attn_reference", "use_backend"]
+__all__ = [
+    "MSDeformAttn",
+    "level_start_index",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+    "use_backend",
+]
 __version__ = "0.1.0"

@@ -67,6 +67,19 @@ def _requested_backend(backend: str | None) -> str:
     return env
 
 
+def level_start_index(spatial_shapes: Tensor) -> Tensor:
+    """Offsets of the levels in the flattened maps: exclusive cumsum of H*W.
+
+    Args:
+        spatial_shapes: int64 (L, 2), rows (H_l, W_l).
+
+    Returns:
+        int64 (L,) on the device of ``spatial_shapes``.
+    """
+    sizes = spatial_shapes[:, 0] * spatial_shapes[:, 1]
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
 def ms_deform_attn(
     value: Tensor,
     spatial_shapes: Tensor,

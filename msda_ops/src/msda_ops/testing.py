@@ -7,11 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from msda_ops.functional import level_start_index
 
-def level_start_index(spatial_shapes: Tensor) -> Tensor:
-    """Offsets of the levels in the flattened maps: exclusive cumsum of H*W, shape (L,)."""
-    sizes = spatial_shapes[:, 0] * spatial_shapes[:, 1]
-    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+__all__ = ["level_start_index", "random_inputs"]
 
 
 def random_inputs(
