@@ -22,10 +22,11 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
+	@echo "make demo-model  re-train the bundled demo model (CPU: about an hour)"
 	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
 	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
@@ -120,8 +121,28 @@ gpu-bundle: setup
 	@ls -la .whl
 
 # ---------------------------------------------------------------- jobs
+# MODEL: a zoo name, Hub id or folder (default: the bundled demo/shapes-ddetr). IMAGES:
+# files, folders or globs, each single-quoted so that Python, not the shell, expands them.
 demo: setup
-	$(PY) -m zoo.demo
+	$(PY) -m zoo.demo $(if $(MODEL),--model '$(MODEL)') $(if $(IMAGES),--images $(foreach img,$(IMAGES),'$(img)'))
+
+# The engines alone: the deformable-attention kernel vs its reference, matcher_rs vs scipy.
+demo-engines: setup
+	$(PY) -m zoo.demo --engines
+
+# The bundled demo model (demo/shapes-ddetr), trained from scratch on synthetic shapes by
+# the project's own pipeline: data, training, COCO evaluation, export. CPU: about an hour.
+DEMO_DATA := runs/shapes-data
+DEMO_RUN := runs/shapes-ddetr
+DEMO_MODEL_ARGS := depth=18 width=24 norm=group hidden_dim=64 nheads=4 enc_layers=2 \
+	dec_layers=3 ffn_dim=256 num_queries=30 num_levels=3 dropout=0.0
+demo-model: setup
+	$(PY) -m zoo shapes $(DEMO_DATA) --num-train 6000 --num-val 500 --size 128 --seed 0
+	$(PY) -m zoo train --model ddetr-two-stage --data $(DEMO_DATA) --image-size 128 \
+		--overrides $(DEMO_MODEL_ARGS) --batch-size 16 --workers 1 --lr 1e-3 --lr-backbone 1e-3 \
+		--epochs 20 --lr-drop 16 --seed 0 --out $(DEMO_RUN)
+	$(PY) -m zoo eval --model $(DEMO_RUN) --data $(DEMO_DATA) --batch-size 16 --out $(DEMO_RUN)/eval.json
+	$(PY) -m zoo convert $(DEMO_RUN) demo/shapes-ddetr
 
 bench: setup
 	$(PY) benchmarks/bench_msda.py

@@ -12,7 +12,9 @@ import pytest
 from test_train_support import TINY, shapes_data
 
 from zoo.cli import build_parser, main, parse_overrides
+from zoo.data.shapes import CLASSES
 from zoo.training import read_metrics
+from zoo.training.checkpoint import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +48,9 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert summary["step"] == 2 and set(summary["metrics"]) >= {"AP", "AP50"}
     assert len(read_metrics(out / "metrics.jsonl", "train")) == 2
     assert len(read_metrics(out / "metrics.jsonl", "eval")) == 1
+    # The trained model knows its classes (the dataset's names) and its input size.
+    trained = load_model(out).config
+    assert trained.class_names == CLASSES and trained.image_size == 64
 
     metrics_file = tmp_path / "eval.json"
     argv = ["eval", "--model", str(out), "--data", str(data), "--image-size", "64"]

@@ -101,3 +101,17 @@ def test_predict_on_images_of_any_size(name: str) -> None:
     alone = model.predict([tensor_image], threshold=0.0, shortest_edge=64, longest_edge=96)[0]
     torch.testing.assert_close(alone["scores"], manual["scores"])
     torch.testing.assert_close(alone["boxes"], manual["boxes"])
+
+
+def test_predict_resizes_to_the_configured_image_size() -> None:
+    """``predict`` sees images at ``config.image_size`` (longer side capped at 1333/800 of it)."""
+    model = zoo.create_model(
+        "ddetr", **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "image_size": 96}
+    )
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
+    model.predict([torch.rand(3, 40, 60)], threshold=0.0)
+    model.predict([torch.rand(3, 40, 400)], threshold=0.0)
+    model.predict([torch.rand(3, 40, 60)], threshold=0.0, shortest_edge=64)
+    # 40x60 -> 96x144; 40x400 -> capped at round(96 * 1333 / 800) = 160 wide.
+    assert seen == [(1, 3, 96, 144), (1, 3, 16, 160), (1, 3, 64, 96)]

@@ -17,10 +17,9 @@ from zoo.saving import config_from_dict, config_to_dict
 VARIANTS = ["detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-two-stage"]
 
 
-def tiny(name: str, seed: int = 0) -> torch.nn.Module:
-    model = zoo.create_model(
-        name, **TINY, depth=18, num_classes=NUM_CLASSES, num_queries=NUM_QUERIES
-    )
+def tiny(name: str, seed: int = 0, **extra: Any) -> torch.nn.Module:
+    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    model = zoo.create_model(name, **{**sizes, **extra})
     randomize_(model, seed)
     return model.eval()
 
@@ -137,3 +136,17 @@ def test_push_to_hub_uploads_the_saved_folder(
     for name, data in calls["files"].items():
         (folder / name).write_bytes(data)
     _assert_identical(model, zoo.load(folder))
+
+
+def test_class_names_and_image_size_round_trip(tmp_path: Path) -> None:
+    names = tuple(f"thing {k}" for k in range(NUM_CLASSES))
+    model = tiny("ddetr", class_names=names, image_size=128, width=16, norm="group")
+    folder = zoo.save_pretrained(model, tmp_path / "m")
+    loaded = zoo.load(folder)
+    assert loaded.config == model.config
+    assert loaded.config.class_names == names and loaded.config.image_size == 128
+    assert loaded.config.backbone.width == 16 and loaded.config.backbone.norm == "group"
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    # Fine-tuning to another class count: the stored names no longer apply.
+    assert zoo.load(folder, num_classes=2).config.class_names == ()

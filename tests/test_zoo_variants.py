@@ -15,6 +15,7 @@ from test_zoo_helpers import (
 )
 
 import zoo
+import zoo.backbone
 from zoo.criterion import SetCriterion, build_criterion
 
 VARIANTS = zoo.list_variants()
@@ -191,3 +192,46 @@ def test_backbone_options() -> None:
     assert features[0][0].shape[-2:] == (4, 6)
     ms = tiny("ddetr", depth=34)
     assert ms.backbone.num_channels == [128, 256, 512] and ms.backbone.strides == [8, 16, 32]
+
+
+def test_scaled_group_norm_backbone_is_a_torchvision_resnet() -> None:
+    """width/norm="group": torchvision's trunk with scaled channels, all of it trainable."""
+    import torchvision
+
+    reference = torchvision.models.resnet18(weights=None)
+    full = zoo.backbone.ResNetBody(18, width=64, norm="group")
+    convs = {
+        k: v.shape for k, v in reference.state_dict().items() if "conv" in k or "downsample.0" in k
+    }
+    ours = {k: v.shape for k, v in full.state_dict().items() if "conv" in k or "downsample.0" in k}
+    assert ours == convs  # same names and shapes as torchvision's ResNet-18 convolutions
+    model = tiny("ddetr", depth=18, width=16, norm="group", num_levels=4)
+    backbone = model.backbone
+    assert backbone.num_channels == [32, 64, 128] and backbone.strides == [8, 16, 32]
+    assert all(p.requires_grad for p in backbone.parameters())  # the stem and layer1 too
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(m.num_groups == 8 for m in norms)
+    feats = backbone(torch.randn(2, 3, 64, 96), torch.zeros(2, 64, 96, dtype=torch.bool))
+    assert [f.shape[1:] for f, _ in feats] == [(32, 8, 12), (64, 4, 6), (128, 2, 3)]
+    # Zero-initialised last norms: a block without downsampling starts as the identity.
+    block = backbone.body.layer1[0]
+    x = torch.rand(1, 16, 8, 8)
+    assert torch.equal(block(x), torch.relu(x))
+    out = model(torch.randn(2, 3, 64, 64))
+    out["pred_logits"].sum().backward()
+    assert backbone.body.conv1.weight.grad is not None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"width": 20}, "multiple of 8"),
+        ({"width": 32, "depth": 50}, "depth 18 or 34"),
+        ({"norm": "batch"}, "backbone norm"),
+        ({"class_names": ("a", "b")}, "class_names has 2 names"),
+        ({"image_size": 0}, "image_size"),
+    ],
+)
+def test_bad_backbone_and_label_fields(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        zoo.create_model("ddetr", **{**TINY, "num_classes": 3, **fields})

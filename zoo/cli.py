@@ -70,7 +70,11 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder in COCO layout")
     parser.add_argument("--batch-size", type=int, default=2, help="images per process")
     parser.add_argument(
-        "--image-size", type=int, default=800, help="largest shorter side (800: official recipe)"
+        "--image-size",
+        type=int,
+        default=None,
+        help="largest shorter side (default: train 800 as the official recipe; "
+        "eval the model's own image_size)",
     )
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
     parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
@@ -116,11 +120,18 @@ def _checkpoint_or_name(source: str | Path) -> str | Path:
         return source
 
 
-def _build_model(args: argparse.Namespace, num_classes: int) -> Any:
-    """The model to train: resumed, fine-tuned from ``--init``, or freshly initialised."""
+def _build_model(args: argparse.Namespace, num_classes: int, names: tuple[str, ...]) -> Any:
+    """The model to train: resumed, fine-tuned from ``--init``, or freshly initialised.
+
+    ``names`` (the dataset's category names) become the model's ``class_names``.
+    """
     import zoo
 
-    overrides = parse_overrides(args.overrides)
+    overrides = {
+        "class_names": names,
+        "image_size": args.image_size,
+        **parse_overrides(args.overrides),
+    }
     if args.resume is not None:
         return zoo.load(_checkpoint_or_name(args.resume))
     if args.init is not None:
@@ -134,14 +145,17 @@ def _run_train(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
-    from zoo.data.coco import load_coco
+    from zoo.data.coco import category_names, load_coco
     from zoo.training import TrainConfig, Trainer, init_distributed
 
     info = init_distributed()
+    if args.image_size is None:
+        args.image_size = 800
     torch.manual_seed(args.seed)  # the same initial weights in every process
     train_images, train_ann = split_paths(args.data, "train")
-    num_classes = args.num_classes or len(load_coco(train_ann).cats)
-    model = _build_model(args, num_classes)
+    coco = load_coco(train_ann)
+    num_classes = args.num_classes or len(coco.cats)
+    model = _build_model(args, num_classes, category_names(coco, num_classes))
     num_classes = model.config.num_classes
     recipe = ResizeRecipe.for_image_size(args.image_size)
     train_set = CocoDetection(
@@ -206,10 +220,10 @@ def _run_eval(args: argparse.Namespace) -> int:
     info = init_distributed()
     model = zoo.load(_checkpoint_or_name(args.model), **parse_overrides(args.overrides))
     model.to(info.device)
-    num_classes = cast("ModelConfig", model.config).num_classes
     images, ann = split_paths(args.data, args.split)
-    recipe = ResizeRecipe.for_image_size(args.image_size)
-    dataset = CocoDetection(images, ann, eval_transforms(recipe), num_classes)
+    config = cast("ModelConfig", model.config)
+    recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
+    dataset = CocoDetection(images, ann, eval_transforms(recipe), config.num_classes)
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,

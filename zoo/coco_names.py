@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # Index = COCO category id. The released DETR and Deformable DETR heads have 91
 # outputs, one per id up to 90; ids COCO never used (0, 12, 26, ...) read "N/A".
 COCO_CATEGORY_NAMES: tuple[str, ...] = (
@@ -19,8 +21,16 @@ COCO_CATEGORY_NAMES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def class_names(num_classes: int) -> list[str]:
-    """Names of a head's ``num_classes`` outputs: COCO's for a 91-way head, else ``class k``."""
+def class_names(num_classes: int, names: Sequence[str] = ()) -> list[str]:
+    """Names of a head's ``num_classes`` outputs.
+
+    ``names`` when given (a model's ``config.class_names``), else COCO's for a 91-way
+    head, else ``class k``.
+    """
+    if names:
+        if len(names) != num_classes:
+            raise ValueError(f"{len(names)} class names for {num_classes} classes")
+        return list(names)
     if num_classes == len(COCO_CATEGORY_NAMES):
         return list(COCO_CATEGORY_NAMES)
     return [f"class {k}" for k in range(num_classes)]

@@ -55,6 +55,12 @@ def declare_detect(parser: argparse.ArgumentParser) -> Runner:
     )
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument("--threshold", type=float, default=0.5, help="minimum score drawn")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="shorter side the model sees (default: the model's own, 800 for COCO models)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for pictures and JSON")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--device", default=None, help="default: cuda when there is a GPU")
@@ -98,6 +104,7 @@ def run_detect(args: argparse.Namespace) -> int:
         show_sampling=args.show_sampling,
         top_k=args.top_k,
         one_json=args.one_json,
+        image_size=args.image_size,
     )
     found = sum(len(r["detections"]) for r in records)
     print(f"{found} detections in {len(records)} images -> {args.out}")
@@ -122,9 +129,11 @@ def declare_convert(parser: argparse.ArgumentParser) -> Runner:
 def run_convert(args: argparse.Namespace) -> int:
     """Load ``src`` with :func:`zoo.load` and write it with :func:`zoo.save_pretrained`."""
     import zoo
-    from zoo.cli import parse_overrides
+    from zoo.cli import _checkpoint_or_name, parse_overrides
 
-    model = zoo.load(args.src, revision=args.revision, **parse_overrides(args.overrides))
+    # A training run's folder converts its latest checkpoint.
+    src = _checkpoint_or_name(args.src)
+    model = zoo.load(src, revision=args.revision, **parse_overrides(args.overrides))
     zoo.save_pretrained(model, args.dst)
     print(f"{args.src} -> {args.dst} ({model.load_report})")
     return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 RESNET_DEPTHS = (18, 34, 50, 101)
+BACKBONE_NORMS = ("frozen_bn", "group")
 
 
 @dataclass(frozen=True)
@@ -47,25 +48,49 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class BackboneConfig:
-    """A torchvision ResNet with frozen batch norm.
+    """A torchvision ResNet, with frozen batch norm (for pretrained weights) or group norm.
 
     ``depth`` is 18, 34, 50 or 101. ``dilation`` replaces the stride of the last stage
-    by a dilation (DETR-DC5). ``train_backbone=False`` freezes the whole backbone; with
-    True, the stem and the first stage stay frozen as in the official recipes.
+    by a dilation (DETR-DC5). ``train_backbone=False`` freezes the whole backbone.
+
+    ``norm="frozen_bn"`` (the official models): frozen batch norm, and with
+    ``train_backbone`` the stem and the first stage still stay frozen, as in the
+    official recipes. ``norm="group"`` is for training from scratch (small models, the
+    synthetic shapes data): trainable GroupNorm with 8 groups, the whole trunk trains,
+    and each block's last norm starts at zero so every block starts as the identity.
+    ``width`` is the first stage's channel count (64 in every torchvision ResNet); a
+    smaller width scales all four stages, for basic-block ResNets (depth 18 or 34) only.
     """
 
     depth: int = 50
     dilation: bool = False
     train_backbone: bool = True
+    width: int = 64
+    norm: str = "frozen_bn"
 
     def __post_init__(self) -> None:
         if self.depth not in RESNET_DEPTHS:
             raise ValueError(f"ResNet depth must be one of {RESNET_DEPTHS}, got {self.depth}")
+        if self.norm not in BACKBONE_NORMS:
+            raise ValueError(f"backbone norm must be one of {BACKBONE_NORMS}, got {self.norm!r}")
+        if self.width < 8 or self.width % 8 != 0:
+            raise ValueError(f"backbone width must be a positive multiple of 8, got {self.width}")
+        if self.width != 64 and self.depth not in (18, 34):
+            raise ValueError(
+                f"backbone width {self.width} needs a basic-block ResNet (depth 18 or 34), "
+                f"got depth {self.depth}"
+            )
 
 
 @dataclass(frozen=True)
 class DetectorConfig:
-    """Sizes shared by DETR and Deformable DETR (hidden size, heads, layers, FFN width...)."""
+    """Sizes shared by DETR and Deformable DETR (hidden size, heads, layers, FFN width...).
+
+    ``class_names`` names the ``num_classes`` outputs (empty: COCO's names for a 91-way
+    head, ``class k`` otherwise); ``zoo train`` fills it from the dataset's categories.
+    ``image_size`` is the shorter image side the model was trained for (800 for the
+    official models); ``predict`` resizes to it, the longer side capped at 1333/800 of it.
+    """
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_classes: int = 91
@@ -77,8 +102,18 @@ class DetectorConfig:
     num_queries: int = 100
     dropout: float = 0.1
     loss: LossConfig = field(default_factory=LossConfig.detr)
+    class_names: tuple[str, ...] = ()
+    image_size: int = 800
 
     def __post_init__(self) -> None:
+        # JSON gives lists; a frozen (hashable) configuration keeps tuples.
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+        if self.class_names and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names for num_classes {self.num_classes}"
+            )
         if self.hidden_dim % self.nheads != 0:
             raise ValueError(
                 f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}"

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from zoo.coco_names import class_names
 from zoo.config import ModelConfig
-from zoo.detector import Predictions
+from zoo.detector import Predictions, inference_size
 from zoo.drawing import draw_detections, draw_sampling
 from zoo.postprocess import scale_boxes
 from zoo.preprocess import preprocess
@@ -76,11 +76,16 @@ def supports_sampling(model: nn.Module) -> bool:
 
 @torch.no_grad()
 def predict_with_sampling(
-    model: nn.Module, images: Sequence[Image.Image], threshold: float, top_k: int = 5
+    model: nn.Module,
+    images: Sequence[Image.Image],
+    threshold: float,
+    top_k: int = 5,
+    image_size: int | None = None,
 ) -> tuple[list[Predictions], list[SamplingView]]:
     """``model.predict`` plus, per image, the attention of its ``top_k`` best queries.
 
-    Queries rank by their best class score and must pass ``threshold``.
+    Queries rank by their best class score and must pass ``threshold``; images are
+    resized as by ``model.predict(images, shortest_edge=image_size)``.
 
     Raises:
         ValueError: ``model`` is not a Deformable DETR (DETR attends densely).
@@ -93,7 +98,8 @@ def predict_with_sampling(
             "dense attention (no sampling points)"
         )
     param = next(model.parameters())
-    batch = preprocess(images, device=param.device)
+    shortest, longest = inference_size(cast(ModelConfig, model.config).image_size, image_size)
+    batch = preprocess(images, shortest, longest, device=param.device)
     captured: dict[str, Any] = {}
 
     def keep_decoder_io(module: nn.Module, args: tuple, output: Any) -> None:
@@ -174,8 +180,12 @@ def detect_files(
     top_k: int = 5,
     one_json: bool = False,
     progress: bool = True,
+    image_size: int | None = None,
 ) -> list[dict]:
     """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
+
+    Images are resized to the shorter side ``image_size`` (default: the model's
+    ``config.image_size``, 800 for the official models).
 
     Returns:
         The JSON records (see :func:`detections_record`), in the order of ``paths``.
@@ -184,16 +194,19 @@ def detect_files(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    names = class_names(cast(ModelConfig, model.config).num_classes)
+    config = cast(ModelConfig, model.config)
+    names = class_names(config.num_classes, config.class_names)
     stems = _unique_stems(paths)
     records = []
     bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
     for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
         images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p, _ in chunk]
         if show_sampling:
-            predictions, views = predict_with_sampling(model, images, threshold, top_k)
+            predictions, views = predict_with_sampling(model, images, threshold, top_k, image_size)
         else:
-            predictions = model.predict(images, threshold=threshold)  # type: ignore[operator]
+            predictions = model.predict(  # type: ignore[operator]
+                images, threshold=threshold, shortest_edge=image_size
+            )
         for j, ((path, stem), image, pred) in enumerate(
             zip(chunk, images, predictions, strict=True)
         ):

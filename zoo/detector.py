@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
 
 from zoo.preprocess import ImageInput, preprocess
+
+if TYPE_CHECKING:
+    from zoo.config import ModelConfig
+
+# The official evaluation resizes the shorter side to 800 and caps the longer at 1333.
+_MAX_SIZE_RATIO = 1333 / 800
 
 
 class Predictions(TypedDict):
@@ -27,6 +33,16 @@ def padding_mask_from_pixel_mask(pixel_values: Tensor, pixel_mask: Tensor | None
     if pixel_mask.shape != (n, h, w):
         raise ValueError(f"pixel_mask must have shape {(n, h, w)}, got {tuple(pixel_mask.shape)}")
     return ~pixel_mask.to(torch.bool)
+
+
+def inference_size(image_size: int, shortest_edge: int | None = None) -> tuple[int, int]:
+    """(shorter side, cap on the longer side) to resize to at inference.
+
+    ``shortest_edge`` or else a model's ``config.image_size``; the cap keeps the
+    official 1333/800 ratio.
+    """
+    shortest = image_size if shortest_edge is None else shortest_edge
+    return shortest, round(shortest * _MAX_SIZE_RATIO)
 
 
 class Detector(nn.Module):
@@ -51,8 +67,8 @@ class Detector(nn.Module):
         self,
         images: Sequence[ImageInput],
         threshold: float = 0.5,
-        shortest_edge: int = 800,
-        longest_edge: int = 1333,
+        shortest_edge: int | None = None,
+        longest_edge: int | None = None,
     ) -> list[Predictions]:
         """Detect objects in images of any sizes.
 
@@ -61,13 +77,18 @@ class Detector(nn.Module):
             threshold: keep detections scoring above this.
             shortest_edge, longest_edge: resize like the official evaluation (shorter
                 side to ``shortest_edge`` unless the longer would exceed ``longest_edge``).
+                Default: the configuration's ``image_size`` (800 for the official
+                models) and 1333/800 of it.
 
         Returns:
             Per image, ``boxes`` (K, 4) as (x0, y0, x1, y1) in pixels of that image,
             ``scores`` (K,) and ``labels`` (K,).
         """
+        config = cast(ModelConfig, self.config)
+        shortest, longest = inference_size(config.image_size, shortest_edge)
+        longest_edge = longest if longest_edge is None else longest_edge
         param = next(self.parameters())
-        batch = preprocess(images, shortest_edge, longest_edge, device=param.device)
+        batch = preprocess(images, shortest, longest_edge, device=param.device)
         was_training = self.training
         self.eval()
         try:

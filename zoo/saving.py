@@ -60,6 +60,9 @@ def config_from_dict(data: dict[str, Any], **overrides: Any) -> ModelConfig:
     fields = dict(data["config"])
     fields["backbone"] = BackboneConfig(**fields["backbone"])
     fields["loss"] = LossConfig(**fields["loss"])
+    if overrides.get("num_classes", fields["num_classes"]) != fields["num_classes"]:
+        # A new class count (fine-tuning) makes the stored names meaningless.
+        fields["class_names"] = ()
     return _CONFIG_TYPES[data["family"]](**{**fields, **overrides})
 
 

@@ -1,6 +1,6 @@
 """Datasets for training and evaluation: COCO format, augmentation, batching, synthetic shapes."""
 
-from zoo.data.coco import CocoDetection, label_mapping, load_coco, split_paths
+from zoo.data.coco import CocoDetection, category_names, label_mapping, load_coco, split_paths
 from zoo.data.collate import DetectionBatch, collate
 from zoo.data.transforms import ResizeRecipe, eval_transforms, train_transforms
 
@@ -8,6 +8,7 @@ __all__ = [
     "CocoDetection",
     "DetectionBatch",
     "ResizeRecipe",
+    "category_names",
     "collate",
     "eval_transforms",
     "label_mapping",

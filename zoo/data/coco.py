@@ -54,6 +54,14 @@ def label_mapping(category_ids: Sequence[int], num_classes: int | None = None) -
     )
 
 
+def category_names(coco: Any, num_classes: int | None = None) -> tuple[str, ...]:
+    """The name of each model label (see :func:`label_mapping`); "N/A" for unused ids."""
+    cats = coco.cats
+    return tuple(
+        cats[c]["name"] if c in cats else "N/A" for c in label_mapping(list(cats), num_classes)
+    )
+
+
 class CocoDetection(Dataset):
     """Images of ``images_dir`` annotated by ``annotation_file`` (crowd boxes ignored).
 
