@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -31,6 +31,7 @@ help:
 	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
 	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
+	@echo "make bench-convergence  DETR vs Deformable DETR training curves on shapes"
 
 # ---------------------------------------------------------------- set-up
 $(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml
@@ -147,6 +148,11 @@ demo-model: setup
 bench: setup
 	$(PY) benchmarks/bench_msda.py
 	$(PY) benchmarks/bench_matcher.py
+
+# DETR vs Deformable DETR (+ refinement, two-stage) trained on shapes at equal budgets:
+# AP against steps, JSON + PNG in benchmarks/results/ (about 40 minutes on a 2-core CPU).
+bench-convergence: setup
+	$(PY) benchmarks/bench_convergence.py --no-progress
 
 clean:
 	rm -rf $(BUILD) target msda_ops/build .mypy_cache .ruff_cache .pytest_cache
