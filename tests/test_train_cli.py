@@ -41,13 +41,14 @@ def test_train_then_eval(tmp_path: Path) -> None:
     env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE_BF16"
     cmd = [sys.executable, "-m", "zoo", "train", "--model", "ddetr", "--data", str(data)]
     cmd += ["--out", str(out), "--epochs", "1", "--image-size", "64", "--workers", "0"]
-    cmd += ["--amp", "bf16", "--no-progress", "--overrides", *overrides]
+    cmd += ["--amp", "bf16", "--no-progress", "--tensorboard", "--overrides", *overrides]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["step"] == 2 and set(summary["metrics"]) >= {"AP", "AP50"}
     assert len(read_metrics(out / "metrics.jsonl", "train")) == 2
     assert len(read_metrics(out / "metrics.jsonl", "eval")) == 1
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # The trained model knows its classes (the dataset's names) and its input size.
     trained = load_model(out).config
     assert trained.class_names == CLASSES and trained.image_size == 64

@@ -107,6 +107,9 @@ def _declare_train(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--eval-every", type=int, default=1, help="epochs (0: never)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
+    )
     return _run_train
 
 
@@ -180,6 +183,7 @@ def _run_train(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         progress=not args.no_progress,
+        tensorboard=args.tensorboard,
     )
     out = args.out or Path("runs") / args.model
     trainer = Trainer(

@@ -23,6 +23,7 @@ class TrainConfig:
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
         eval_every: evaluate every this many epochs (0: never).
         keep_checkpoints: how many checkpoints to keep (the newest).
+        tensorboard: also log the metrics for TensorBoard in ``OUT/tensorboard``.
     """
 
     epochs: int = 50
@@ -43,6 +44,7 @@ class TrainConfig:
     eval_every: int = 1
     keep_checkpoints: int = 2
     progress: bool = True
+    tensorboard: bool = False
     find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:

@@ -12,14 +12,28 @@ class MetricsLog:
     """Append records ``{"event": ..., "time": ..., **fields}``; a no-op when not ``enabled``.
 
     The file is opened per record so a killed run keeps every complete line and a
-    resumed run appends to the same file.
+    resumed run appends to the same file. With ``tensorboard_dir``, every numeric field
+    of a record that has a ``step`` is also written as a TensorBoard scalar
+    ``EVENT/FIELD`` at that step (this needs the ``tensorboard`` package).
     """
 
-    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, enabled: bool = True, tensorboard_dir: str | Path | None = None
+    ) -> None:
         self.path = Path(path)
         self.enabled = enabled
-        if enabled:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer: Any = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError(
+                    "TensorBoard logging needs the tensorboard package: pip install tensorboard"
+                ) from e
+            self.writer = SummaryWriter(str(tensorboard_dir))
 
     def write(self, event: str, **fields: Any) -> None:
         if not self.enabled:
@@ -27,6 +41,11 @@ class MetricsLog:
         record = {"event": event, "time": round(time.time(), 3), **fields}
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer is not None and "step" in fields:
+            for key, value in fields.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{event}/{key}", value, fields["step"])
+            self.writer.flush()
 
 
 def read_metrics(path: str | Path, event: str | None = None) -> list[dict[str, Any]]:

@@ -97,7 +97,11 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config)
         self.amp_dtype = _AMP.get(config.amp or "")
         self.scaler = torch.amp.GradScaler(self.info.device.type, enabled=config.amp == "fp16")
-        self.log = MetricsLog(self.out_dir / "metrics.jsonl", enabled=self.info.is_main)
+        self.log = MetricsLog(
+            self.out_dir / "metrics.jsonl",
+            enabled=self.info.is_main,
+            tensorboard_dir=self.out_dir / "tensorboard" if config.tensorboard else None,
+        )
         self.epoch = 0
         self.batches_done = 0  # within self.epoch
         self.step = 0
