@@ -24,7 +24,7 @@ def test_steps_to_reach() -> None:
 
 def test_summary_against_the_baselines_final_ap() -> None:
     results = {
-        "detr-r50": {
+        "detr": {
             "steps": [100, 200, 300, 400],
             "AP": [0.0, 0.1, 0.2, 0.3],
             "AP50": [0, 0, 0, 0.5],
@@ -46,7 +46,7 @@ def test_summary_against_the_baselines_final_ap() -> None:
     assert summary["ddetr"]["steps_to_baseline_final_AP"] == 100
     assert summary["ddetr"]["fraction_of_baseline_steps"] == pytest.approx(0.25)
     assert summary["ddetr-refine"]["fraction_of_baseline_steps"] == pytest.approx(1.0)
-    assert summary["detr-r50"]["fraction_of_baseline_steps"] == pytest.approx(1.0)
+    assert summary["detr"]["fraction_of_baseline_steps"] == pytest.approx(1.0)
     assert summary["ddetr"]["final_AP50"] == 0.9
     assert bc.summarize({"ddetr": results["ddetr"]}) == {}
 

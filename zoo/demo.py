@@ -37,7 +37,6 @@ from zoo.data.shapes import CLASSES, ShapesSpec, render_image
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "demo" / "shapes-ddetr"
 DEFAULT_OUT = Path("demo-output")
 IOU_MATCH = 0.5
-# The official models' evaluation size; the shapes model sees images at their own size.
 
 
 class DemoError(Exception):
