@@ -139,7 +139,8 @@ def test_demo_generates_detects_and_summarises(
     assert [[(o["name"], o["box"]) for o in g["objects"]] for g in ground] == truths
     # One annotated PNG per image (the same size as the input), one JSON for all.
     assert sorted(p.name for p in out.glob("*.png")) == names
-    assert Image.open(out / names[0]).size == (SIZE, SIZE)
+    # Drawn 4x larger (the default --view-scale): the boxes scale with the picture.
+    assert Image.open(out / names[0]).size == (4 * SIZE, 4 * SIZE)
     records = json.loads((out / "detections.json").read_text())
     assert [Path(r["image"]).name for r in records] == names
     assert all(r["detections"] for r in records)  # threshold 0: every query's top classes

@@ -84,7 +84,7 @@ class Detector(nn.Module):
             Per image, ``boxes`` (K, 4) as (x0, y0, x1, y1) in pixels of that image,
             ``scores`` (K,) and ``labels`` (K,).
         """
-        config = cast(ModelConfig, self.config)
+        config = cast("ModelConfig", self.config)
         shortest, longest = inference_size(config.image_size, shortest_edge)
         longest_edge = longest if longest_edge is None else longest_edge
         param = next(self.parameters())
