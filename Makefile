@@ -142,8 +142,10 @@ demo-model: setup
 	$(PY) -m zoo train --model ddetr-two-stage --data $(DEMO_DATA) --image-size 128 \
 		--overrides $(DEMO_MODEL_ARGS) --batch-size 16 --workers 1 --lr 1e-3 --lr-backbone 1e-3 \
 		--epochs 20 --lr-drop 16 --seed 0 --out $(DEMO_RUN)
-	$(PY) -m zoo eval --model $(DEMO_RUN) --data $(DEMO_DATA) --batch-size 16 --out $(DEMO_RUN)/eval.json
 	$(PY) -m zoo convert $(DEMO_RUN) demo/shapes-ddetr
+	$(PY) -m zoo eval --model demo/shapes-ddetr --data $(DEMO_DATA) --batch-size 16 \
+		--workers 1 --out demo/shapes-ddetr/eval.json
+	grep '"event": "eval"' $(DEMO_RUN)/metrics.jsonl > demo/shapes-ddetr/training_evals.jsonl
 
 bench: setup
 	$(PY) benchmarks/bench_msda.py

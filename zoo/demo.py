@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     parser.add_argument("--num-images", type=int, default=6, help="shapes images to generate")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum score to keep")
+    parser.add_argument("--threshold", type=float, default=0.3, help="minimum score to keep")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     parser.add_argument("--size", type=int, default=128, help="side of the generated images")
     parser.add_argument(
