@@ -102,7 +102,13 @@ def test_drawn_png_has_the_predicted_boxes(tmp_path: Path) -> None:
     model = tiny_ddetr()
     boxes = torch.tensor([[20.0, 30.0, 150.0, 110.0]])
 
-    def predict(self: torch.nn.Module, images: list, threshold: float = 0.5) -> list[dict]:
+    def predict(
+        self: torch.nn.Module,
+        images: list,
+        threshold: float = 0.5,
+        shortest_edge: int | None = None,
+    ) -> list[dict]:
+        assert shortest_edge is None  # detect_files leaves the size to the model's config
         return [{"boxes": boxes, "scores": torch.tensor([0.8]), "labels": torch.tensor([18])}]
 
     model.predict = types.MethodType(predict, model)
