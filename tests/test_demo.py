@@ -26,26 +26,26 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 64  # small images keep the stand-in fast; the demo's default is 128
 
 
+# A tiny Deformable DETR (random weights) standing in for the bundled model.
+SMALL: dict[str, Any] = {
+    "depth": 18,
+    "width": 16,
+    "norm": "group",
+    "hidden_dim": 32,
+    "nheads": 2,
+    "enc_layers": 1,
+    "dec_layers": 1,
+    "ffn_dim": 64,
+    "num_queries": 10,
+    "num_levels": 2,
+}
+
+
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random shapes model saved in the zoo format."""
     torch.manual_seed(0)
-    model = zoo.create_model(
-        "ddetr",
-        depth=18,
-        width=16,
-        norm="group",
-        hidden_dim=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=1,
-        ffn_dim=64,
-        num_queries=10,
-        num_levels=2,
-        num_classes=5,
-        class_names=CLASSES,
-        image_size=SIZE,
-    )
+    model = zoo.create_model("ddetr", **SMALL, num_classes=5, class_names=CLASSES, image_size=SIZE)
     return zoo.save_pretrained(model, tmp_path_factory.mktemp("standin") / "shapes-ddetr")
 
 
@@ -290,18 +290,7 @@ def test_not_a_shapes_model_needs_images(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A local model whose classes are not the shapes: generated shapes mean nothing to it."""
-    model = zoo.create_model(
-        "ddetr",
-        depth=18,
-        hidden_dim=32,
-        nheads=2,
-        enc_layers=1,
-        dec_layers=1,
-        ffn_dim=64,
-        num_queries=10,
-        num_levels=2,
-        num_classes=3,
-    )
+    model = zoo.create_model("ddetr", **SMALL, num_classes=3)
     folder = zoo.save_pretrained(model, tmp_path / "other")
     assert demo.main(["--model", str(folder), "--out", str(tmp_path / "out")]) == 1
     assert "is not a shapes model" in capsys.readouterr().err
