@@ -27,6 +27,7 @@ PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 help:
 	@echo "make demo      the main job (offline)"
 	@echo "make demo-model  re-train the bundled demo model (CPU: about an hour)"
+	@echo "make demo-engines  the op kernel vs its reference, matcher_rs vs scipy"
 	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
 	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
