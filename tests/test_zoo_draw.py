@@ -121,6 +121,14 @@ def test_drawn_png_has_the_predicted_boxes(tmp_path: Path) -> None:
     assert out.getpixel((85, 70)) == GREY
     assert records[0]["detections"][0]["name"] == "dog"
     assert json.loads((tmp_path / "out" / "detections.json").read_text()) == records
+    # draw_scale: the same boxes on a 3x enlarged picture; the JSON keeps original pixels.
+    big_records = detect_files(model, [path], tmp_path / "big", one_json=True, draw_scale=3)
+    big = Image.open(tmp_path / "big" / "img0.png").convert("RGB")
+    assert big.size == (600, 450)
+    for x, y in [(20, 70), (150, 70), (140, 30), (85, 110)]:
+        assert big.getpixel((3 * x, 3 * y)) == label_color(18), (x, y)
+    assert big.getpixel((255, 210)) == GREY
+    assert big_records == records
 
 
 def test_sampling_points_map_to_image_pixels() -> None:

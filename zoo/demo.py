@@ -25,14 +25,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from zoo.coco_names import class_names
-from zoo.config import ModelConfig
 from zoo.data.shapes import CLASSES, ShapesSpec, render_image
 
 # The bundled model lives beside the package in the repository (not in a wheel).
@@ -205,30 +203,6 @@ def load_model(source: str | Path | None, device: torch.device) -> nn.Module:
     return model.to(device).eval()
 
 
-def draw_enlarged(
-    records: Sequence[dict[str, Any]], targets: Sequence[Path], names: Sequence[str], scale: int
-) -> None:
-    """Redraw each record's detections on its image enlarged ``scale`` times.
-
-    A 128-pixel picture with its tags is too small to read; the model still sees the
-    image at its own size, only the drawing is larger (nearest-neighbour, no blur).
-    """
-    from PIL import Image
-
-    from zoo.drawing import draw_detections
-
-    for record, target in zip(records, targets, strict=True):
-        with Image.open(record["image"]) as image:
-            big = image.convert("RGB").resize(
-                (image.width * scale, image.height * scale), Image.Resampling.NEAREST
-            )
-        dets = record["detections"]
-        boxes = torch.tensor([d["box"] for d in dets], dtype=torch.float32).reshape(-1, 4)
-        scores = torch.tensor([d["score"] for d in dets], dtype=torch.float32)
-        labels = torch.tensor([d["label"] for d in dets], dtype=torch.int64)
-        draw_detections(big, boxes * scale, scores, labels, names).save(target)
-
-
 def shown(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it, else absolute."""
     path = path.resolve()
@@ -300,6 +274,8 @@ def run_detection_demo(args: argparse.Namespace) -> None:
         one_json=True,
         progress=bool(args.images),
         image_size=args.image_size,
+        # Generated shapes are 128 pixels: enlarged, their tags can be read.
+        draw_scale=args.view_scale if truths else 1,
     )
     if truths:
         print(f"detections above score {args.threshold}, against the ground truth:")
@@ -311,10 +287,6 @@ def run_detection_demo(args: argparse.Namespace) -> None:
             print(detections_line(record))
     # detect_files names each picture after its input's stem (numbered on clashes).
     names = [f"{stem}.png" for stem in _unique_stems(paths)]
-    if truths and args.view_scale > 1:
-        config = cast(ModelConfig, model.config)
-        labels = class_names(config.num_classes, config.class_names)
-        draw_enlarged(records, [args.out / n for n in names], labels, args.view_scale)
     listed = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
     print(f"annotated images: {shown(args.out)}/ ({len(names)} PNGs: {listed})")
     print(f"detections (JSON): {shown(args.out / 'detections.json')}")

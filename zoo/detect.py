@@ -181,11 +181,14 @@ def detect_files(
     one_json: bool = False,
     progress: bool = True,
     image_size: int | None = None,
+    draw_scale: int = 1,
 ) -> list[dict]:
     """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
 
     Images are resized to the shorter side ``image_size`` (default: the model's
-    ``config.image_size``, 800 for the official models).
+    ``config.image_size``, 800 for the official models). ``draw_scale`` > 1 draws the
+    detections on a copy enlarged that many times (nearest neighbour), for pictures too
+    small to read; the JSON stays in pixels of the original.
 
     Returns:
         The JSON records (see :func:`detections_record`), in the order of ``paths``.
@@ -213,7 +216,12 @@ def detect_files(
             pred = Predictions(
                 boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
             )
-            draw_detections(image, pred["boxes"], pred["scores"], pred["labels"], names).save(
+            view = image
+            if draw_scale > 1:
+                size = (image.width * draw_scale, image.height * draw_scale)
+                view = image.resize(size, Image.Resampling.NEAREST)
+            boxes = pred["boxes"] * draw_scale
+            draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
                 out / f"{stem}.png"
             )
             if show_sampling:
