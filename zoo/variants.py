@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig
+from collections.abc import Callable
+from typing import Any
+
+from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
 from zoo.registry import register_variant
+
+ConfigFactory = Callable[[], ModelConfig]
 
 _DETR_PAPER = "End-to-End Object Detection with Transformers (Carion et al., ECCV 2020)"
 _DDETR_PAPER = "Deformable DETR (Zhu et al., ICLR 2021)"
@@ -25,85 +30,82 @@ _REVISIONS = {
 _LICENSE = "Apache-2.0"
 
 
-@register_variant(
+def _official(
+    name: str, *, hf_hub_id: str, **fields: Any
+) -> Callable[[ConfigFactory], ConfigFactory]:
+    """``register_variant`` for an official checkpoint: its pinned revision and license."""
+    return register_variant(
+        name, hf_hub_id=hf_hub_id, hf_revision=_REVISIONS[hf_hub_id], license=_LICENSE, **fields
+    )
+
+
+@_official(
     "detr-r50",
     family="detr",
     description="DETR, ResNet-50, 100 queries, 6+6 layers (42.0 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-50",
-    hf_revision=_REVISIONS["facebook/detr-resnet-50"],
     paper=_DETR_PAPER,
     coco_ap=42.0,
-    license=_LICENSE,
 )
 def detr_r50() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig(depth=50))
 
 
-@register_variant(
+@_official(
     "detr-r101",
     family="detr",
     description="DETR, ResNet-101, 100 queries, 6+6 layers (43.5 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-101",
-    hf_revision=_REVISIONS["facebook/detr-resnet-101"],
     paper=_DETR_PAPER,
     coco_ap=43.5,
-    license=_LICENSE,
 )
 def detr_r101() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig(depth=101))
 
 
-@register_variant(
+@_official(
     "ddetr-single-scale",
     family="deformable",
     description="Deformable DETR on C5 only (one level), 300 queries (39.4 AP)",
     hf_hub_id="SenseTime/deformable-detr-single-scale",
-    hf_revision=_REVISIONS["SenseTime/deformable-detr-single-scale"],
     paper=_DDETR_PAPER,
     coco_ap=39.4,
-    license=_LICENSE,
 )
 def ddetr_single_scale() -> DeformableDetrConfig:
     return DeformableDetrConfig(num_levels=1)
 
 
-@register_variant(
+@_official(
     "ddetr",
     family="deformable",
     description="Deformable DETR, 4 levels (C3-C5 + a stride-2 conv on C5), 300 queries (44.5 AP)",
     hf_hub_id="SenseTime/deformable-detr",
-    hf_revision=_REVISIONS["SenseTime/deformable-detr"],
     paper=_DDETR_PAPER,
     coco_ap=44.5,
-    license=_LICENSE,
 )
 def ddetr() -> DeformableDetrConfig:
     return DeformableDetrConfig()
 
 
-@register_variant(
+@_official(
     "ddetr-refine",
     family="deformable",
     description="Deformable DETR with iterative box refinement, per-layer heads (46.2 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine",
-    hf_revision=_REVISIONS["SenseTime/deformable-detr-with-box-refine"],
     paper=_DDETR_PAPER,
     coco_ap=46.2,
-    license=_LICENSE,
 )
 def ddetr_refine() -> DeformableDetrConfig:
     return DeformableDetrConfig(with_box_refine=True)
 
 
-@register_variant(
+@_official(
     "ddetr-two-stage",
     family="deformable",
     description="Two-stage Deformable DETR with box refinement: top-k encoder proposals as queries (46.9 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine-two-stage",
-    hf_revision=_REVISIONS["SenseTime/deformable-detr-with-box-refine-two-stage"],
     paper=_DDETR_PAPER,
     coco_ap=46.9,
-    license=_LICENSE,
 )
 def ddetr_two_stage() -> DeformableDetrConfig:
     return DeformableDetrConfig(with_box_refine=True, two_stage=True)
