@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle gpu-anchors gpu-day gpu-day-dry-run demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -30,6 +30,7 @@ help:
 	@echo "make demo-engines  the op kernel vs its reference, matcher_rs vs scipy"
 	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
 	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
+	@echo "make gpu-day-dry-run  rehearse the one-call GPU validation + timing run (benchmarks/gpu_day.py)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
 	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
 	@echo "make bench-convergence  DETR vs Deformable DETR training curves on shapes"
@@ -121,6 +122,26 @@ gpu-bundle: setup
 		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
 	@ls -la .whl
+
+# The original SenseTime kernel's sources (Deformable-DETR's models/ops), the GPU day's anchor:
+# copied into the git-ignored .anchors/, never committed. ORIGINAL_SRC: a checkout or a git dir.
+gpu-anchors:
+	@test -n "$(ORIGINAL_SRC)" || { echo "set ORIGINAL_SRC=<Deformable-DETR checkout or git dir>" >&2; exit 2; }
+	rm -rf .anchors/deformable_detr_ops && mkdir -p .anchors/deformable_detr_ops
+	if [ -d "$(ORIGINAL_SRC)/models/ops" ]; then cp -r "$(ORIGINAL_SRC)/models/ops/." .anchors/deformable_detr_ops/; \
+	else git --git-dir="$(ORIGINAL_SRC)" archive HEAD models/ops | tar -x --strip-components=2 -C .anchors/deformable_detr_ops; fi
+	# Today's torch dispatches on a ScalarType (the 2020 sources pass the removed Tensor::type()).
+	sed -i 's/AT_DISPATCH_FLOATING_TYPES(value.type()/AT_DISPATCH_FLOATING_TYPES(value.scalar_type()/' \
+		.anchors/deformable_detr_ops/src/cuda/ms_deform_attn_cuda.cu
+	@ls .anchors/deformable_detr_ops
+
+# The GPU day (benchmarks/gpu_day.py): rehearse here, then run in one device call with
+# carry [".whl", ".anchors"]: `python3 benchmarks/gpu_day.py --out $$OUT` (= make gpu-day).
+gpu-day-dry-run: setup
+	$(PY) benchmarks/gpu_day.py --dry-run
+
+gpu-day:
+	python3 benchmarks/gpu_day.py --out "$${OUT:-gpu-day-out}"
 
 # ---------------------------------------------------------------- jobs
 # MODEL: a zoo name, Hub id or folder (default: the bundled demo/shapes-ddetr). IMAGES:
