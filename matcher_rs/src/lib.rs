@@ -1,14 +1,18 @@
 //! Python bindings for the `lsap` solver: borrow numpy matrices without copying, release
-//! the GIL for every solve, solve batches in parallel with rayon, map errors to ValueError.
+//! the GIL for every solve, solve batches in parallel with rayon, map errors to ValueError
+//! (MemoryError when a problem cannot be allocated). The Python wrapper converts every
+//! input first, so the core takes only aligned float32/float64 arrays; no Rust panic
+//! crosses into Python (see [`guard`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use lsap::{Assignment, Float, LsapError, MatrixView, Solver};
 use numpy::prelude::*;
 use numpy::{Element, PyArray1, PyArray2, PyArray3, PyReadonlyArray2, PyReadonlyArray3};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rayon::prelude::*;
@@ -83,10 +87,10 @@ fn element_strides<T>(strides: &[isize]) -> Vec<isize> {
     strides.iter().map(|s| s / size).collect()
 }
 
-/// A TypeError, like every other input the core does not take as is: the Python wrapper
-/// converts such inputs and retries.
+/// A TypeError, like every other input the core does not take as is (the Python wrapper
+/// copies unaligned arrays before calling it).
 fn not_aligned() -> PyErr {
-    PyTypeError::new_err("cost matrix must be an aligned array (use numpy.ascontiguousarray)")
+    PyTypeError::new_err("cost matrix must be an aligned array (use matcher_rs, which copies it)")
 }
 
 /// A view of a borrowed 2-D array.
@@ -139,8 +143,33 @@ fn to_numpy<'py>(
     )
 }
 
-fn value_error(e: LsapError) -> PyErr {
-    PyValueError::new_err(e.to_string())
+/// A solver error as the Python exception scipy raises in its place, prefixed by `prefix`.
+fn solve_error(e: LsapError, prefix: &str) -> PyErr {
+    let msg = format!("{prefix}{e}");
+    match e {
+        LsapError::OutOfMemory { .. } => PyMemoryError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// Run a binding's body, turning a Rust panic into a RuntimeError that names it a bug.
+///
+/// Every failure the solver knows of is an error value; a panic would reach Python as
+/// pyo3's `PanicException`, a `BaseException` that `except Exception` misses. Panics on
+/// rayon workers are re-raised on the calling thread, and `detach` re-takes the GIL
+/// before unwinding further, so one guard around the whole body catches them all.
+fn guard<R>(body: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Err(PyRuntimeError::new_err(format!(
+            "matcher_rs internal error (a bug: please report it with the input that \
+             caused it): {what}"
+        )))
+    })
 }
 
 type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
@@ -153,10 +182,12 @@ fn linear_sum_assignment<'py>(
     cost_matrix: &Bound<'py, PyAny>,
     maximize: bool,
 ) -> PyResult<Pair<'py>> {
-    let borrowed = Borrowed::new(cost_matrix)?;
-    let view = borrowed.view()?;
-    let result = py.detach(|| view.solve(maximize));
-    Ok(to_numpy(py, result.map_err(value_error)?))
+    guard(|| {
+        let borrowed = Borrowed::new(cost_matrix)?;
+        let view = borrowed.view()?;
+        let result = py.detach(|| view.solve(maximize));
+        Ok(to_numpy(py, result.map_err(|e| solve_error(e, ""))?))
+    })
 }
 
 /// The pool for an explicit thread count, built once per count and kept.
@@ -237,7 +268,7 @@ impl<'py> Borrowed<'py> {
             Ok(Self::F32(a.readonly()))
         } else {
             Err(PyTypeError::new_err(
-                "expected a 2-D numpy array of float32 or float64 \
+                "expected an aligned 2-D numpy array of float32 or float64 \
                  (matcher_rs.linear_sum_assignment converts other inputs)",
             ))
         }
@@ -283,36 +314,59 @@ fn linear_sum_assignment_batch<'py>(
     n_rows: Option<Vec<usize>>,
     n_cols: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let results = if let Ok(a) = costs.cast::<PyArray3<f64>>() {
-        solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
-    } else if let Ok(a) = costs.cast::<PyArray3<f32>>() {
-        solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
-    } else {
-        if n_rows.is_some() || n_cols.is_some() {
-            return Err(PyValueError::new_err(
-                "n_rows / n_cols apply to a padded 3-D array only",
-            ));
+    guard(|| {
+        let results = if let Ok(a) = costs.cast::<PyArray3<f64>>() {
+            solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
+        } else if let Ok(a) = costs.cast::<PyArray3<f32>>() {
+            solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
+        } else {
+            if n_rows.is_some() || n_cols.is_some() {
+                return Err(PyValueError::new_err(
+                    "n_rows / n_cols apply to a padded 3-D array only",
+                ));
+            }
+            let item_error = |k: usize, e: PyErr| {
+                PyTypeError::new_err(format!("batch item {k}: {}", e.value(py)))
+            };
+            let borrowed = costs
+                .try_iter()?
+                .enumerate()
+                .map(|(k, item)| Borrowed::new(&item?).map_err(|e| item_error(k, e)))
+                .collect::<PyResult<Vec<_>>>()?;
+            let views = borrowed
+                .iter()
+                .enumerate()
+                .map(|(k, b)| b.view().map_err(|e| item_error(k, e)))
+                .collect::<PyResult<Vec<_>>>()?;
+            py.detach(|| solve_all(&views, maximize, n_threads))?
+        };
+        let out = PyList::empty(py);
+        for (k, r) in results.into_iter().enumerate() {
+            let a = r.map_err(|e| solve_error(e, &format!("batch item {k}: ")))?;
+            out.append(to_numpy(py, a))?;
         }
-        let item_error =
-            |k: usize, e: PyErr| PyTypeError::new_err(format!("batch item {k}: {}", e.value(py)));
-        let borrowed = costs
-            .try_iter()?
-            .enumerate()
-            .map(|(k, item)| Borrowed::new(&item?).map_err(|e| item_error(k, e)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let views = borrowed
-            .iter()
-            .enumerate()
-            .map(|(k, b)| b.view().map_err(|e| item_error(k, e)))
-            .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| solve_all(&views, maximize, n_threads))?
-    };
-    let out = PyList::empty(py);
-    for (k, r) in results.into_iter().enumerate() {
-        let a = r.map_err(|e| PyValueError::new_err(format!("batch item {k}: {e}")))?;
-        out.append(to_numpy(py, a))?;
-    }
-    Ok(out)
+        Ok(out)
+    })
+}
+
+/// Panic inside a guarded call, on the calling thread or on a pool worker: lets the tests
+/// check that no panic crosses into Python (every real panic would be a bug).
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, on_worker: bool) -> PyResult<()> {
+    guard(|| {
+        py.detach(|| {
+            if on_worker {
+                pool(2)?.install(|| {
+                    (0..4usize).into_par_iter().for_each(|k| {
+                        assert!(k != 3, "test panic on a worker thread");
+                    })
+                });
+            } else {
+                panic!("test panic on the calling thread");
+            }
+            Ok(())
+        })
+    })
 }
 
 #[pymodule]
@@ -320,5 +374,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }
