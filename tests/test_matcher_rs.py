@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
-import matcher_rs
 from matcher_rs import linear_sum_assignment, linear_sum_assignment_batch
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,7 +235,3 @@ def test_gil_is_released_while_solving():
     worker.join()
     # Holding the GIL through the solve would leave this thread next to no turns.
     assert spins > 1000
-
-
-def test_version():
-    assert isinstance(matcher_rs.__version__, str)
