@@ -61,7 +61,7 @@ def _as_array(cost: Any, ndims: tuple[int, ...], what: str) -> np.ndarray:
                 f"matcher_rs solves on the host: got a tensor on {cost.device}; move the costs "
                 "with .cpu() first (one transfer for the whole batch)"
             )
-        cost = cost.detach()
+        cost = cost.detach().resolve_conj().resolve_neg()
         if cost.dtype == torch.bfloat16:  # numpy has no bfloat16; it widens exactly
             cost = cost.double()
         cost = cost.numpy()
@@ -182,10 +182,12 @@ def _sizes(sizes: Iterable[Any] | None, name: str, padded: int) -> list[int] | N
     """Per-item sizes as plain ints in ``[0, padded]`` (lists, numpy and torch vectors)."""
     if sizes is None:
         return None
-    if not isinstance(sizes, Iterable):
-        raise TypeError(f"{name} must be a sequence of integers, got {sizes!r}")
+    try:
+        items = list(sizes)
+    except TypeError:  # not iterable, or a 0-d array or tensor
+        raise TypeError(f"{name} must be a sequence of integers, got {sizes!r}") from None
     out = []
-    for k, s in enumerate(sizes):
+    for k, s in enumerate(items):
         try:
             if isinstance(s, bool):
                 raise TypeError
