@@ -7,6 +7,11 @@
 //! solution optimal, not only the square one. A cheap start (row reduction plus
 //! Jonker-Volgenant's augmenting row reduction) assigns most rows; each remaining row is
 //! then assigned by one Dijkstra search over reduced costs (O(rows * cols) per row).
+//!
+//! The duals are sums of costs along alternating paths, so with costs near the type's
+//! maximum they overflow. Overflow never passes silently: a solve whose duals end up
+//! non-finite (or near the maximum), or that finds no path where Hall's condition holds,
+//! is repeated on a copy scaled down by a power of two (exact, optimum unchanged).
 
 use crate::scan::at;
 use crate::{Assignment, Float, LsapError, MatrixView};
