@@ -22,3 +22,6 @@ def linear_sum_assignment_batch(
     n_cols: Sequence[int] | None = None,
 ) -> list[tuple[_Index, _Index]]:
     """Solve a list of 2-D float arrays or a padded 3-D float array, in parallel."""
+
+def _panic_for_tests(on_worker: bool) -> None:
+    """Panic inside the binding's guard (tests: a RuntimeError must come out)."""

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 
-import matcher_rs
 from matcher_rs import linear_sum_assignment, linear_sum_assignment_batch
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -220,9 +219,9 @@ def test_batch_errors_name_the_item():
         linear_sum_assignment_batch([np.eye(2), np.eye(2), np.zeros(3)])
     with pytest.raises(ValueError, match="n_cols has 2 entries for a batch of 3"):
         linear_sum_assignment_batch(np.zeros((3, 4, 4)), n_cols=[1, 2])
-    with pytest.raises(ValueError, match="exceeds the padded shape"):
+    with pytest.raises(ValueError, match=r"n_cols\[1\] must be an integer in \[0, 4\]"):
         linear_sum_assignment_batch(np.zeros((2, 4, 4)), n_cols=[1, 5])
-    with pytest.raises(ValueError, match="n_threads must be positive"):
+    with pytest.raises(ValueError, match="n_threads must be a positive integer or None, got 0"):
         linear_sum_assignment_batch([np.eye(300)] * 4, n_threads=0)
 
 
@@ -236,7 +235,3 @@ def test_gil_is_released_while_solving():
     worker.join()
     # Holding the GIL through the solve would leave this thread next to no turns.
     assert spins > 1000
-
-
-def test_version():
-    assert isinstance(matcher_rs.__version__, str)

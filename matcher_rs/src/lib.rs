@@ -1,132 +1,27 @@
 //! Python bindings for the `lsap` solver: borrow numpy matrices without copying, release
-//! the GIL for every solve, solve batches in parallel with rayon, map errors to ValueError.
+//! the GIL for every solve, solve batches in parallel with rayon, map errors to ValueError
+//! (MemoryError when a problem cannot be allocated). The Python wrapper converts every
+//! input first, so the core takes only aligned float32/float64 arrays; no Rust panic
+//! crosses into Python (see [`guard`]).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use lsap::{Assignment, Float, LsapError, MatrixView, Solver};
+mod views;
+
+use lsap::{Assignment, LsapError};
 use numpy::prelude::*;
-use numpy::{Element, PyArray1, PyArray2, PyArray3, PyReadonlyArray2, PyReadonlyArray3};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use numpy::{PyArray1, PyArray3};
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rayon::prelude::*;
+use views::{views3, AnyView, Borrowed, Native};
 
 /// Below this much estimated work (sum of `rows * cols * min(rows, cols)` over a batch)
 /// waking worker threads costs more than it saves: solve on the calling thread.
 const PARALLEL_MIN_WORK: usize = 1 << 21;
-
-/// Work buffers kept above this many elements are released after a solve.
-const KEEP_ELEMENTS: usize = 1 << 20;
-
-/// An element type solved natively, with one reusable solver per thread.
-trait Native: Float + Element {
-    fn with_solver<R>(f: impl FnOnce(&mut Solver<Self>) -> R) -> R;
-    fn wrap(v: MatrixView<'_, Self>) -> AnyView<'_>;
-}
-
-macro_rules! native {
-    ($t:ty, $name:ident, $variant:ident) => {
-        thread_local! {
-            static $name: RefCell<Solver<$t>> = RefCell::new(Solver::new());
-        }
-        impl Native for $t {
-            fn with_solver<R>(f: impl FnOnce(&mut Solver<Self>) -> R) -> R {
-                $name.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let r = f(&mut s);
-                    s.trim(KEEP_ELEMENTS);
-                    r
-                })
-            }
-            fn wrap(v: MatrixView<'_, Self>) -> AnyView<'_> {
-                AnyView::$variant(v)
-            }
-        }
-    };
-}
-
-native!(f32, SOLVER_F32, F32);
-native!(f64, SOLVER_F64, F64);
-
-/// One matrix of a batch in its own precision.
-#[derive(Clone, Copy)]
-enum AnyView<'a> {
-    F32(MatrixView<'a, f32>),
-    F64(MatrixView<'a, f64>),
-}
-
-impl AnyView<'_> {
-    fn solve(self, maximize: bool) -> Result<Assignment, LsapError> {
-        fn go<T: Native>(v: MatrixView<'_, T>, maximize: bool) -> Result<Assignment, LsapError> {
-            T::with_solver(|s| s.solve(v, maximize))
-        }
-        match self {
-            Self::F32(v) => go(v, maximize),
-            Self::F64(v) => go(v, maximize),
-        }
-    }
-
-    fn work(self) -> usize {
-        let (r, c) = match self {
-            Self::F32(v) => v.shape(),
-            Self::F64(v) => v.shape(),
-        };
-        r.saturating_mul(c).saturating_mul(r.min(c))
-    }
-}
-
-/// Element strides of an aligned array (numpy gives bytes; aligned implies divisible).
-fn element_strides<T>(strides: &[isize]) -> Vec<isize> {
-    let size = std::mem::size_of::<T>() as isize;
-    strides.iter().map(|s| s / size).collect()
-}
-
-/// A TypeError, like every other input the core does not take as is: the Python wrapper
-/// converts such inputs and retries.
-fn not_aligned() -> PyErr {
-    PyTypeError::new_err("cost matrix must be an aligned array (use numpy.ascontiguousarray)")
-}
-
-/// A view of a borrowed 2-D array.
-fn view2<'a, T: Native>(a: &'a PyReadonlyArray2<'_, T>) -> PyResult<MatrixView<'a, T>> {
-    if !a.is_aligned() {
-        return Err(not_aligned());
-    }
-    let (shape, s) = (a.shape(), element_strides::<T>(a.strides()));
-    // SAFETY: numpy guarantees every in-range element of an aligned array is a valid `T`;
-    // the readonly borrow keeps the array alive (and unborrowed mutably from Rust) for 'a.
-    Ok(unsafe { MatrixView::from_raw_parts(a.data(), shape[0], shape[1], s[0], s[1]) })
-}
-
-/// Views of the leading `rows[b] x cols[b]` block of each item of a borrowed 3-D array.
-fn views3<'a, T: Native>(
-    a: &'a PyReadonlyArray3<'_, T>,
-    rows: &[usize],
-    cols: &[usize],
-) -> PyResult<Vec<MatrixView<'a, T>>> {
-    if !a.is_aligned() {
-        return Err(not_aligned());
-    }
-    let (shape, s) = (a.shape(), element_strides::<T>(a.strides()));
-    (0..shape[0])
-        .map(|b| {
-            let (r, c) = (rows[b], cols[b]);
-            if r > shape[1] || c > shape[2] {
-                return Err(PyValueError::new_err(format!(
-                    "batch item {b}: size ({r}, {c}) exceeds the padded shape ({}, {})",
-                    shape[1], shape[2]
-                )));
-            }
-            // SAFETY: item `b` and the block `r x c` lie inside the array (checked above);
-            // the borrow keeps the data alive for 'a.
-            Ok(unsafe {
-                MatrixView::from_raw_parts(a.data().offset(b as isize * s[0]), r, c, s[1], s[2])
-            })
-        })
-        .collect()
-}
 
 fn to_numpy<'py>(
     py: Python<'py>,
@@ -139,8 +34,33 @@ fn to_numpy<'py>(
     )
 }
 
-fn value_error(e: LsapError) -> PyErr {
-    PyValueError::new_err(e.to_string())
+/// A solver error as the Python exception scipy raises in its place, prefixed by `prefix`.
+fn solve_error(e: LsapError, prefix: &str) -> PyErr {
+    let msg = format!("{prefix}{e}");
+    match e {
+        LsapError::OutOfMemory { .. } => PyMemoryError::new_err(msg),
+        _ => PyValueError::new_err(msg),
+    }
+}
+
+/// Run a binding's body, turning a Rust panic into a RuntimeError that names it a bug.
+///
+/// Every failure the solver knows of is an error value; a panic would reach Python as
+/// pyo3's `PanicException`, a `BaseException` that `except Exception` misses. Panics on
+/// rayon workers are re-raised on the calling thread, and `detach` re-takes the GIL
+/// before unwinding further, so one guard around the whole body catches them all.
+fn guard<R>(body: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
+    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_string());
+        Err(PyRuntimeError::new_err(format!(
+            "matcher_rs internal error (a bug: please report it with the input that \
+             caused it): {what}"
+        )))
+    })
 }
 
 type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
@@ -153,10 +73,12 @@ fn linear_sum_assignment<'py>(
     cost_matrix: &Bound<'py, PyAny>,
     maximize: bool,
 ) -> PyResult<Pair<'py>> {
-    let borrowed = Borrowed::new(cost_matrix)?;
-    let view = borrowed.view()?;
-    let result = py.detach(|| view.solve(maximize));
-    Ok(to_numpy(py, result.map_err(value_error)?))
+    guard(|| {
+        let borrowed = Borrowed::new(cost_matrix)?;
+        let view = borrowed.view()?;
+        let result = py.detach(|| view.solve(maximize));
+        Ok(to_numpy(py, result.map_err(|e| solve_error(e, ""))?))
+    })
 }
 
 /// The pool for an explicit thread count, built once per count and kept.
@@ -223,34 +145,6 @@ fn sizes(given: Option<Vec<usize>>, batch: usize, full: usize, name: &str) -> Py
     }
 }
 
-/// A borrowed 2-D array of a batch list.
-enum Borrowed<'py> {
-    F32(PyReadonlyArray2<'py, f32>),
-    F64(PyReadonlyArray2<'py, f64>),
-}
-
-impl<'py> Borrowed<'py> {
-    fn new(a: &Bound<'py, PyAny>) -> PyResult<Self> {
-        if let Ok(a) = a.cast::<PyArray2<f64>>() {
-            Ok(Self::F64(a.readonly()))
-        } else if let Ok(a) = a.cast::<PyArray2<f32>>() {
-            Ok(Self::F32(a.readonly()))
-        } else {
-            Err(PyTypeError::new_err(
-                "expected a 2-D numpy array of float32 or float64 \
-                 (matcher_rs.linear_sum_assignment converts other inputs)",
-            ))
-        }
-    }
-
-    fn view(&self) -> PyResult<AnyView<'_>> {
-        match self {
-            Self::F32(a) => view2(a).map(AnyView::F32),
-            Self::F64(a) => view2(a).map(AnyView::F64),
-        }
-    }
-}
-
 /// Solve the leading `n_rows[b] x n_cols[b]` block of every item of a padded batch.
 fn solve_padded<T: Native>(
     py: Python<'_>,
@@ -283,36 +177,59 @@ fn linear_sum_assignment_batch<'py>(
     n_rows: Option<Vec<usize>>,
     n_cols: Option<Vec<usize>>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let results = if let Ok(a) = costs.cast::<PyArray3<f64>>() {
-        solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
-    } else if let Ok(a) = costs.cast::<PyArray3<f32>>() {
-        solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
-    } else {
-        if n_rows.is_some() || n_cols.is_some() {
-            return Err(PyValueError::new_err(
-                "n_rows / n_cols apply to a padded 3-D array only",
-            ));
+    guard(|| {
+        let results = if let Ok(a) = costs.cast::<PyArray3<f64>>() {
+            solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
+        } else if let Ok(a) = costs.cast::<PyArray3<f32>>() {
+            solve_padded(py, a, n_rows, n_cols, maximize, n_threads)?
+        } else {
+            if n_rows.is_some() || n_cols.is_some() {
+                return Err(PyValueError::new_err(
+                    "n_rows / n_cols apply to a padded 3-D array only",
+                ));
+            }
+            let item_error = |k: usize, e: PyErr| {
+                PyTypeError::new_err(format!("batch item {k}: {}", e.value(py)))
+            };
+            let borrowed = costs
+                .try_iter()?
+                .enumerate()
+                .map(|(k, item)| Borrowed::new(&item?).map_err(|e| item_error(k, e)))
+                .collect::<PyResult<Vec<_>>>()?;
+            let views = borrowed
+                .iter()
+                .enumerate()
+                .map(|(k, b)| b.view().map_err(|e| item_error(k, e)))
+                .collect::<PyResult<Vec<_>>>()?;
+            py.detach(|| solve_all(&views, maximize, n_threads))?
+        };
+        let out = PyList::empty(py);
+        for (k, r) in results.into_iter().enumerate() {
+            let a = r.map_err(|e| solve_error(e, &format!("batch item {k}: ")))?;
+            out.append(to_numpy(py, a))?;
         }
-        let item_error =
-            |k: usize, e: PyErr| PyTypeError::new_err(format!("batch item {k}: {}", e.value(py)));
-        let borrowed = costs
-            .try_iter()?
-            .enumerate()
-            .map(|(k, item)| Borrowed::new(&item?).map_err(|e| item_error(k, e)))
-            .collect::<PyResult<Vec<_>>>()?;
-        let views = borrowed
-            .iter()
-            .enumerate()
-            .map(|(k, b)| b.view().map_err(|e| item_error(k, e)))
-            .collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| solve_all(&views, maximize, n_threads))?
-    };
-    let out = PyList::empty(py);
-    for (k, r) in results.into_iter().enumerate() {
-        let a = r.map_err(|e| PyValueError::new_err(format!("batch item {k}: {e}")))?;
-        out.append(to_numpy(py, a))?;
-    }
-    Ok(out)
+        Ok(out)
+    })
+}
+
+/// Panic inside a guarded call, on the calling thread or on a pool worker: lets the tests
+/// check that no panic crosses into Python (every real panic would be a bug).
+#[pyfunction]
+fn _panic_for_tests(py: Python<'_>, on_worker: bool) -> PyResult<()> {
+    guard(|| {
+        py.detach(|| {
+            if on_worker {
+                pool(2)?.install(|| {
+                    (0..4usize).into_par_iter().for_each(|k| {
+                        assert!(k != 3, "test panic on a worker thread");
+                    })
+                });
+            } else {
+                panic!("test panic on the calling thread");
+            }
+            Ok(())
+        })
+    })
 }
 
 #[pymodule]
@@ -320,5 +237,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

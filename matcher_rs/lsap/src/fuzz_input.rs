@@ -156,5 +156,10 @@ fn check<T: Float>(case: &FuzzCase, data: &[T]) {
         }
         Err(LsapError::InvalidEntries) => assert!(has_invalid, "valid matrix rejected"),
         Err(LsapError::Infeasible) => assert!(!has_invalid, "invalid entries not reported"),
+        // Rescaling by a power of two keeps the duals finite for any magnitudes, and these
+        // matrices are tiny.
+        Err(e @ (LsapError::TooLarge | LsapError::OutOfMemory { .. })) => {
+            panic!("unexpected error: {e}")
+        }
     }
 }

@@ -8,14 +8,16 @@
 //! * NaN, and `-inf` when minimising (`+inf` when maximising), give
 //!   [`LsapError::InvalidEntries`];
 //! * no complete assignment without forbidden pairs gives [`LsapError::Infeasible`];
-//! * rows come back sorted ascending; an empty matrix gives an empty assignment.
+//! * rows come back sorted ascending; an empty matrix gives an empty assignment;
+//! * the answer is optimal (up to rounding) or an error, never a wrong assignment: costs
+//!   so large that the dual variables would overflow (magnitudes near the type's maximum)
+//!   are detected and solved again rescaled by a power of two, which is exact.
 //!
 //! `f32` and `f64` are solved natively (no conversion), and the input is a strided
 //! [`MatrixView`], so C-ordered, Fortran-ordered and sliced buffers need no copy (a
 //! matrix with more rows than columns is solved on its transpose; when that transpose
-//! has strided rows, one working copy is made). The arithmetic is in the input type:
-//! `f32` entries whose differences overflow `f32` (magnitudes near 1.7e38) may be
-//! reported infeasible, where scipy, working in `f64`, would not.
+//! has strided rows, one working copy is made). The arithmetic is in the input type, so
+//! an `f32` matrix is optimal up to `f32` rounding.
 //!
 //! The algorithm: row reduction and Jonker-Volgenant's augmenting row reduction assign
 //! most rows cheaply; each remaining row is assigned by a shortest augmenting path
@@ -44,21 +46,39 @@ pub use float::Float;
 pub use solver::Solver;
 pub use view::{MatrixView, OutOfBounds};
 
-/// Why a matrix has no solution; `Display` gives scipy's exact messages.
+/// Why a matrix has no solution; `Display` gives scipy's exact messages where scipy has one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LsapError {
     /// A NaN, or an infinity of the wrong sign for the direction of optimisation.
     InvalidEntries,
     /// Every complete assignment uses a forbidden pair.
     Infeasible,
+    /// The dual variables overflow even after the costs are rescaled by a power of two
+    /// (never seen in tests; reported rather than returning a possibly wrong answer).
+    TooLarge,
+    /// The work buffers for a `rows x cols` problem could not be allocated.
+    OutOfMemory {
+        /// Rows of the cost matrix.
+        rows: usize,
+        /// Columns of the cost matrix.
+        cols: usize,
+    },
 }
 
 impl core::fmt::Display for LsapError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(match self {
-            Self::InvalidEntries => "matrix contains invalid numeric entries",
-            Self::Infeasible => "cost matrix is infeasible",
-        })
+        match self {
+            Self::InvalidEntries => f.write_str("matrix contains invalid numeric entries"),
+            Self::Infeasible => f.write_str("cost matrix is infeasible"),
+            Self::TooLarge => f.write_str(
+                "cost matrix entries too large to solve exactly (the dual variables overflow); \
+                 scale the costs down",
+            ),
+            Self::OutOfMemory { rows, cols } => write!(
+                f,
+                "cannot allocate the work memory to solve a {rows} x {cols} cost matrix"
+            ),
+        }
     }
 }
 

@@ -7,11 +7,19 @@
 //! solution optimal, not only the square one. A cheap start (row reduction plus
 //! Jonker-Volgenant's augmenting row reduction) assigns most rows; each remaining row is
 //! then assigned by one Dijkstra search over reduced costs (O(rows * cols) per row).
+//!
+//! The duals are sums of costs along alternating paths, so with costs near the type's
+//! maximum they overflow. Overflow never passes silently: a solve whose duals end up
+//! non-finite (or near the maximum), or that finds no path where Hall's condition holds,
+//! is repeated on a copy scaled down by a power of two (exact, optimum unchanged).
 
 use crate::scan::at;
 use crate::{Assignment, Float, LsapError, MatrixView};
 
 const NONE: usize = usize::MAX;
+
+/// An allocation failure (`solve_into` fills in the problem's shape).
+const OOM: LsapError = LsapError::OutOfMemory { rows: 0, cols: 0 };
 
 /// Augmenting-row-reduction steps allowed per row and pass before the remaining rows
 /// are left to the exact search (the heuristic only has to be cheap, never complete).
@@ -104,25 +112,19 @@ impl<T: Float> Solver<T> {
         if nr == 0 || nc == 0 {
             return Ok(());
         }
+        let oom = LsapError::OutOfMemory { rows: nr, cols: nc };
+        let k = nr.min(nc);
+        rows_out.try_reserve(k).map_err(|_| oom)?;
+        cols_out.try_reserve(k).map_err(|_| oom)?;
         let transposed = nr > nc;
         let m = if transposed { cost.t() } else { cost };
         let mut packed = core::mem::take(&mut self.packed);
-        let result = if m.has_contiguous_rows() {
-            if maximize {
-                self.validate_and_run::<true>(m)
-            } else {
-                self.validate_and_run::<false>(m)
-            }
-        } else {
-            // Strided columns (e.g. the transposed view of a C-ordered matrix): one
-            // packing pass makes every later row scan contiguous.
-            pack(m, maximize, &mut packed);
-            let view = MatrixView::row_major(&packed, m.rows(), m.cols())
-                .expect("packed buffer holds rows * cols elements");
-            self.validate_and_run::<false>(view)
-        };
+        let result = self.solve_oriented(m, maximize, &mut packed);
         self.packed = packed;
-        result?;
+        result.map_err(|e| match e {
+            LsapError::OutOfMemory { .. } => oom,
+            e => e,
+        })?;
         if transposed {
             for (j, &i) in self.row4col.iter().enumerate() {
                 if i != NONE {
@@ -137,6 +139,41 @@ impl<T: Float> Solver<T> {
         Ok(())
     }
 
+    /// Solve `m` (rows <= cols); when the dual variables overflow, solve again on a copy
+    /// scaled down by a power of two. Scaling by `2^-s` is exact (unless an entry becomes
+    /// subnormal, which only entries below `2^(s - 1022)` times the smallest normal can,
+    /// negligible beside the largest) and leaves the optimal assignments unchanged.
+    fn solve_oriented(
+        &mut self,
+        m: MatrixView<'_, T>,
+        maximize: bool,
+        packed: &mut Vec<T>,
+    ) -> Result<(), LsapError> {
+        let first = if m.has_contiguous_rows() {
+            if maximize {
+                self.validate_and_run::<true>(m)
+            } else {
+                self.validate_and_run::<false>(m)
+            }
+        } else {
+            // Strided columns (e.g. the transposed view of a C-ordered matrix): one
+            // packing pass makes every later row scan contiguous.
+            pack(m, maximize, T::exp2i(0), packed)?;
+            self.validate_and_run::<false>(packed_view(packed, m))
+        };
+        if first != Err(LsapError::TooLarge) {
+            return first;
+        }
+        pack(m, maximize, rescale(m), packed)?;
+        self.validate_and_run::<false>(packed_view(packed, m))
+    }
+
+    /// Solve `m` (rows <= cols, contiguous rows, negated when `NEG`). Returns
+    /// [`LsapError::TooLarge`] when the dual variables came near overflow: intermediate
+    /// overflow gives `+-inf` or NaN, and those stay non-finite under the `+` and `-`
+    /// updates, so a final check of the duals catches every overflow that could have
+    /// steered the search (an overflow to `+inf` in a distance only hides a column
+    /// whose true distance exceeds every finite one; `augment` checks the infeasible case).
     fn validate_and_run<const NEG: bool>(&mut self, m: MatrixView<'_, T>) -> Result<(), LsapError> {
         let rows = Rows::new(m);
         for i in 0..m.rows() {
@@ -148,7 +185,7 @@ impl<T: Float> Solver<T> {
                 return Err(LsapError::InvalidEntries);
             }
         }
-        self.reset(m.rows(), m.cols());
+        self.reset(m.rows(), m.cols())?;
         self.reduce_rows::<NEG>(rows)?;
         for _pass in 0..2 {
             if self.free.is_empty() {
@@ -165,22 +202,40 @@ impl<T: Float> Solver<T> {
         let free = core::mem::take(&mut self.free);
         let result = free.iter().try_for_each(|&i| self.augment::<NEG>(rows, i));
         self.free = free;
-        result
+        result?;
+        // A margin of 16 below the maximum: duals that large mean some intermediate sum
+        // may have come near it (the check is O(rows + cols), negligible beside the solve).
+        let limit = T::MAX * T::exp2i(-4);
+        let near_overflow = |x: &T| x.is_nan() || x.abs() > limit;
+        if self.u.iter().any(near_overflow) || self.v.iter().any(near_overflow) {
+            return Err(LsapError::TooLarge);
+        }
+        Ok(())
     }
 
-    fn reset(&mut self, nr: usize, nc: usize) {
-        fn fill<X: Copy>(buf: &mut Vec<X>, n: usize, x: X) {
+    /// Size every buffer for an `nr x nc` problem up front, so that no later push
+    /// allocates (an allocation failure is an error here, not an abort mid-solve).
+    fn reset(&mut self, nr: usize, nc: usize) -> Result<(), LsapError> {
+        fn fill<X: Copy>(buf: &mut Vec<X>, n: usize, x: X) -> Result<(), LsapError> {
             buf.clear();
+            buf.try_reserve(n).map_err(|_| OOM)?;
             buf.resize(n, x);
+            Ok(())
         }
-        fill(&mut self.u, nr, T::ZERO);
-        fill(&mut self.v, nc, T::ZERO);
-        fill(&mut self.dist, nc, T::INFINITY);
-        fill(&mut self.col4row, nr, NONE);
-        fill(&mut self.row4col, nc, NONE);
-        self.scanned.clear();
-        self.free.clear();
-        self.next_free.clear();
+        fn room<X>(buf: &mut Vec<X>, n: usize) -> Result<(), LsapError> {
+            buf.clear();
+            buf.try_reserve(n).map_err(|_| OOM)
+        }
+        fill(&mut self.u, nr, T::ZERO)?;
+        fill(&mut self.v, nc, T::ZERO)?;
+        fill(&mut self.dist, nc, T::INFINITY)?;
+        fill(&mut self.col4row, nr, NONE)?;
+        fill(&mut self.row4col, nc, NONE)?;
+        // At most one entry per row in each (every scanned column is assigned to a row).
+        room(&mut self.scanned, nr)?;
+        room(&mut self.scan_rows, nr)?;
+        room(&mut self.free, nr)?;
+        room(&mut self.next_free, nr)
     }
 
     /// `u[i] = min_j c[i][j]` with `v = 0`; a row whose cheapest column is still free
@@ -301,7 +356,7 @@ impl<T: Float> Solver<T> {
             self.scan_rows.push((i, base));
             let lowest = T::relax::<NEG>(rows.row(i), v, dist, base);
             if lowest == T::INFINITY {
-                return Err(LsapError::Infeasible);
+                return Err(self.why_unreachable::<NEG>(rows));
             }
             let j = T::position(dist, lowest);
             min_val = lowest;
@@ -344,35 +399,84 @@ impl<T: Float> Solver<T> {
         }
         Ok(())
     }
+
+    /// Every unsettled column is at distance `+inf` from the rows scanned so far: the
+    /// matrix is infeasible when those rows have no allowed pair outside the settled
+    /// columns (Hall's condition fails); otherwise a distance overflowed to `+inf`.
+    fn why_unreachable<const NEG: bool>(&self, rows: Rows<'_, T>) -> LsapError {
+        let dist = &self.dist[..rows.n_cols];
+        let reachable = self.scan_rows.iter().any(|&(r, _)| {
+            let row = rows.row(r);
+            row.iter()
+                .zip(dist)
+                .any(|(&c, d)| !d.is_nan() && at::<T, NEG>(c) != T::INFINITY)
+        });
+        if reachable {
+            LsapError::TooLarge
+        } else {
+            LsapError::Infeasible
+        }
+    }
 }
 
-/// Copy a strided view row by row into `out`, negated when maximising.
-fn pack<T: Float>(m: MatrixView<'_, T>, maximize: bool, out: &mut Vec<T>) {
+/// The power of two to scale `m` by so that its largest finite magnitude stays far from
+/// overflow: the duals are sums along alternating paths, so they grow at most about
+/// `rows + cols` times the largest cost (squared here for a wide margin).
+fn rescale<T: Float>(m: MatrixView<'_, T>) -> T {
+    let (nr, nc) = m.shape();
+    let mut largest = T::ZERO;
+    for i in 0..nr {
+        for j in 0..nc {
+            let x = m.get(i, j).abs();
+            if x > largest && x != T::INFINITY {
+                largest = x;
+            }
+        }
+    }
+    let bits = |x: usize| (usize::BITS - x.leading_zeros()) as i32;
+    let headroom = 2 * bits(nr + nc) + 8;
+    // log2 of the largest magnitude, from its f64 exponent (exact for both types).
+    let exponent = ((largest.to_f64().to_bits() >> 52) & 0x7ff) as i32 - 1023;
+    let top = (T::MAX.to_f64().to_bits() >> 52 & 0x7ff) as i32 - 1023;
+    T::exp2i((top - headroom - exponent).min(0))
+}
+
+/// A row-major view of the `packed` copy of `m`.
+fn packed_view<'a, T>(packed: &'a [T], m: MatrixView<'_, T>) -> MatrixView<'a, T> {
+    MatrixView::row_major(packed, m.rows(), m.cols())
+        .expect("packed buffer holds rows * cols elements")
+}
+
+/// Copy a view row by row into `out`, times `scale` (a power of two), negated when
+/// maximising.
+fn pack<T: Float>(
+    m: MatrixView<'_, T>,
+    maximize: bool,
+    scale: T,
+    out: &mut Vec<T>,
+) -> Result<(), LsapError> {
     // Blocks of rows keep the row-major writes in cache while the (usually contiguous,
     // since this is mostly a transposed C array) columns are read.
     const BLOCK: usize = 64;
     let (nr, nc) = m.shape();
+    let scale = if maximize { -scale } else { scale };
     out.clear();
-    // A view may repeat memory (zero strides) and be far larger than its data: fail with a
-    // panic (a Python exception in the binding) rather than abort on allocation failure.
-    if out.try_reserve(nr * nc).is_err() {
-        panic!("cannot allocate a {nr} x {nc} working copy of the cost matrix");
-    }
+    // A view may repeat memory (zero strides) and be far larger than its data.
+    let len = nr.checked_mul(nc).ok_or(OOM)?;
+    out.try_reserve(len).map_err(|_| OOM)?;
     let dst = out.as_mut_ptr();
     for i0 in (0..nr).step_by(BLOCK) {
         for j in 0..nc {
             for i in i0..(i0 + BLOCK).min(nr) {
                 // SAFETY: i < nr and j < nc, so the read is in the view and the write is
                 // inside the reserved nr * nc elements.
-                unsafe {
-                    let x = m.get_unchecked(i, j);
-                    dst.add(i * nc + j).write(if maximize { -x } else { x });
-                }
+                unsafe { dst.add(i * nc + j).write(m.get_unchecked(i, j) * scale) };
             }
         }
     }
     // SAFETY: the loops above initialised all nr * nc elements.
-    unsafe { out.set_len(nr * nc) };
+    unsafe { out.set_len(len) };
+    Ok(())
 }
 
 /// Row access for a view whose rows are contiguous.

@@ -5,6 +5,8 @@ use super::*;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
+mod extreme;
+
 /// The best total over every injective map of the shorter side into the longer one,
 /// skipping forbidden pairs; `None` when no complete assignment exists.
 fn brute_force(cost: &[f64], rows: usize, cols: usize, maximize: bool) -> Option<f64> {
@@ -131,13 +133,34 @@ fn solve_as(
     layout: u8,
     single: bool,
 ) -> Result<f64, LsapError> {
+    let a = solve_pairs(cost, rows, cols, maximize, layout, single)?;
+    let value = |i: usize, j: usize| {
+        let x = cost[i * cols + j];
+        if single {
+            f64::from(x as f32)
+        } else {
+            x
+        }
+    };
+    Ok(a.rows.iter().zip(&a.cols).map(|(&i, &j)| value(i, j)).sum())
+}
+
+/// Solve `cost` (row-major f64) stored in the given layout and precision.
+fn solve_pairs(
+    cost: &[f64],
+    rows: usize,
+    cols: usize,
+    maximize: bool,
+    layout: u8,
+    single: bool,
+) -> Result<Assignment, LsapError> {
     fn run<T: Float>(
         data: &[T],
         rows: usize,
         cols: usize,
         maximize: bool,
         layout: u8,
-    ) -> Result<f64, LsapError> {
+    ) -> Result<Assignment, LsapError> {
         let view = match layout {
             0 => MatrixView::row_major(data, rows, cols),
             1 => MatrixView::col_major(data, rows, cols),
@@ -147,7 +170,7 @@ fn solve_as(
         .unwrap();
         let a = linear_sum_assignment(view, maximize)?;
         assert_valid(&a, rows, cols);
-        Ok(a.total(view))
+        Ok(a)
     }
     let stored: Vec<f64> = match layout {
         0 => cost.to_vec(),
