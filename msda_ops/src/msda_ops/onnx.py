@@ -130,10 +130,39 @@ class _OnnxScriptBuilder(_Builder):
         self.opset = 18
 
     def op(self, op_type: str, *inputs: Any, **attrs: Any) -> Any:
-        if "::" in op_type:
-            domain, name = op_type.split("::")
-            return getattr(self.onnxscript.values.Opset(domain, 1), name)(*inputs, **attrs)
+        if op_type == f"{TRT_DOMAIN}::{TRT_OP}":
+            return self._trt_op()(*inputs, **attrs)
         return getattr(self.ops, op_type)(*inputs, **attrs)
+
+    def _trt_op(self) -> Any:
+        # The exporter records only ops with a schema: describe the plugin's interface.
+        from onnx.defs import OpSchema
+
+        floats = ("value", "sampling_locations", "attention_weights")
+        inputs = [
+            OpSchema.FormalParameter(name, "T" if name in floats else "tensor(int32)")
+            for name in (
+                "value",
+                "spatial_shapes",
+                "level_start_index",
+                "sampling_locations",
+                "attention_weights",
+            )
+        ]
+        schema = OpSchema(
+            TRT_OP,
+            TRT_DOMAIN,
+            1,
+            inputs=inputs,
+            outputs=[OpSchema.FormalParameter("output", "T")],
+            type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "")],
+            attributes=[
+                OpSchema.Attribute(name, OpSchema.AttrType.STRING, required=False)
+                for name in ("plugin_version", "plugin_namespace")
+            ],
+        )
+        values = self.onnxscript.values
+        return values.Op(values.Opset(TRT_DOMAIN, 1), TRT_OP, schema)
 
     def const(self, value: int | float | list[int]) -> Any:
         if isinstance(value, list):
