@@ -29,10 +29,21 @@ def cpu_kernel():
     assert ops.kernel_available("cpu", True)
 
 
-class KernelOp(torch.nn.Module):
+class Op(torch.nn.Module):
+    """The op on the default backend: the kernel, on CPU with the kernel built."""
+
     def forward(self, value, spatial_shapes, level_start_index, locations, weights) -> Tensor:
-        args = (value, spatial_shapes, level_start_index, locations, weights)
-        return ms_deform_attn(*args, backend="kernel")
+        return ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights)
+
+
+def kernel(*args: Tensor) -> Tensor:
+    return ms_deform_attn(*args, backend="kernel")
+
+
+def assert_kernel_traced(program) -> None:
+    """What the dynamo exporter traced holds the kernel op, not the reference."""
+    targets = {n.target for n in program.exported_program.graph.nodes}
+    assert torch.ops.msda_ops.ms_deform_attn_forward.default in targets
 
 
 def op_inputs(size, n_levels: int, seed: int) -> tuple[Tensor, ...]:
@@ -98,17 +109,18 @@ def test_kernel_op_exports_with_plain_torch_onnx_export(tmp_path, dynamo, n_leve
     args = op_inputs(EXPORT, n_levels, seed=0)
     if dynamo:
         table = msda_onnx.translation_table()
-        torch.onnx.export(
-            KernelOp(),
+        program = torch.onnx.export(
+            Op(),
             args,
             path,
             dynamo=True,
             dynamic_shapes=op_dynamic_shapes(),
             custom_translation_table=table,
         )
+        assert_kernel_traced(program)
     else:  # `import msda_ops` registered the symbolic
         torch.onnx.export(
-            KernelOp(),
+            Op(),
             args,
             path,
             dynamo=False,
@@ -119,14 +131,14 @@ def test_kernel_op_exports_with_plain_torch_onnx_export(tmp_path, dynamo, n_leve
     assert_standard_onnx(path)
     for seed, size in enumerate(RUNS, 1):
         run = op_inputs(size, n_levels, seed)
-        expected = KernelOp()(*run)
+        expected = kernel(*run)
         torch.testing.assert_close(run_onnx(path, run), expected, rtol=0, atol=1e-5)
 
 
 def test_torchscript_opset_20_names_the_mode_linear(tmp_path):
     path = tmp_path / "op.onnx"
     msda_onnx.export(
-        KernelOp(),
+        Op(),
         op_inputs(EXPORT, 2, 0),
         path,
         dynamo=False,
@@ -138,7 +150,7 @@ def test_torchscript_opset_20_names_the_mode_linear(tmp_path):
     modes = {attributes(n)["mode"] for n in nodes if n.op_type == "GridSample"}
     assert modes == {b"linear"}
     run = op_inputs(RUNS[1], 2, 1)
-    torch.testing.assert_close(run_onnx(path, run), KernelOp()(*run), rtol=0, atol=1e-5)
+    torch.testing.assert_close(run_onnx(path, run), kernel(*run), rtol=0, atol=1e-5)
 
 
 def random_layer() -> MSDeformAttn:
@@ -177,9 +189,8 @@ def test_layer_exports_on_the_default_backend(tmp_path, dynamo):
         axes = {"query": {0: "N", 1: "Lq"}, "reference_points": {0: "N", 1: "Lq"}}
         kwargs = {"input_names": names, "dynamic_axes": {**axes, "input_flatten": {0: "N", 1: "S"}}}
     program = msda_onnx.export(layer, layer_inputs(EXPORT, 0), path, dynamo=dynamo, **kwargs)
-    if dynamo:  # the kernel op was traced, not the reference
-        targets = {n.target for n in program.exported_program.graph.nodes}
-        assert torch.ops.msda_ops.ms_deform_attn_forward.default in targets
+    if dynamo:
+        assert_kernel_traced(program)
     assert_standard_onnx(path)
     for seed, size in enumerate(RUNS, 1):
         run = layer_inputs(size, seed)
@@ -243,7 +254,7 @@ def test_softmax_argument_lowers_to_a_softmax_over_levels_and_points(tmp_path, d
         run[4] = torch.randn(run[4].shape, generator=torch.Generator().manual_seed(seed)) * 3
         n, lq, m = run[4].shape[:3]
         weights = torch.softmax(run[4].reshape(n, lq, m, -1), -1).reshape(run[4].shape)
-        expected = KernelOp()(*run[:4], weights)
+        expected = kernel(*run[:4], weights)
         torch.testing.assert_close(run_onnx(path, run), expected, rtol=0, atol=1e-5)
 
 
@@ -264,9 +275,7 @@ def test_trt_plugin_node_takes_the_five_inputs_in_tensorrt_order(tmp_path, dynam
         kwargs = {"dynamic_shapes": op_dynamic_shapes()}
     else:
         kwargs = {"input_names": NAMES, "dynamic_axes": OP_AXES}
-    msda_onnx.export(
-        KernelOp(), op_inputs(EXPORT, 2, 0), path, dynamo=dynamo, plugin="trt", **kwargs
-    )
+    msda_onnx.export(Op(), op_inputs(EXPORT, 2, 0), path, dynamo=dynamo, plugin="trt", **kwargs)
     model, node = plugin_node(path)
     assert node.domain == "trt.plugins"
     assert ("trt.plugins", 1) in {(o.domain, o.version) for o in model.opset_import}
@@ -287,7 +296,7 @@ def test_trt_plugin_node_takes_the_five_inputs_in_tensorrt_order(tmp_path, dynam
 
 def test_bad_arguments_are_named(tmp_path):
     with pytest.raises(ValueError, match="opset_version must be >= 16"):
-        msda_onnx.export(KernelOp(), op_inputs(EXPORT, 1, 0), tmp_path / "x.onnx", opset_version=15)
+        msda_onnx.export(Op(), op_inputs(EXPORT, 1, 0), tmp_path / "x.onnx", opset_version=15)
     with pytest.raises(ValueError, match="plugin must be one of"):
         msda_onnx.translation_table(plugin="tensorrt")
 
@@ -296,7 +305,7 @@ def test_bad_arguments_are_named(tmp_path):
 def test_plain_torchscript_export_below_opset_16_says_why(tmp_path):
     with pytest.raises(Exception, match="opset_version >= 16"):
         torch.onnx.export(
-            KernelOp(), op_inputs(EXPORT, 1, 0), tmp_path / "x.onnx", dynamo=False, opset_version=15
+            Op(), op_inputs(EXPORT, 1, 0), tmp_path / "x.onnx", dynamo=False, opset_version=15
         )
 
 

@@ -433,9 +433,10 @@ def export(
     if plugin is not None:
         kwargs["custom_opsets"] = {TRT_DOMAIN: 1, **(kwargs.get("custom_opsets") or {})}
     with _symbolic_lowering(plugin), warnings.catch_warnings():
-        # The input checks read spatial_shapes while tracing; the op reads it at run time.
+        # The input checks read spatial_shapes while tracing (the op reads it at run time)
+        # and the layer branches on static sizes: both traces hold for other sizes.
         warnings.filterwarnings(
-            "ignore", category=torch.jit.TracerWarning, module=r"msda_ops\.checks"
+            "ignore", category=torch.jit.TracerWarning, module=r"msda_ops\.(checks|module)"
         )
         return torch.onnx.export(
             model, args, f, dynamo=False, opset_version=opset_version or 17, **kwargs
