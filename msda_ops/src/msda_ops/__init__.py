@@ -8,6 +8,7 @@
 Importing the package compiles nothing.
 """
 
+from msda_ops import onnx as onnx  # registers the TorchScript ONNX symbolic; imports no onnx
 from msda_ops.functional import level_start_index, ms_deform_attn, use_backend
 from msda_ops.module import MSDeformAttn
 from msda_ops.reference import ms_deform_attn_reference
