@@ -300,12 +300,14 @@ def test_offline_hub_model_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """zoo.load's own offline error surfaces as one line and exit code 1."""
-    import zoo.hub
+    import zoo.weights.hub
 
     def offline(repo_id: str, revision: str | None = None, **kwargs: Any) -> Path:
-        raise zoo.WeightsNotFoundError(zoo.hub._offline_message(repo_id, revision, None, True))
+        raise zoo.WeightsNotFoundError(
+            zoo.weights.hub._offline_message(repo_id, revision, None, True)
+        )
 
-    monkeypatch.setattr(zoo.hub, "download", offline)
+    monkeypatch.setattr(zoo.weights.hub, "download", offline)
     image = tmp_path / "photo.png"
     Image.new("RGB", (32, 32)).save(image)
     argv = ["--model", "ddetr-two-stage", "--images", str(image), "--out", str(tmp_path / "o")]

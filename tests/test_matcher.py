@@ -1,4 +1,4 @@
-"""zoo.matcher.HungarianMatcher against a scipy matcher written in DETR's original style."""
+"""zoo.loss.matcher.HungarianMatcher against a scipy matcher written in DETR's original style."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
-from zoo.matcher import HungarianMatcher
+from zoo.loss.matcher import HungarianMatcher
 
 
 class ReferenceMatcher:

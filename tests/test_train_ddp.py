@@ -14,8 +14,8 @@ from test_train_support import shapes_data, shapes_sets, tiny_model
 from torch.utils.data import DataLoader
 
 import zoo
-from zoo.coco_eval import evaluate, gather_results, predict_batches, to_coco_results
 from zoo.data import collate
+from zoo.data.coco_eval import evaluate, gather_results, predict_batches, to_coco_results
 from zoo.training import TrainConfig, Trainer
 from zoo.training.distributed import ShardSampler
 

@@ -13,7 +13,7 @@ from test_zoo_helpers import TINY, build_hf, randomize_
 from test_zoo_official import to_official
 
 import zoo
-from zoo.commands import COMMANDS, add_convert_parser, add_detect_parser, add_list_parser
+from zoo.cli.models import COMMANDS, add_convert_parser, add_detect_parser, add_list_parser
 
 
 def run(argv: list[str]) -> int:

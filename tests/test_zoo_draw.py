@@ -12,9 +12,9 @@ from PIL import Image
 from test_zoo_helpers import TINY
 
 import zoo
-from zoo.coco_names import COCO_CATEGORY_NAMES, class_names
-from zoo.detect import detect_files, find_images, predict_with_sampling
-from zoo.drawing import draw_detections, draw_sampling, label_color
+from zoo.detect.coco_names import COCO_CATEGORY_NAMES, class_names
+from zoo.detect.drawing import draw_detections, draw_sampling, label_color
+from zoo.detect.files import detect_files, find_images, predict_with_sampling
 
 GREY = (128, 128, 128)
 

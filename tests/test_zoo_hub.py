@@ -20,8 +20,8 @@ from test_zoo_hub_cache import add_snapshot, folder_files, offline_hub_cache
 from test_zoo_official import to_official
 
 import zoo
-from zoo.checkpoint import CLASS_HEAD
-from zoo.hf_format import load_transformers_folder
+from zoo.weights.convert import CLASS_HEAD
+from zoo.weights.transformers_format import load_transformers_folder
 
 pytest.importorskip("transformers")
 

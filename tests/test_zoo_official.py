@@ -16,7 +16,7 @@ import pytest
 import torch
 from test_zoo_helpers import SIZES, TOL, build_hf, padded_batch
 
-from zoo.official_format import load_official_checkpoint
+from zoo.weights.official_format import load_official_checkpoint
 
 pytest.importorskip("transformers")
 

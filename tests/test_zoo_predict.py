@@ -10,8 +10,8 @@ from PIL import Image
 from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, TINY
 
 import zoo
-from zoo.postprocess import postprocess_softmax, postprocess_topk
-from zoo.preprocess import preprocess, resized_size
+from zoo.models.postprocess import postprocess_softmax, postprocess_topk
+from zoo.models.preprocess import preprocess, resized_size
 
 transformers = pytest.importorskip("transformers")
 

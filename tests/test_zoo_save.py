@@ -12,7 +12,7 @@ from safetensors import safe_open
 from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
 
 import zoo
-from zoo.saving import config_from_dict, config_to_dict
+from zoo.weights.zoo_format import config_from_dict, config_to_dict
 
 VARIANTS = ["detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-two-stage"]
 

@@ -8,13 +8,10 @@
 >>> zoo.save_pretrained(model, "my-detector")  # config.json + model.safetensors + README.md
 """
 
-from zoo.builders import build_model
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
-from zoo.criterion import SetCriterion, build_criterion
-from zoo.hf_format import load_transformers_folder
-from zoo.hub import WeightsNotFoundError, load
-from zoo.official_format import load_official_checkpoint
-from zoo.registry import (
+from zoo.loss.criterion import SetCriterion, build_criterion
+from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.models.families import build_model
+from zoo.models.registry import (
     ModelRecord,
     create_model,
     get_variant,
@@ -22,7 +19,10 @@ from zoo.registry import (
     list_variants,
     variant_config,
 )
-from zoo.saving import load_pretrained, push_to_hub, save_pretrained
+from zoo.weights.hub import WeightsNotFoundError, load
+from zoo.weights.official_format import load_official_checkpoint
+from zoo.weights.transformers_format import load_transformers_folder
+from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
 
 __all__ = [
     "BackboneConfig",

@@ -225,7 +225,7 @@ def _check_outputs_safe(paths: Sequence[Path], out: Path) -> None:
 
 def run_detection_demo(args: argparse.Namespace) -> None:
     """The demo proper (see the module docstring). Raises :class:`DemoError`."""
-    from zoo.detect import _unique_stems, detect_files, find_images
+    from zoo.detect.files import _unique_stems, detect_files, find_images
 
     source: str | Path | None = args.model
     if source is not None and Path(source).expanduser().exists():

@@ -21,7 +21,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torchvision import tv_tensors
 
-from zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from zoo.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``OUT/checkpoints/step-00001234/`` holding
 
-- the model in the zoo's own format (:func:`zoo.saving.save_pretrained`: ``config.json``,
+- the model in the zoo's own format (:func:`zoo.weights.zoo_format.save_pretrained`: ``config.json``,
   ``model.safetensors``, a model card), so ``zoo.load(folder)`` loads it like any model;
 - ``state.pt``: optimizer, scheduler, gradient scaler, epoch, step and the RNG states of
   every process (python, numpy, torch, cuda), only tensors and plain containers, so it
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import zoo
-from zoo.saving import load_pretrained, save_pretrained
+from zoo.weights.zoo_format import load_pretrained, save_pretrained
 
 STATE = "state.pt"
 LATEST = "latest"

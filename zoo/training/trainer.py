@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from zoo.coco_eval import evaluate
 from zoo.data.coco import CocoDetection
+from zoo.data.coco_eval import evaluate
 from zoo.data.collate import DetectionBatch, collate
 from zoo.training.checkpoint import (
     capture_rng,

@@ -20,11 +20,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from zoo.builders import build_model
-from zoo.checkpoint import load_weights
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig, ModelConfig
-from zoo.model_card import model_card
-from zoo.registry import variant_of
+from zoo.models.config import (
+    BackboneConfig,
+    DeformableDetrConfig,
+    DetrConfig,
+    LossConfig,
+    ModelConfig,
+)
+from zoo.models.families import build_model
+from zoo.models.registry import variant_of
+from zoo.weights.convert import load_weights
+from zoo.weights.model_card import model_card
 
 FORMAT = "zoo"
 FORMAT_VERSION = 1

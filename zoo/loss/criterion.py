@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from zoo.config import LossConfig, ModelConfig
+from zoo.models.config import LossConfig, ModelConfig
 
 Matcher = Callable[[dict[str, Tensor], list[dict[str, Tensor]]], list[tuple[Tensor, Tensor]]]
 
@@ -159,7 +159,7 @@ class SetCriterion(nn.Module):
 
 
 def build_criterion(config: ModelConfig, matcher: Matcher | None = None) -> SetCriterion:
-    """The official criterion for a model configuration (its :class:`~zoo.config.LossConfig`)."""
+    """The official criterion for a model configuration (its :class:`~zoo.models.config.LossConfig`)."""
     return criterion_from_loss_config(config.num_classes, config.loss, matcher)
 
 
@@ -168,10 +168,10 @@ def criterion_from_loss_config(
 ) -> SetCriterion:
     """A criterion with the costs and weights of ``loss``.
 
-    Without ``matcher``, ``zoo.matcher.HungarianMatcher`` with the configured costs.
+    Without ``matcher``, ``zoo.loss.matcher.HungarianMatcher`` with the configured costs.
     """
     if matcher is None:
-        from zoo.matcher import HungarianMatcher
+        from zoo.loss.matcher import HungarianMatcher
 
         matcher = HungarianMatcher(
             loss.cost_class,

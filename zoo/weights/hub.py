@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.hf_format import WEIGHT_FILES, load_transformers_folder
-from zoo.official_format import load_official_checkpoint
-from zoo.registry import get_variant, list_variants, unknown_name_message
-from zoo.saving import is_zoo_folder, load_pretrained
+from zoo.models.registry import get_variant, list_variants, unknown_name_message
+from zoo.weights.official_format import load_official_checkpoint
+from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_folder
+from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
 # The configuration fields that make a variant what it is; a checkpoint must agree.
 _IDENTITY = ("num_levels", "with_box_refine", "two_stage")

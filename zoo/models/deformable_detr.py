@@ -8,16 +8,16 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
-from zoo.backbone import Backbone
-from zoo.config import DeformableDetrConfig
-from zoo.deformable_heads import DeformableHeads, PerLayerHeads, SharedHeads
-from zoo.deformable_transformer import DeformableDecoder, DeformableEncoder
-from zoo.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.heads import refine_boxes
-from zoo.multiscale import MultiScaleInput
-from zoo.postprocess import postprocess_topk
-from zoo.queries import LearnedQueries, QuerySource
-from zoo.two_stage import TwoStageQueries
+from zoo.models.backbone import Backbone
+from zoo.models.config import DeformableDetrConfig
+from zoo.models.deformable_heads import DeformableHeads, PerLayerHeads, SharedHeads
+from zoo.models.deformable_transformer import DeformableDecoder, DeformableEncoder
+from zoo.models.detector import Detector, Predictions, padding_mask_from_pixel_mask
+from zoo.models.heads import refine_boxes
+from zoo.models.multiscale import MultiScaleInput
+from zoo.models.postprocess import postprocess_topk
+from zoo.models.queries import LearnedQueries, QuerySource
+from zoo.models.two_stage import TwoStageQueries
 
 
 class DeformableDETR(Detector):

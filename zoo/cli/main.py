@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from zoo.config import ModelConfig
+    from zoo.models.config import ModelConfig
 
 Runner = Callable[[argparse.Namespace], int]
 Declare = Callable[[argparse.ArgumentParser], Runner]
@@ -216,8 +216,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     from torch.utils.data import DataLoader
 
     import zoo
-    from zoo.coco_eval import evaluate
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
+    from zoo.data.coco_eval import evaluate
     from zoo.training import init_distributed
     from zoo.training.distributed import ShardSampler
 
@@ -254,8 +254,8 @@ def _declare_shapes(parser: argparse.ArgumentParser) -> Runner:
 
 
 def _register_model_commands() -> None:
-    """``list``, ``detect`` and ``convert`` (:mod:`zoo.commands`) follow the same convention."""
-    from zoo.commands import COMMANDS
+    """``list``, ``detect`` and ``convert`` (:mod:`zoo.cli.models`) follow the same convention."""
+    from zoo.cli.models import COMMANDS
 
     for name, help_text, declare in COMMANDS:
         if name not in _COMMANDS:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from zoo.config import DeformableDetrConfig
+from zoo.models.config import DeformableDetrConfig
 
 logger = logging.getLogger(__name__)
 

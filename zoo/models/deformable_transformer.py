@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
-from zoo.detr_transformer import FeedForward
-from zoo.heads import refine_boxes
+from zoo.models.detr_transformer import FeedForward
+from zoo.models.heads import refine_boxes
 
 
 @dataclass

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, conv1x1
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from zoo.config import BackboneConfig
+from zoo.models.config import BackboneConfig
 
 # Output channels of layer1..layer4 per ResNet depth.
 _STAGE_CHANNELS = {
@@ -47,7 +47,7 @@ class ResNetBody(nn.Module):
     Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1`` ...),
     which are also timm's, so checkpoints of either map one to one. ``width`` other than
     64 or ``norm="group"`` builds the same trunk from torchvision's basic blocks with
-    scaled channels and GroupNorm (see :class:`zoo.config.BackboneConfig`).
+    scaled channels and GroupNorm (see :class:`zoo.models.config.BackboneConfig`).
     """
 
     def __init__(

@@ -9,7 +9,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 if TYPE_CHECKING:
-    from zoo.detector import Predictions
+    from zoo.models.detector import Predictions
 
 
 def scale_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from zoo.data.collate import DetectionBatch
-from zoo.detector import Detector, Predictions
+from zoo.models.detector import Detector, Predictions
 
 # The first six numbers of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.config import BackboneConfig, DetrConfig, ModelConfig
+from zoo.models.config import BackboneConfig, DetrConfig, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def register_variant(
     def decorator(default_config: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
         if name in _REGISTRY:
             raise ValueError(f"variant {name!r} is already registered")
-        from zoo.builders import builder_for
+        from zoo.models.families import builder_for
 
         config = default_config()
         _REGISTRY[name] = VariantInfo(
@@ -194,4 +194,4 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
 def _ensure_registered() -> None:
     # The variants register themselves when their module is imported.
-    import zoo.variants  # noqa: F401
+    import zoo.models.variants  # noqa: F401

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 import torch
 from torch import Tensor, nn
 
-from zoo.preprocess import ImageInput, preprocess
+from zoo.models.preprocess import ImageInput, preprocess
 
 if TYPE_CHECKING:
-    from zoo.config import ModelConfig
+    from zoo.models.config import ModelConfig
 
 # The official evaluation resizes the shorter side to 800 and caps the longer at 1333.
 _MAX_SIZE_RATIO = 1333 / 800

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.builders import build_model
-from zoo.checkpoint import Rules, load_weights, rename_key, resolve_heads, split_heads
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
+from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
+from zoo.models.families import build_model
+from zoo.weights.convert import Rules, load_weights, rename_key, resolve_heads, split_heads
 
 # Weight files of a transformers folder, in order of preference (never a pickle first).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -186,9 +186,9 @@ def load_transformers_folder(
         overrides: configuration fields to change.
 
     Returns:
-        The model in eval mode; ``model.load_report`` holds the :class:`~zoo.checkpoint.LoadReport`.
+        The model in eval mode; ``model.load_report`` holds the :class:`~zoo.weights.convert.LoadReport`.
     """
-    from zoo.official_format import read_state_dict
+    from zoo.weights.official_format import read_state_dict
 
     folder = Path(path)
     hf_config = json.loads((folder / "config.json").read_text())

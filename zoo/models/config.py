@@ -1,7 +1,7 @@
 """Model configurations: every size of DETR and Deformable DETR is a dataclass field.
 
 A configuration describes an architecture completely (it is what a weights folder maps
-to); the builders in :mod:`zoo.detr` and :mod:`zoo.deformable_detr` read it and pick
+to); the builders in :mod:`zoo.models.detr` and :mod:`zoo.models.deformable_detr` read it and pick
 the parts. Loss and matcher coefficients live in :class:`LossConfig` so that the
 criterion can be built from a model's configuration alone.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.config import DeformableDetrConfig, DetrConfig, ModelConfig
+from zoo.models.config import DeformableDetrConfig, DetrConfig, ModelConfig
 
 
 def build_model(config: ModelConfig) -> nn.Module:
@@ -18,11 +18,11 @@ def build_model(config: ModelConfig) -> nn.Module:
 def builder_for(config: ModelConfig) -> Callable[[Any], nn.Module]:
     """The builder that reads configurations of ``config``'s type."""
     if isinstance(config, DetrConfig):
-        from zoo.detr import DETR
+        from zoo.models.detr import DETR
 
         return DETR
     if isinstance(config, DeformableDetrConfig):
-        from zoo.deformable_detr import build_deformable_detr
+        from zoo.models.deformable_detr import build_deformable_detr
 
         return build_deformable_detr
     raise TypeError(f"no builder for configuration type {type(config).__name__}")

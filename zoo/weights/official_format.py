@@ -16,9 +16,9 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from zoo.checkpoint import Rules, load_weights, rename_key, resolve_heads, split_heads
-from zoo.config import DeformableDetrConfig, ModelConfig
-from zoo.registry import create_model, variant_config
+from zoo.models.config import DeformableDetrConfig, ModelConfig
+from zoo.models.registry import create_model, variant_config
+from zoo.weights.convert import Rules, load_weights, rename_key, resolve_heads, split_heads
 
 # Official name -> zoo name. Deformable DETR's decoder numbers its norms in the order
 # the layers were written (cross-attention first), ours in the order they run.

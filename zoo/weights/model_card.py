@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from zoo.registry import get_variant
+from zoo.models.registry import get_variant
 
 
 def model_card(model: nn.Module, config_data: dict[str, Any]) -> str:

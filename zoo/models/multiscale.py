@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import level_start_index
-from zoo.backbone import downsample_mask
-from zoo.deformable_transformer import FlatLevels
-from zoo.position_encoding import SinePositionEncoding
+from zoo.models.backbone import downsample_mask
+from zoo.models.deformable_transformer import FlatLevels
+from zoo.models.position_encoding import SinePositionEncoding
 
 
 def _projection(in_channels: int, hidden_dim: int, stride: int) -> nn.Sequential:

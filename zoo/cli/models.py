@@ -79,11 +79,11 @@ def declare_detect(parser: argparse.ArgumentParser) -> Runner:
 
 
 def run_detect(args: argparse.Namespace) -> int:
-    """Load the model, find the images and run :func:`zoo.detect.detect_files`."""
+    """Load the model, find the images and run :func:`zoo.detect.files.detect_files`."""
     import torch
 
     import zoo
-    from zoo.detect import detect_files, find_images, supports_sampling
+    from zoo.detect.files import detect_files, find_images, supports_sampling
 
     paths = find_images(args.images)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,7 +129,7 @@ def declare_convert(parser: argparse.ArgumentParser) -> Runner:
 def run_convert(args: argparse.Namespace) -> int:
     """Load ``src`` with :func:`zoo.load` and write it with :func:`zoo.save_pretrained`."""
     import zoo
-    from zoo.cli import _checkpoint_or_name, parse_overrides
+    from zoo.cli.main import _checkpoint_or_name, parse_overrides
 
     # A training run's folder converts its latest checkpoint.
     src = _checkpoint_or_name(args.src)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
-from zoo.registry import register_variant
+from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
+from zoo.models.registry import register_variant
 
 ConfigFactory = Callable[[], ModelConfig]
 

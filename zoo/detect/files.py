@@ -19,12 +19,12 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor, nn
 
-from zoo.coco_names import class_names
-from zoo.config import ModelConfig
-from zoo.detector import Predictions, inference_size
-from zoo.drawing import draw_detections, draw_sampling
-from zoo.postprocess import scale_boxes
-from zoo.preprocess import preprocess
+from zoo.detect.coco_names import class_names
+from zoo.detect.drawing import draw_detections, draw_sampling
+from zoo.models.config import ModelConfig
+from zoo.models.detector import Predictions, inference_size
+from zoo.models.postprocess import scale_boxes
+from zoo.models.preprocess import preprocess
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -69,7 +69,7 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 def supports_sampling(model: nn.Module) -> bool:
     """Whether ``model`` has deformable cross-attention (sampling points) to show."""
-    from zoo.deformable_detr import DeformableDETR
+    from zoo.models.deformable_detr import DeformableDETR
 
     return isinstance(model, DeformableDETR)
 
@@ -90,7 +90,7 @@ def predict_with_sampling(
     Raises:
         ValueError: ``model`` is not a Deformable DETR (DETR attends densely).
     """
-    from zoo.deformable_detr import DeformableDETR
+    from zoo.models.deformable_detr import DeformableDETR
 
     if not isinstance(model, DeformableDETR):
         raise ValueError(
