@@ -317,15 +317,6 @@ def test_offline_hub_model_is_one_line(
     assert "is not in the Hugging Face cache" in err and err.count("\n") == 1
 
 
-def test_engines_flag_runs_the_engines_demo(monkeypatch: pytest.MonkeyPatch, bundled: Path) -> None:
-    ran: list[str] = []
-    monkeypatch.setattr(demo, "deformable_attention", lambda repeats: ran.append("msda"))
-    monkeypatch.setattr(demo, "hungarian_matching", lambda repeats: ran.append("matcher"))
-    monkeypatch.setattr(demo, "run_detection_demo", lambda args: ran.append("detect"))
-    assert demo.main(["--engines", "--repeats", "1"]) == 0
-    assert ran == ["msda", "matcher"]
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_demo_passes_globs_intact() -> None:
     """``make demo IMAGES=...`` quotes each path, so Python (not the shell) expands globs."""

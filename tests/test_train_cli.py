@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_support import TINY, shapes_data
+from support.shapes import SHAPES_MODEL, shapes_data
 
 from zoo.cli import build_parser, main, parse_overrides
 from zoo.data.shapes import CLASSES
@@ -34,7 +34,7 @@ def test_parser_lists_commands() -> None:
 def test_train_then_eval(tmp_path: Path) -> None:
     data = shapes_data(tmp_path / "data", num_train=4, num_val=3)
     out = tmp_path / "run"
-    overrides = [f"{k}={v}" for k, v in TINY.items() if k != "num_classes"]
+    overrides = [f"{k}={v}" for k, v in SHAPES_MODEL.items() if k != "num_classes"]
     env = dict(os.environ)
     # Some virtual machines advertise AMX but fault on it (SIGILL in bf16 matmuls):
     # cap oneDNN at AVX-512 BF16, which changes nothing where AMX works.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_zoo_helpers import NUM_CLASSES, random_targets
+from support.tiny import NUM_CLASSES, random_targets
 
 from zoo.loss.criterion import criterion_from_loss_config
 from zoo.models.config import LossConfig

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_zoo_helpers import TINY
+from support.tiny import TINY
 
 import zoo
 from zoo.detect.coco_names import COCO_CATEGORY_NAMES, class_names
 from zoo.detect.drawing import draw_detections, draw_sampling, label_color
-from zoo.detect.files import detect_files, find_images, predict_with_sampling
+from zoo.detect.files import detect_files, find_images
+from zoo.detect.sampling import predict_with_sampling
 
 GREY = (128, 128, 128)
 
@@ -68,7 +69,7 @@ def test_sampling_sheet_has_one_panel_per_level() -> None:
 
 def tiny_ddetr(name: str = "ddetr", num_classes: int = 91) -> torch.nn.Module:
     torch.manual_seed(0)
-    return zoo.create_model(name, **TINY, depth=18, num_queries=8, num_classes=num_classes).eval()
+    return zoo.create_model(name, **TINY, num_queries=8, num_classes=num_classes).eval()
 
 
 def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
@@ -153,7 +154,7 @@ def test_sampling_points_map_to_image_pixels() -> None:
 
 def test_sampling_needs_a_deformable_model() -> None:
     torch.manual_seed(0)
-    detr = zoo.create_model("detr-r50", **TINY, depth=18, num_queries=4).eval()
+    detr = zoo.create_model("detr-r50", **TINY, num_queries=4).eval()
     with pytest.raises(ValueError, match="Deformable DETR"):
         predict_with_sampling(detr, [Image.new("RGB", (64, 64))], 0.5)
 

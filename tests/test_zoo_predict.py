@@ -7,9 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 from PIL import Image
-from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, TINY
+from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY
 
 import zoo
+from zoo.models.config import IMAGENET_MEAN, IMAGENET_STD
 from zoo.models.postprocess import postprocess_softmax, postprocess_topk
 from zoo.models.preprocess import preprocess, resized_size
 
@@ -29,7 +30,7 @@ def test_preprocess_equals_transformers_on_tensors() -> None:
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 120, 200, generator=gen), torch.rand(3, 150, 100, generator=gen)]
     hf = transformers.DetrImageProcessor()(images=images, return_tensors="pt", do_rescale=False)
-    ours = preprocess(images)
+    ours = preprocess(images, 800, 1333, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     torch.testing.assert_close(ours.pixel_values, hf["pixel_values"], atol=1e-5, rtol=0)
     assert torch.equal(ours.pixel_mask, hf["pixel_mask"].bool())
     assert ours.original_sizes.tolist() == [[120, 200], [150, 100]]
@@ -75,7 +76,7 @@ def test_postprocess_equals_transformers(deformable: bool) -> None:
 def test_predict_on_images_of_any_size(name: str) -> None:
     torch.manual_seed(0)
     model = zoo.create_model(
-        name, **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+        name, **{**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     )
     gen = torch.Generator().manual_seed(0)
     tensor_image = torch.rand(3, 50, 70, generator=gen)
@@ -93,7 +94,7 @@ def test_predict_on_images_of_any_size(name: str) -> None:
         assert result["boxes"][:, 0::2].max() <= w + 1e-4
         assert result["boxes"][:, 1::2].max() <= h + 1e-4
     # The same as running the steps by hand.
-    batch = preprocess([tensor_image], 64, 96)
+    batch = preprocess([tensor_image], 64, 96, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     model.eval()
     with torch.no_grad():
         raw = model(batch.pixel_values, batch.pixel_mask)
@@ -105,9 +106,7 @@ def test_predict_on_images_of_any_size(name: str) -> None:
 
 def test_predict_resizes_to_the_configured_image_size() -> None:
     """``predict`` sees images at ``config.image_size`` (longer side capped at 1333/800 of it)."""
-    model = zoo.create_model(
-        "ddetr", **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "image_size": 96}
-    )
+    model = zoo.create_model("ddetr", **{**TINY, "num_classes": NUM_CLASSES, "image_size": 96})
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
     model.predict([torch.rand(3, 40, 60)], threshold=0.0)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
-from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
+from support.tiny import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
 
 import zoo
 from zoo.weights.zoo_format import config_from_dict, config_to_dict
@@ -18,7 +18,7 @@ VARIANTS = ["detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-tw
 
 
 def tiny(name: str, seed: int = 0, **extra: Any) -> torch.nn.Module:
-    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     model = zoo.create_model(name, **{**sizes, **extra})
     randomize_(model, seed)
     return model.eval()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_zoo_helpers import CASES, SIZES, TOL, build_hf, padded_batch, random_targets, randomize_
+from support.tiny import SIZES, padded_batch, random_targets, randomize_
+from support.transformers_models import CASES, TOL, build_hf
 
 import zoo
 from zoo.loss.criterion import criterion_from_loss_config

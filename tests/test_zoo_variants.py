@@ -6,13 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from test_zoo_helpers import (
-    NUM_CLASSES,
-    NUM_QUERIES,
-    TINY,
-    random_targets,
-    randomize_,
-)
+from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY, random_targets, randomize_
 
 import zoo
 import zoo.models.backbone
@@ -23,7 +17,7 @@ VARIANTS = zoo.list_variants()
 
 def tiny(name: str, **extra) -> torch.nn.Module:
     torch.manual_seed(0)
-    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     return zoo.create_model(name, **{**sizes, **extra})
 
 

@@ -1,5 +1,11 @@
 """DETR and Deformable DETR models, losses and matching.
 
+The package in rooms: ``models/`` (configurations, the registry of named variants, the
+model families and their parts), ``loss/`` (criterion, Hungarian matcher), ``weights/``
+(``zoo.load``, the Hub, official ``.pth`` and transformers conversion, the zoo format),
+``detect/`` (detection on image files, drawing), ``data/`` (datasets, COCO evaluation),
+``training/``, ``cli/`` (the ``zoo`` command) and ``demo.py``.
+
 >>> import zoo
 >>> zoo.list_variants()
 ['ddetr', 'ddetr-refine', 'ddetr-single-scale', 'ddetr-two-stage', 'detr-r101', 'detr-r50']
@@ -10,15 +16,9 @@
 
 from zoo.loss.criterion import SetCriterion, build_criterion
 from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.models.factory import ModelRecord, create_model, list_models
 from zoo.models.families import build_model
-from zoo.models.registry import (
-    ModelRecord,
-    create_model,
-    get_variant,
-    list_models,
-    list_variants,
-    variant_config,
-)
+from zoo.models.registry import get_variant, list_variants, variant_config
 from zoo.weights.hub import WeightsNotFoundError, load
 from zoo.weights.official_format import load_official_checkpoint
 from zoo.weights.transformers_format import load_transformers_folder

@@ -9,40 +9,20 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
-import torch
 from PIL import Image, ImageOps
-from torch import Tensor, nn
+from torch import nn
 
 from zoo.detect.coco_names import class_names
 from zoo.detect.drawing import draw_detections, draw_sampling
+from zoo.detect.sampling import predict_with_sampling
 from zoo.models.config import ModelConfig
-from zoo.models.detector import Predictions, inference_size
-from zoo.models.postprocess import scale_boxes
-from zoo.models.preprocess import preprocess
+from zoo.models.detector import Predictions
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-
-
-@dataclass
-class SamplingView:
-    """The last decoder layer's cross-attention for the top queries of one image.
-
-    ``boxes`` (K, 4) xyxy, ``references`` (K, 2) and ``locations`` (K, M, L, P, 2)
-    (x, y) are in pixels of the original image; ``weights`` (K, M, L, P);
-    ``strides`` each level's stride in the network input.
-    """
-
-    boxes: Tensor
-    references: Tensor
-    locations: Tensor
-    weights: Tensor
-    strides: list[int]
 
 
 def find_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -65,81 +45,6 @@ def find_images(inputs: Sequence[str | Path]) -> list[Path]:
             raise FileNotFoundError(f"no image file matches {str(item)!r}")
         found += matches
     return list(dict.fromkeys(found))
-
-
-def supports_sampling(model: nn.Module) -> bool:
-    """Whether ``model`` has deformable cross-attention (sampling points) to show."""
-    from zoo.models.deformable_detr import DeformableDETR
-
-    return isinstance(model, DeformableDETR)
-
-
-@torch.no_grad()
-def predict_with_sampling(
-    model: nn.Module,
-    images: Sequence[Image.Image],
-    threshold: float,
-    top_k: int = 5,
-    image_size: int | None = None,
-) -> tuple[list[Predictions], list[SamplingView]]:
-    """``model.predict`` plus, per image, the attention of its ``top_k`` best queries.
-
-    Queries rank by their best class score and must pass ``threshold``; images are
-    resized as by ``model.predict(images, shortest_edge=image_size)``.
-
-    Raises:
-        ValueError: ``model`` is not a Deformable DETR (DETR attends densely).
-    """
-    from zoo.models.deformable_detr import DeformableDETR
-
-    if not isinstance(model, DeformableDETR):
-        raise ValueError(
-            f"sampling points need a Deformable DETR model; {type(model).__name__} has "
-            "dense attention (no sampling points)"
-        )
-    param = next(model.parameters())
-    shortest, longest = inference_size(cast(ModelConfig, model.config).image_size, image_size)
-    batch = preprocess(images, shortest, longest, device=param.device)
-    captured: dict[str, Any] = {}
-
-    def keep_decoder_io(module: nn.Module, args: tuple, output: Any) -> None:
-        # The decoder's inputs hold the levels' valid ratios, its output the references.
-        captured["levels"], captured["references"] = args[4], output.references[-1]
-
-    handle = model.decoder.register_forward_hook(keep_decoder_io)
-    model.eval()
-    try:
-        outputs = model(batch.pixel_values.to(param.dtype), batch.pixel_mask, output_sampling=True)
-    finally:
-        handle.remove()
-    predictions = model.postprocess(outputs, batch.original_sizes, threshold)
-    levels = captured["levels"]
-    width = batch.pixel_values.shape[-1]
-    # Feature maps round their sizes up: the nearest power of two is the true stride.
-    strides = [2 ** round(math.log2(width / w)) for _, w in levels.shapes]
-    scores = outputs["pred_logits"].sigmoid().amax(-1)  # (N, Q)
-    views = []
-    for i, (h, w) in enumerate(batch.original_sizes.tolist()):
-        top, query = scores[i].topk(min(top_k, scores.shape[1]))
-        query = query[top > threshold]
-        scale = torch.tensor([w, h], dtype=scores.dtype, device=scores.device)
-        # Locations are normalised to each level's padded map; divided by the valid
-        # ratio they are normalised to the real image, like the references.
-        ratios = levels.valid_ratios[i][None, None, :, None, :]
-        locations = outputs["sampling_locations"][-1, i, query] / ratios * scale
-        boxes = scale_boxes(
-            outputs["pred_boxes"][i : i + 1, query], batch.original_sizes[i : i + 1]
-        )
-        views.append(
-            SamplingView(
-                boxes=boxes[0].cpu(),
-                references=(captured["references"][i, query, :2] * scale).cpu(),
-                locations=locations.cpu(),
-                weights=outputs["attention_weights"][-1, i, query].cpu(),
-                strides=strides,
-            )
-        )
-    return predictions, views
 
 
 def detections_record(
@@ -199,7 +104,7 @@ def detect_files(
     out.mkdir(parents=True, exist_ok=True)
     config = cast(ModelConfig, model.config)
     names = class_names(config.num_classes, config.class_names)
-    stems = _unique_stems(paths)
+    stems = unique_stems(paths)
     records = []
     bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
     for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
@@ -241,7 +146,7 @@ def detect_files(
     return records
 
 
-def _unique_stems(paths: Sequence[Path]) -> list[str]:
+def unique_stems(paths: Sequence[Path]) -> list[str]:
     """Output names: each file's stem, numbered when two inputs share one."""
     seen: dict[str, int] = {}
     stems = []

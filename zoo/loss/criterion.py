@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from zoo.loss.matcher import HungarianMatcher
 from zoo.models.config import LossConfig, ModelConfig
 
 Matcher = Callable[[dict[str, Tensor], list[dict[str, Tensor]]], list[tuple[Tensor, Tensor]]]
@@ -168,22 +169,11 @@ def criterion_from_loss_config(
 ) -> SetCriterion:
     """A criterion with the costs and weights of ``loss``.
 
-    Without ``matcher``, ``zoo.loss.matcher.HungarianMatcher`` with the configured costs.
+    Without ``matcher``, :class:`~zoo.loss.matcher.HungarianMatcher` with the configured costs.
     """
-    if matcher is None:
-        from zoo.loss.matcher import HungarianMatcher
-
-        matcher = HungarianMatcher(
-            loss.cost_class,
-            loss.cost_bbox,
-            loss.cost_giou,
-            focal=loss.focal,
-            focal_alpha=loss.focal_alpha,
-            focal_gamma=loss.focal_gamma,
-        )
     return SetCriterion(
         num_classes,
-        matcher,
+        matcher or HungarianMatcher.from_loss_config(loss),
         loss_class=loss.loss_class,
         loss_bbox=loss.loss_bbox,
         loss_giou=loss.loss_giou,

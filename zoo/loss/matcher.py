@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou
 
 from matcher_rs import linear_sum_assignment_batch
+from zoo.models.config import LossConfig
 
 __all__ = ["HungarianMatcher"]
 
@@ -74,14 +75,29 @@ class HungarianMatcher(nn.Module):
         self.n_threads = n_threads
 
     @classmethod
+    def from_loss_config(
+        cls, loss: LossConfig, *, n_threads: int | None = None
+    ) -> HungarianMatcher:
+        """The matcher with the costs of ``loss`` (a model configuration's ``loss``)."""
+        return cls(
+            loss.cost_class,
+            loss.cost_bbox,
+            loss.cost_giou,
+            focal=loss.focal,
+            focal_alpha=loss.focal_alpha,
+            focal_gamma=loss.focal_gamma,
+            n_threads=n_threads,
+        )
+
+    @classmethod
     def detr(cls, *, n_threads: int | None = None) -> HungarianMatcher:
-        """DETR's matcher: softmax class cost, weights class 1 / L1 5 / GIoU 2."""
-        return cls(1.0, 5.0, 2.0, n_threads=n_threads)
+        """DETR's matcher (:meth:`LossConfig.detr`): softmax class cost, weights 1 / 5 / 2."""
+        return cls.from_loss_config(LossConfig.detr(), n_threads=n_threads)
 
     @classmethod
     def deformable_detr(cls, *, n_threads: int | None = None) -> HungarianMatcher:
-        """Deformable DETR's matcher: focal class cost (0.25, 2), weights 2 / 5 / 2."""
-        return cls(2.0, 5.0, 2.0, focal=True, n_threads=n_threads)
+        """Deformable DETR's matcher (:meth:`LossConfig.deformable`): focal cost, 2 / 5 / 2."""
+        return cls.from_loss_config(LossConfig.deformable(), n_threads=n_threads)
 
     def extra_repr(self) -> str:
         kind = (

@@ -3,15 +3,23 @@
 A configuration describes an architecture completely (it is what a weights folder maps
 to); the builders in :mod:`zoo.models.detr` and :mod:`zoo.models.deformable_detr` read it and pick
 the parts. Loss and matcher coefficients live in :class:`LossConfig` so that the
-criterion can be built from a model's configuration alone.
+criterion can be built from a model's configuration alone; the input statistics
+(``image_mean``, ``image_std``, ``image_size``) travel with the weights, as timm's
+pretrained configurations do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 RESNET_DEPTHS = (18, 34, 50, 101)
 BACKBONE_NORMS = ("frozen_bn", "group")
+# The statistics every official checkpoint was trained with, and the default of configs
+# saved before the statistics were recorded.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -90,7 +98,11 @@ class DetectorConfig:
     head, ``class k`` otherwise); ``zoo train`` fills it from the dataset's categories.
     ``image_size`` is the shorter image side the model was trained for (800 for the
     official models); ``predict`` resizes to it, the longer side capped at 1333/800 of it.
+    ``image_mean`` and ``image_std`` (RGB, for pixels in [0, 1]) normalise its inputs.
+    ``family`` names the model family (see :mod:`zoo.models.families`).
     """
+
+    family: ClassVar[str]
 
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     num_classes: int = 91
@@ -104,10 +116,16 @@ class DetectorConfig:
     loss: LossConfig = field(default_factory=LossConfig.detr)
     class_names: tuple[str, ...] = ()
     image_size: int = 800
+    image_mean: tuple[float, float, float] = IMAGENET_MEAN
+    image_std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
         # JSON gives lists; a frozen (hashable) configuration keeps tuples.
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        object.__setattr__(self, "image_mean", _rgb("image_mean", self.image_mean))
+        object.__setattr__(self, "image_std", _rgb("image_std", self.image_std))
+        if min(self.image_std) <= 0:
+            raise ValueError(f"image_std must be positive, got {self.image_std}")
         if self.image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {self.image_size}")
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -128,6 +146,8 @@ class DetectorConfig:
 class DetrConfig(DetectorConfig):
     """DETR (Carion et al., 2020) with the official defaults (DETR-R50)."""
 
+    family: ClassVar[str] = "detr"
+
 
 @dataclass(frozen=True)
 class DeformableDetrConfig(DetectorConfig):
@@ -141,6 +161,7 @@ class DeformableDetrConfig(DetectorConfig):
     refinement, as in the official release).
     """
 
+    family: ClassVar[str] = "deformable"
     ffn_dim: int = 1024
     num_queries: int = 300
     loss: LossConfig = field(default_factory=LossConfig.deformable)
@@ -162,3 +183,11 @@ class DeformableDetrConfig(DetectorConfig):
 
 
 ModelConfig = DetrConfig | DeformableDetrConfig
+
+
+def _rgb(name: str, values: Sequence[float]) -> tuple[float, float, float]:
+    """Three floats (one per RGB channel) from a tuple or a JSON list."""
+    if len(values) != 3:
+        raise ValueError(f"{name} must hold 3 values (R, G, B), got {tuple(values)}")
+    r, g, b = (float(v) for v in values)
+    return (r, g, b)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -9,11 +11,11 @@ from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
 from zoo.models.backbone import Backbone
+from zoo.models.box_ops import refine_boxes
 from zoo.models.config import DeformableDetrConfig
 from zoo.models.deformable_heads import DeformableHeads, PerLayerHeads, SharedHeads
 from zoo.models.deformable_transformer import DeformableDecoder, DeformableEncoder
 from zoo.models.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.models.heads import refine_boxes
 from zoo.models.multiscale import MultiScaleInput
 from zoo.models.postprocess import postprocess_topk
 from zoo.models.queries import LearnedQueries, QuerySource
@@ -26,6 +28,9 @@ class DeformableDETR(Detector):
     The variants differ only in the parts passed in: ``queries`` (learned, or the
     encoder's top proposals) and ``heads`` (shared, or per layer and refining).
     ``pred_logits`` has ``num_classes`` sigmoid columns (no "no object" class).
+
+    :meth:`record_sampling` keeps the deformable sampling of every forward call made
+    while it is open (``zoo detect --show-sampling`` draws it).
     """
 
     def __init__(
@@ -46,6 +51,26 @@ class DeformableDETR(Detector):
         self.decoder = decoder
         self.queries = queries
         self.heads = heads
+        self._recorded: list[dict[str, Any]] | None = None
+
+    @contextlib.contextmanager
+    def record_sampling(self) -> Iterator[list[dict[str, Any]]]:
+        """Record where the decoder looked, in every forward call made inside the block.
+
+        Each call runs as with ``output_sampling=True`` and appends its output dict to
+        the yielded list; callers (such as ``predict``) run unchanged, and their own
+        results are not affected::
+
+            with model.record_sampling() as calls:
+                detections = model.predict(images)
+            locations = calls[-1]["sampling_locations"][-1]  # the last decoder layer
+        """
+        recorded: list[dict[str, Any]] = []
+        self._recorded = recorded
+        try:
+            yield recorded
+        finally:
+            self._recorded = None
 
     def forward(
         self, pixel_values: Tensor, pixel_mask: Tensor | None = None, output_sampling: bool = False
@@ -55,15 +80,20 @@ class DeformableDETR(Detector):
         Args:
             pixel_values: (N, 3, H, W) ImageNet-normalised images.
             pixel_mask: (N, H, W), 1/True on real pixels; None: no padding.
-            output_sampling: also return the decoder cross-attention's sampling.
+            output_sampling: also return the decoder cross-attention's sampling (on by
+                itself inside :meth:`record_sampling`).
 
         Returns:
             ``pred_logits`` (N, Q, num_classes), ``pred_boxes`` (N, Q, 4) normalised
             cxcywh, ``aux_outputs`` (per decoder layer but the last); two-stage adds
             ``enc_outputs`` (``pred_logits`` (N, S, num_classes), ``pred_boxes`` (N, S, 4)
             for every encoder pixel); ``output_sampling`` adds ``sampling_locations``
-            (L_dec, N, Q, M, L, P, 2) and ``attention_weights`` (L_dec, N, Q, M, L, P).
+            (L_dec, N, Q, M, L, P, 2) and ``attention_weights`` (L_dec, N, Q, M, L, P),
+            both in each level's padded frame, the last layer's ``reference_points``
+            (N, Q, 2|4) normalised to the real image area, and the levels'
+            ``valid_ratios`` (N, L, 2) (real fraction of each level's width and height).
         """
+        output_sampling = output_sampling or self._recorded is not None
         padding_mask = padding_mask_from_pixel_mask(pixel_values, pixel_mask)
         levels = self.levels(self.backbone(pixel_values, padding_mask), padding_mask)
         memory = self.encoder(levels)
@@ -88,6 +118,10 @@ class DeformableDETR(Detector):
         if output_sampling:
             out["sampling_locations"] = torch.stack(dec.sampling_locations)
             out["attention_weights"] = torch.stack(dec.attention_weights)
+            out["reference_points"] = dec.references[-1]
+            out["valid_ratios"] = levels.valid_ratios
+        if self._recorded is not None:
+            self._recorded.append(out)
         return out
 
     def postprocess(self, outputs: dict, sizes: Tensor, threshold: float) -> list[Predictions]:

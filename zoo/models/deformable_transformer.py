@@ -9,31 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
-from zoo.models.detr_transformer import FeedForward
-from zoo.models.heads import refine_boxes
-
-
-@dataclass
-class FlatLevels:
-    """Multi-scale features flattened into one sequence of length S = sum_l H_l * W_l.
-
-    Attributes:
-        src: (N, S, C) features.
-        pos: (N, S, C) position encoding plus level embedding.
-        padding_mask: (N, S) bool, True on padding.
-        spatial_shapes: int64 (L, 2), rows (H_l, W_l).
-        level_start_index: int64 (L,).
-        valid_ratios: (N, L, 2) fraction (w, h) of each level that is real image.
-        shapes: ``spatial_shapes`` as Python ints (no device sync to read them).
-    """
-
-    src: Tensor
-    pos: Tensor
-    padding_mask: Tensor
-    spatial_shapes: Tensor
-    level_start_index: Tensor
-    valid_ratios: Tensor
-    shapes: list[tuple[int, int]]
+from zoo.models.box_ops import refine_boxes
+from zoo.models.heads import FeedForward
+from zoo.models.multiscale import FlatLevels
 
 
 class DeformableEncoderLayer(nn.Module):

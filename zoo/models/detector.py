@@ -73,7 +73,8 @@ class Detector(nn.Module):
         """Detect objects in images of any sizes.
 
         Args:
-            images: CHW float tensors in [0, 1] or PIL images.
+            images: CHW float tensors in [0, 1] or PIL images; normalised with the
+                configuration's ``image_mean`` and ``image_std``.
             threshold: keep detections scoring above this.
             shortest_edge, longest_edge: resize like the official evaluation (shorter
                 side to ``shortest_edge`` unless the longer would exceed ``longest_edge``).
@@ -88,7 +89,14 @@ class Detector(nn.Module):
         shortest, longest = inference_size(config.image_size, shortest_edge)
         longest_edge = longest if longest_edge is None else longest_edge
         param = next(self.parameters())
-        batch = preprocess(images, shortest, longest_edge, device=param.device)
+        batch = preprocess(
+            images,
+            shortest,
+            longest_edge,
+            mean=config.image_mean,
+            std=config.image_std,
+            device=param.device,
+        )
         was_training = self.training
         self.eval()
         try:

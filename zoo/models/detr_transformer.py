@@ -5,22 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-
-class FeedForward(nn.Module):
-    """Residual two-layer ReLU MLP followed by LayerNorm (post-norm)."""
-
-    def __init__(self, hidden_dim: int, ffn_dim: int, dropout: float) -> None:
-        super().__init__()
-        self.linear1 = nn.Linear(hidden_dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, hidden_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.dropout_out = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(hidden_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, L, C) -> (N, L, C)."""
-        y = self.linear2(self.dropout(torch.relu(self.linear1(x))))
-        return self.norm(x + self.dropout_out(y))
+from zoo.models.heads import FeedForward
 
 
 class DetrEncoderLayer(nn.Module):

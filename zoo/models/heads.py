@@ -1,4 +1,4 @@
-"""Prediction heads shared by DETR and Deformable DETR."""
+"""The MLPs of DETR and Deformable DETR: the box head and the transformer's feed-forward block."""
 
 from __future__ import annotations
 
@@ -27,15 +27,27 @@ class MLP(nn.Module):
         return x
 
 
+class FeedForward(nn.Module):
+    """Residual two-layer ReLU MLP followed by LayerNorm (post-norm): every transformer
+    layer of both families ends with one."""
+
+    def __init__(self, hidden_dim: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(hidden_dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, hidden_dim)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout_out = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, L, C) -> (N, L, C)."""
+        y = self.linear2(self.dropout(torch.relu(self.linear1(x))))
+        return self.norm(x + self.dropout_out(y))
+
+
 def box_head(hidden_dim: int) -> MLP:
     """The 3-layer MLP that predicts (cx, cy, w, h) before the sigmoid."""
     return MLP(hidden_dim, hidden_dim, 4, 3)
-
-
-def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """logit(x) with x clamped to [eps, 1 - eps], so that boxes on the border stay finite."""
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def init_focal_class_head(layer: nn.Linear, prior_prob: float = 0.01) -> None:
@@ -50,17 +62,3 @@ def init_box_head(head: MLP, size_bias: float) -> None:
     nn.init.zeros_(last.weight)
     nn.init.zeros_(last.bias)
     nn.init.constant_(last.bias[2:], size_bias)
-
-
-def refine_boxes(delta: Tensor, reference: Tensor) -> Tensor:
-    """Apply a box head's output (N, Q, 4) to a reference (N, Q, 2|4) -> boxes (N, Q, 4).
-
-    The head predicts in logit space: a 4-d reference is shifted as a whole; a 2-d
-    reference point shifts the centre only, the size is predicted outright.
-    """
-    if reference.shape[-1] == 4:
-        return (delta + inverse_sigmoid(reference)).sigmoid()
-    if reference.shape[-1] == 2:
-        centre = delta[..., :2] + inverse_sigmoid(reference)
-        return torch.cat([centre, delta[..., 2:]], -1).sigmoid()
-    raise ValueError(f"reference must end in 2 or 4 values, got shape {tuple(reference.shape)}")

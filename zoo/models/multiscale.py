@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from msda_ops import level_start_index
 from zoo.models.backbone import downsample_mask
-from zoo.models.deformable_transformer import FlatLevels
 from zoo.models.position_encoding import SinePositionEncoding
+
+
+@dataclass
+class FlatLevels:
+    """Multi-scale features flattened into one sequence of length S = sum_l H_l * W_l.
+
+    Attributes:
+        src: (N, S, C) features.
+        pos: (N, S, C) position encoding plus level embedding.
+        padding_mask: (N, S) bool, True on padding.
+        spatial_shapes: int64 (L, 2), rows (H_l, W_l).
+        level_start_index: int64 (L,).
+        valid_ratios: (N, L, 2) fraction (w, h) of each level that is real image.
+        shapes: ``spatial_shapes`` as Python ints (no device sync to read them).
+    """
+
+    src: Tensor
+    pos: Tensor
+    padding_mask: Tensor
+    spatial_shapes: Tensor
+    level_start_index: Tensor
+    valid_ratios: Tensor
+    shapes: list[tuple[int, int]]
 
 
 def _projection(in_channels: int, hidden_dim: int, stride: int) -> nn.Sequential:

@@ -6,17 +6,11 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert
+
+from zoo.models.box_ops import scale_boxes
 
 if TYPE_CHECKING:
     from zoo.models.detector import Predictions
-
-
-def scale_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
-    """(N, K, 4) normalised cxcywh -> xyxy in pixels; ``sizes`` (N, 2) holds (H, W)."""
-    h, w = sizes.unbind(-1)
-    scale = torch.stack([w, h, w, h], dim=-1).to(boxes.dtype)
-    return box_convert(boxes, "cxcywh", "xyxy") * scale[:, None, :]
 
 
 def _keep(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float) -> list[Predictions]:

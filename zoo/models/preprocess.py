@@ -10,9 +10,6 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 ImageInput = Any  # a (3, H, W) float tensor in [0, 1], or a PIL image
 
 
@@ -63,11 +60,20 @@ def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
 
 def preprocess(
     images: Sequence[ImageInput],
-    shortest_edge: int = 800,
-    longest_edge: int = 1333,
+    shortest_edge: int,
+    longest_edge: int,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
     device: torch.device | str | None = None,
 ) -> Batch:
-    """Resize (bilinear, antialiased), normalise with ImageNet statistics and pad."""
+    """Resize (bilinear, antialiased), normalise with the RGB ``mean`` and ``std`` (a model's
+    ``config.image_mean``/``image_std``) and pad.
+
+    Args:
+        images: (3, H, W) tensors in [0, 1] (or uint8) or PIL images, of any sizes.
+        shortest_edge, longest_edge: see :func:`resized_size`.
+    """
     if len(images) == 0:
         raise ValueError("preprocess needs at least one image")
     tensors, sizes = [], []
@@ -76,6 +82,6 @@ def preprocess(
         h, w = int(t.shape[-2]), int(t.shape[-1])
         sizes.append((h, w))
         t = TF.resize(t, list(resized_size(h, w, shortest_edge, longest_edge)), antialias=True)
-        tensors.append(TF.normalize(t, list(IMAGENET_MEAN), list(IMAGENET_STD)))
+        tensors.append(TF.normalize(t, list(mean), list(std)))
     pixel_values, pixel_mask = pad_batch(tensors)
     return Batch(pixel_values, pixel_mask, torch.tensor(sizes, device=pixel_values.device))

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from zoo.models.deformable_heads import DeformableHeads
-from zoo.models.deformable_transformer import FlatLevels
+from zoo.models.multiscale import FlatLevels
 
 
 @dataclass

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from zoo.models.deformable_heads import DeformableHeads
-from zoo.models.deformable_transformer import FlatLevels
+from zoo.models.multiscale import FlatLevels
 from zoo.models.position_encoding import box_sine_encoding
 from zoo.models.queries import DecoderQueries, QuerySource
 

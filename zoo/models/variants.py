@@ -41,7 +41,6 @@ def _official(
 
 @_official(
     "detr-r50",
-    family="detr",
     description="DETR, ResNet-50, 100 queries, 6+6 layers (42.0 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-50",
     paper=_DETR_PAPER,
@@ -53,7 +52,6 @@ def detr_r50() -> DetrConfig:
 
 @_official(
     "detr-r101",
-    family="detr",
     description="DETR, ResNet-101, 100 queries, 6+6 layers (43.5 AP on COCO val)",
     hf_hub_id="facebook/detr-resnet-101",
     paper=_DETR_PAPER,
@@ -65,7 +63,6 @@ def detr_r101() -> DetrConfig:
 
 @_official(
     "ddetr-single-scale",
-    family="deformable",
     description="Deformable DETR on C5 only (one level), 300 queries (39.4 AP)",
     hf_hub_id="SenseTime/deformable-detr-single-scale",
     paper=_DDETR_PAPER,
@@ -77,7 +74,6 @@ def ddetr_single_scale() -> DeformableDetrConfig:
 
 @_official(
     "ddetr",
-    family="deformable",
     description="Deformable DETR, 4 levels (C3-C5 + a stride-2 conv on C5), 300 queries (44.5 AP)",
     hf_hub_id="SenseTime/deformable-detr",
     paper=_DDETR_PAPER,
@@ -89,7 +85,6 @@ def ddetr() -> DeformableDetrConfig:
 
 @_official(
     "ddetr-refine",
-    family="deformable",
     description="Deformable DETR with iterative box refinement, per-layer heads (46.2 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine",
     paper=_DDETR_PAPER,
@@ -101,7 +96,6 @@ def ddetr_refine() -> DeformableDetrConfig:
 
 @_official(
     "ddetr-two-stage",
-    family="deformable",
     description="Two-stage Deformable DETR with box refinement: top-k encoder proposals as queries (46.9 AP)",
     hf_hub_id="SenseTime/deformable-detr-with-box-refine-two-stage",
     paper=_DDETR_PAPER,

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import zoo
+from zoo.weights.hub import load
 from zoo.weights.zoo_format import load_pretrained, save_pretrained
 
 STATE = "state.pt"
@@ -131,9 +131,12 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     ``overrides`` as in :func:`zoo.load`: ``num_classes=K`` re-creates the class heads
     for fine-tuning (listed in ``model.load_report.reinitialized``).
     """
-    return zoo.load(resolve_checkpoint(path), **overrides)
+    return load(resolve_checkpoint(path), **overrides)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Copy a checkpoint's weights into ``model``; raises unless every key and shape match."""
+def load_checkpoint_weights(model: nn.Module, path: str | Path) -> None:
+    """Copy a checkpoint's weights into ``model``; raises unless every key and shape match.
+
+    (Converted weights with a report: :func:`zoo.weights.convert.load_weights`.)
+    """
     model.load_state_dict(load_pretrained(resolve_checkpoint(path)).state_dict())

@@ -30,8 +30,8 @@ from zoo.data.coco_eval import evaluate
 from zoo.data.collate import DetectionBatch, collate
 from zoo.training.checkpoint import (
     capture_rng,
+    load_checkpoint_weights,
     load_state,
-    load_weights,
     restore_rng,
     save_checkpoint,
 )
@@ -142,7 +142,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder)."""
-        load_weights(self.model, path)
+        load_checkpoint_weights(self.model, path)
         state = load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

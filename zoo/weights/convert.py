@@ -1,17 +1,25 @@
-"""What every checkpoint converter shares: key renaming, aliased heads, a load report."""
+"""What every weights converter shares: reading weight files, key renaming, aliased heads,
+loading with a report.
+
+The per-family renaming rules are data of :mod:`zoo.models.families`; the formats are
+:mod:`zoo.weights.official_format` and :mod:`zoo.weights.transformers_format`.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from zoo.models.config import DeformableDetrConfig
+from zoo.models.config import ModelConfig
+from zoo.models.families import KeyRules
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +66,25 @@ class LoadReport:
         return "; ".join(parts) or "all keys matched"
 
 
-Rules = list[tuple[str, str | Callable[[re.Match[str]], str]]]
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The weights of a ``.safetensors`` file or a pickled checkpoint (``.pth``, ``.bin``).
+
+    Pickles load with ``torch.load(weights_only=True)``: tensors and plain containers
+    only (plus the ``args`` namespace the official training scripts save); a
+    ``{"model": state_dict, ...}`` checkpoint gives its ``model``.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds no state dict")
+    return state
 
 
-def rename_key(key: str, rules: Rules) -> str:
+def rename_key(key: str, rules: KeyRules) -> str:
     """Apply every ``(pattern, replacement)`` of ``rules`` to ``key``, in order."""
     for pattern, repl in rules:
         key = re.sub(pattern, repl, key)
@@ -84,7 +107,7 @@ def split_heads(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[HeadK
 
 def resolve_heads(
     heads: dict[HeadKey, Tensor],
-    config: DeformableDetrConfig,
+    config: ModelConfig,
     out: dict[str, Tensor],
 ) -> list[str]:
     """Place Deformable DETR's class/box heads, which checkpoints store aliased.
@@ -95,8 +118,8 @@ def resolve_heads(
     Per layer, we take the top-level key, else the decoder's copy, else layer 0's.
     Duplicates must agree with what was taken, or they are reported unused.
     """
-    per_layer = config.with_box_refine
-    count = config.dec_layers + int(config.two_stage) if per_layer else 1
+    per_layer = bool(getattr(config, "with_box_refine", False))
+    count = config.dec_layers + int(getattr(config, "two_stage", False)) if per_layer else 1
     copies = {prefix for prefix, _, _, _ in heads if prefix}
     used: set[HeadKey] = set()
     for name in ("class_embed", "bbox_embed"):

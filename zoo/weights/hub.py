@@ -15,13 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.models.registry import get_variant, list_variants, unknown_name_message
+from zoo.models.registry import get_variant, identity, list_variants, unknown_name_message
 from zoo.weights.official_format import load_official_checkpoint
 from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_folder
 from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
-# The configuration fields that make a variant what it is; a checkpoint must agree.
-_IDENTITY = ("num_levels", "with_box_refine", "two_stage")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors")
 
@@ -158,9 +156,9 @@ def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
 
 
 def _check_identity(model: nn.Module, name: str, repo_id: str) -> None:
-    expected = get_variant(name).config
-    for field in _IDENTITY:
-        got, want = getattr(model.config, field, None), getattr(expected, field, None)
+    expected = identity(get_variant(name).config)
+    for field, got in identity(model.config).items():  # type: ignore[arg-type]
+        want = expected[field]
         if got != want:
             raise ValueError(
                 f"{repo_id} does not hold a {name!r} model: {field} is {got!r}, expected {want!r}"

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from zoo.models.families import family_named
 from zoo.models.registry import get_variant
 
 
@@ -22,9 +23,7 @@ def model_card(model: nn.Module, config_data: dict[str, Any]) -> str:
     config = config_data["config"]
     num_params = sum(p.numel() for p in model.parameters())
     source = getattr(model, "source", None)
-    tags = ["object-detection", "detr", "zoo"]
-    if config_data["family"] == "deformable":
-        tags.append("deformable-detr")
+    tags = family_named(config_data["family"]).card_tags
     front = ["---", f"license: {(info.license if info else None) or 'other'}".lower()]
     front += ["library_name: zoo", "pipeline_tag: object-detection", "tags:"]
     front += [f"- {t}" for t in tags]

@@ -8,69 +8,34 @@ Nothing is unpickled beyond tensors and plain containers (``weights_only=True``;
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from zoo.models.config import DeformableDetrConfig, ModelConfig
-from zoo.models.registry import create_model, variant_config
-from zoo.weights.convert import Rules, load_weights, rename_key, resolve_heads, split_heads
-
-# Official name -> zoo name. Deformable DETR's decoder numbers its norms in the order
-# the layers were written (cross-attention first), ours in the order they run.
-_DETR: Rules = [
-    (r"^backbone\.0\.body\.", "backbone.body."),
-    (r"^transformer\.(encoder|decoder)\.layers\.", r"transformer.\1."),
-    (r"^transformer\.decoder\.norm\.", "transformer.decoder_norm."),
-    (r"\.multihead_attn\.", ".cross_attn."),
-    (r"^(transformer\.encoder\.\d+)\.norm2\.", r"\1.ffn.norm."),
-    (r"^(transformer\.decoder\.\d+)\.norm3\.", r"\1.ffn.norm."),
-    (r"\.linear([12])\.", r".ffn.linear\1."),
-]
-
-_DEFORMABLE: Rules = [
-    (r"^backbone\.0\.body\.", "backbone.body."),
-    (r"^input_proj\.", "levels.input_proj."),
-    (r"^transformer\.level_embed$", "levels.level_embed"),
-    (r"^query_embed\.", "queries.query_embed."),
-    (
-        r"^transformer\.(reference_points|enc_output|enc_output_norm|pos_trans|pos_trans_norm)\.",
-        r"queries.\1.",
-    ),
-    (r"^transformer\.(encoder|decoder)\.layers\.", r"\1.layers."),
-    (r"^(encoder\.layers\.\d+)\.norm2\.", r"\1.ffn.norm."),
-    (r"^(decoder\.layers\.\d+)\.norm3\.", r"\1.ffn.norm."),
-    (r"^(decoder\.layers\.\d+)\.norm([12])\.", lambda m: f"{m[1]}.norm{3 - int(m[2])}."),
-    (r"\.linear([12])\.", r".ffn.linear\1."),
-]
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The model weights of a ``.safetensors`` file or an official ``.pth`` checkpoint."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
-    return state
+from zoo.models.config import ModelConfig
+from zoo.models.factory import create_model
+from zoo.models.families import family_of
+from zoo.models.registry import variant_config
+from zoo.weights.convert import (
+    load_weights,
+    read_state_dict,
+    rename_key,
+    resolve_heads,
+    split_heads,
+)
 
 
 def convert_official_state_dict(
     state: dict[str, Tensor], config: ModelConfig
 ) -> tuple[dict[str, Tensor], list[str]]:
     """Rename an official state dict to the zoo's keys; also returns unused checkpoint keys."""
-    if isinstance(config, DeformableDetrConfig):
-        rest, heads = split_heads(state)
-        out = {rename_key(k, _DEFORMABLE): v for k, v in rest.items()}
-        return out, resolve_heads(heads, config, out)
-    return {rename_key(k, _DETR): v for k, v in state.items()}, []
+    family = family_of(config)
+    if not family.per_layer_heads:
+        return {rename_key(k, family.official_keys): v for k, v in state.items()}, []
+    rest, heads = split_heads(state)
+    out = {rename_key(k, family.official_keys): v for k, v in rest.items()}
+    return out, resolve_heads(heads, config, out)
 
 
 def load_official_checkpoint(
@@ -128,7 +93,7 @@ def infer_variant(state: dict[str, Tensor]) -> tuple[str, dict[str, Any]]:
         name = "detr-r50"
     else:
         raise ValueError("not a DETR or Deformable DETR checkpoint: no transformer weights")
-    depth = _resnet_depth(state)
+    depth = _depth_of_state_dict(state)
     if name == "detr-r50" and depth == 101:
         name = "detr-r101"
     if "query_embed.weight" in state:
@@ -150,7 +115,8 @@ def infer_variant(state: dict[str, Tensor]) -> tuple[str, dict[str, Any]]:
     return name, sizes
 
 
-def _resnet_depth(state: dict[str, Tensor]) -> int:
+def _depth_of_state_dict(state: dict[str, Tensor]) -> int:
+    """The ResNet depth, from the blocks of layer3 and whether they are bottlenecks."""
     blocks = len({k.split(".")[4] for k in state if k.startswith("backbone.0.body.layer3.")})
     bottleneck = "backbone.0.body.layer1.0.conv3.weight" in state
     depths = {(2, False): 18, (6, False): 34, (6, True): 50, (23, True): 101}
@@ -164,5 +130,5 @@ def _num_classes(state: dict[str, Tensor], config: ModelConfig) -> int:
         if key in state:
             rows = state[key].shape[0]
             # DETR's head has one more row: "no object".
-            return rows if isinstance(config, DeformableDetrConfig) else rows - 1
+            return rows - int(family_of(config).no_object_class)
     raise ValueError("no class head in the checkpoint")

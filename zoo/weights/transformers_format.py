@@ -16,22 +16,29 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
-from zoo.models.families import build_model
-from zoo.weights.convert import Rules, load_weights, rename_key, resolve_heads, split_heads
+from zoo.models.config import BackboneConfig, ModelConfig
+from zoo.models.families import FAMILIES, KeyRules, build_model, family_of
+from zoo.weights.convert import (
+    load_weights,
+    read_state_dict,
+    rename_key,
+    resolve_heads,
+    split_heads,
+)
 
 # Weight files of a transformers folder, in order of preference (never a pickle first).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 # transformers 5 renamed some keys; bring them back to the 4.x names first.
-_V5_TO_V4: Rules = [
+_V5_TO_V4: KeyRules = [
     (r"\.o_proj\.", ".out_proj."),
     (r"\.mlp\.fc([12])\.", r".fc\1."),
     (r"^model\.backbone\.model\.", "model.backbone.conv_encoder.model."),
 ]
 
-# 4.x name -> zoo name, for the parts DETR and Deformable DETR share.
-_COMMON: Rules = [
+# 4.x name -> zoo name, for the parts DETR and Deformable DETR share (then the
+# family's own ``transformers_keys``).
+_COMMON: KeyRules = [
     (r"^model\.backbone\.conv_encoder\.model\.", "backbone.body."),
     (r"\.self_attn_layer_norm\.", ".norm1."),
     (r"\.encoder_attn_layer_norm\.", ".norm2."),
@@ -39,28 +46,6 @@ _COMMON: Rules = [
     (r"\.fc1\.", ".ffn.linear1."),
     (r"\.fc2\.", ".ffn.linear2."),
     (r"\.final_layer_norm\.", ".ffn.norm."),
-]
-
-_DETR: Rules = [
-    (r"^model\.encoder\.layers\.", "transformer.encoder."),
-    (r"^model\.decoder\.layers\.", "transformer.decoder."),
-    (r"^model\.decoder\.layernorm\.", "transformer.decoder_norm."),
-    (r"^model\.input_projection\.", "input_proj."),
-    (r"^model\.query_position_embeddings\.", "query_embed."),
-    (r"^class_labels_classifier\.", "class_embed."),
-    (r"^bbox_predictor\.", "bbox_embed."),
-]
-
-_DEFORMABLE: Rules = [
-    (r"^model\.encoder\.layers\.", "encoder.layers."),
-    (r"^model\.decoder\.layers\.", "decoder.layers."),
-    (r"^model\.input_proj\.", "levels.input_proj."),
-    (r"^model\.level_embed$", "levels.level_embed"),
-    (r"^model\.query_position_embeddings\.", "queries.query_embed."),
-    (
-        r"^model\.(reference_points|enc_output|enc_output_norm|pos_trans|pos_trans_norm)\.",
-        r"queries.\1.",
-    ),
 ]
 
 
@@ -77,9 +62,13 @@ def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfi
     ):
         if a in hf and b in hf and hf[a] != hf[b]:
             raise ValueError(f"{a} != {b} is not supported")
-    common: dict[str, Any] = {
+    family = next((f for f in FAMILIES.values() if f.transformers_type == model_type), None)
+    if family is None:
+        types = " or ".join(repr(f.transformers_type) for f in FAMILIES.values())
+        raise ValueError(f"unsupported model_type {model_type!r} (want {types})")
+    fields: dict[str, Any] = {
         "backbone": BackboneConfig(
-            depth=_resnet_depth(hf), dilation=bool(hf.get("dilation", False))
+            depth=_depth_of_backbone_name(hf), dilation=bool(hf.get("dilation", False))
         ),
         "num_classes": len(hf["id2label"]) if "id2label" in hf else hf.get("num_labels", 91),
         "hidden_dim": hf["d_model"],
@@ -90,24 +79,17 @@ def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfi
         "num_queries": hf["num_queries"],
         "dropout": hf.get("dropout", 0.1),
     }
-    if model_type == "detr":
-        return DetrConfig(**{**common, **overrides})
-    if model_type == "deformable_detr":
-        two_stage = bool(hf.get("two_stage", False))
-        if two_stage:
-            common["num_queries"] = hf.get("two_stage_num_proposals", common["num_queries"])
-        common.update(
-            num_levels=hf["num_feature_levels"],
-            enc_points=hf["encoder_n_points"],
-            dec_points=hf["decoder_n_points"],
-            with_box_refine=bool(hf.get("with_box_refine", False)),
-            two_stage=two_stage,
-        )
-        return DeformableDetrConfig(**{**common, **overrides})
-    raise ValueError(f"unsupported model_type {model_type!r} (want 'detr' or 'deformable_detr')")
+    fields.update(
+        {ours: hf[theirs] for ours, theirs in family.transformers_fields.items() if theirs in hf}
+    )
+    if hf.get("two_stage", False):
+        # Two-stage queries are the top proposals; transformers counts them separately.
+        fields["num_queries"] = hf.get("two_stage_num_proposals", fields["num_queries"])
+    return family.config_type(**{**fields, **overrides})
 
 
-def _resnet_depth(hf: dict[str, Any]) -> int:
+def _depth_of_backbone_name(hf: dict[str, Any]) -> int:
+    """The ResNet depth of a timm backbone named in a transformers configuration."""
     bb = hf.get("backbone_config") or {}
     if bb.get("model_type", "timm_backbone") != "timm_backbone" or not hf.get(
         "use_timm_backbone", True
@@ -127,21 +109,18 @@ def convert_state_dict(
 
     Returns the converted dict and the checkpoint keys that found no place.
     """
-    deformable = isinstance(config, DeformableDetrConfig)
-    rules = _COMMON + (_DEFORMABLE if deformable else _DETR)
+    family = family_of(config)
+    rules = _COMMON + family.transformers_keys
     state = {
         rename_key(k, _V5_TO_V4): v
         for k, v in hf_state.items()
         if not k.endswith("num_batches_tracked")
     }
-    unused: list[str] = []
-    if isinstance(config, DeformableDetrConfig):
+    if family.per_layer_heads:
         state, heads = split_heads(state)
     out = {rename_key(k, rules): v for k, v in state.items()}
     _pack_qkv(out)
-    if isinstance(config, DeformableDetrConfig):
-        unused = resolve_heads(heads, config, out)
-    return out, unused
+    return out, resolve_heads(heads, config, out) if family.per_layer_heads else []
 
 
 def _pack_qkv(state: dict[str, Tensor]) -> None:
@@ -188,8 +167,6 @@ def load_transformers_folder(
     Returns:
         The model in eval mode; ``model.load_report`` holds the :class:`~zoo.weights.convert.LoadReport`.
     """
-    from zoo.weights.official_format import read_state_dict
-
     folder = Path(path)
     hf_config = json.loads((folder / "config.json").read_text())
     config = config_from_transformers(hf_config, **overrides)

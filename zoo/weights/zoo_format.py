@@ -20,14 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from zoo.models.config import (
-    BackboneConfig,
-    DeformableDetrConfig,
-    DetrConfig,
-    LossConfig,
-    ModelConfig,
-)
-from zoo.models.families import build_model
+from zoo.models.config import BackboneConfig, LossConfig, ModelConfig
+from zoo.models.families import build_model, family_named
 from zoo.models.registry import variant_of
 from zoo.weights.convert import load_weights
 from zoo.weights.model_card import model_card
@@ -36,19 +30,14 @@ FORMAT = "zoo"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-_CONFIG_TYPES: dict[str, type[DetrConfig] | type[DeformableDetrConfig]] = {
-    "detr": DetrConfig,
-    "deformable": DeformableDetrConfig,
-}
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
     """The ``config.json`` content for ``config``: format, family, variant and fields."""
-    family = "detr" if isinstance(config, DetrConfig) else "deformable"
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "family": family,
+        "family": config.family,
         "variant": variant_of(config),
         "config": dataclasses.asdict(config),
     }
@@ -69,7 +58,9 @@ def config_from_dict(data: dict[str, Any], **overrides: Any) -> ModelConfig:
     if overrides.get("num_classes", fields["num_classes"]) != fields["num_classes"]:
         # A new class count (fine-tuning) makes the stored names meaningless.
         fields["class_names"] = ()
-    return _CONFIG_TYPES[data["family"]](**{**fields, **overrides})
+    # Configs saved before the input statistics were recorded get the dataclass defaults
+    # (ImageNet's), which every model of that time was trained with.
+    return family_named(data["family"]).config_type(**{**fields, **overrides})
 
 
 def is_zoo_folder(folder: str | Path) -> bool:

@@ -1,4 +1,4 @@
-"""Helpers (no tests here): a Hugging Face Hub cache on disk, written the way
+"""A Hugging Face Hub cache on disk, written the way
 huggingface_hub writes it, so that ``zoo.load`` runs its real download code offline.
 
 Layout (``huggingface_hub.file_download``): ``models--{org}--{name}/`` holds

@@ -1,4 +1,4 @@
-"""Helpers shared by the zoo tests (no tests here): tiny sizes, random weights, inputs."""
+"""The one tiny model size of the test suite, random weights and random inputs."""
 
 from __future__ import annotations
 
@@ -8,35 +8,30 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# Tiny sizes: every test model shares them so the suite stays fast on 2 cores.
-TINY = {"hidden_dim": 32, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "ffn_dim": 48}
+# The sizes of every test model, DETR or Deformable DETR, so the suite stays fast on
+# 2 cores: a random ResNet-18, hidden 32, 2 heads, 1 encoder and 2 decoder layers.
+TINY: dict[str, Any] = {
+    "depth": 18,
+    "hidden_dim": 32,
+    "nheads": 2,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "ffn_dim": 64,
+}
 NUM_CLASSES = 5
 NUM_QUERIES = 6
+# Input sizes of the batched tests: one landscape, one portrait image.
+SIZES = [(64, 96), (80, 56)]
 
 
-def hf_kwargs(deformable: bool, **extra: Any) -> dict[str, Any]:
-    """transformers config arguments matching ``TINY`` with a random timm ResNet-18."""
-    kw: dict[str, Any] = {
-        "use_timm_backbone": True,
-        "backbone": "resnet18",
-        "use_pretrained_backbone": False,
-        "d_model": TINY["hidden_dim"],
-        "encoder_layers": TINY["enc_layers"],
-        "decoder_layers": TINY["dec_layers"],
-        "encoder_attention_heads": TINY["nheads"],
-        "decoder_attention_heads": TINY["nheads"],
-        "encoder_ffn_dim": TINY["ffn_dim"],
-        "decoder_ffn_dim": TINY["ffn_dim"],
-        "num_queries": NUM_QUERIES,
-        "num_labels": NUM_CLASSES,
-        # True would make transformers DETR feed layer-normed states to the next decoder
-        # layer (the official decoder norms only what the heads see): keep it off.
-        "auxiliary_loss": False,
-    }
-    if deformable:
-        kw["two_stage_num_proposals"] = NUM_QUERIES
-    kw.update(extra)
-    return kw
+def tiny_model(name: str = "ddetr", seed: int = 0, **overrides: Any) -> nn.Module:
+    """Variant ``name`` at :data:`TINY` size with ``NUM_CLASSES`` classes and
+    ``NUM_QUERIES`` queries (unless overridden), initialised from ``seed``."""
+    import zoo
+
+    torch.manual_seed(seed)
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    return zoo.create_model(name, **{**sizes, **overrides})
 
 
 def randomize_(model: nn.Module, seed: int = 0) -> None:
@@ -88,31 +83,3 @@ def random_targets(batch: int, seed: int = 0) -> list[dict[str, Tensor]]:
         labels = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
         targets.append({"labels": labels, "boxes": torch.cat([cxcy, wh], -1)})
     return targets
-
-
-TOL = 1e-6  # float64 outputs of the zoo and transformers on the same weights
-SIZES = [(64, 96), (80, 56)]
-
-# name -> (deformable, extra transformers config arguments)
-CASES = {
-    "detr": (False, {}),
-    "ddetr-single-scale": (True, {"num_feature_levels": 1}),
-    "ddetr": (True, {}),
-    "ddetr-refine": (True, {"with_box_refine": True}),
-    "ddetr-two-stage": (True, {"with_box_refine": True, "two_stage": True}),
-}
-
-
-def build_hf(name: str, seed: int = 0) -> nn.Module:
-    """A tiny transformers model for one of ``CASES``, every weight random, in eval mode."""
-    import transformers
-
-    deformable, extra = CASES[name]
-    if deformable:
-        config = transformers.DeformableDetrConfig(**hf_kwargs(True, **extra))
-        model = transformers.DeformableDetrForObjectDetection(config)
-    else:
-        config = transformers.DetrConfig(**hf_kwargs(False, **extra))
-        model = transformers.DetrForObjectDetection(config)
-    randomize_(model, seed)
-    return model.eval()
