@@ -83,7 +83,10 @@ def test_convert_official_pth_and_transformers_folder(tmp_path: Path) -> None:
     # The same weights as an official .pth; the heads are not recorded there.
     pth = tmp_path / "checkpoint.pth"
     torch.save({"model": to_official(hf.state_dict(), deformable=True)}, pth)
-    assert run(["convert", str(pth), str(tmp_path / "b"), "--overrides", f"nheads={TINY['nheads']}"]) == 0
+    assert (
+        run(["convert", str(pth), str(tmp_path / "b"), "--overrides", f"nheads={TINY['nheads']}"])
+        == 0
+    )
     converted = zoo.load(tmp_path / "b")
     _same(converted, zoo.load(transformers_folder))
     assert json.loads((tmp_path / "b" / "config.json").read_text())["variant"] == "ddetr-refine"
