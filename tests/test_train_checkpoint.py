@@ -80,11 +80,12 @@ def test_fine_tune_with_other_num_classes(tmp_path: Path) -> None:
     assert all(torch.equal(tuned.state_dict()[k], source[k]) for k in kept)
 
 
-# bf16 runs in the CLI test (a subprocess): see tests/test_train_cli.py.
-@pytest.mark.parametrize("amp", ["fp16"])
+# bf16 runs in the CLI test (a subprocess): see tests/test_train_cli.py. Full precision
+# runs too, so that the scaler check below tells the two apart.
+@pytest.mark.parametrize("amp", [None, "fp16"])
 # The fp16 scaler skips its first steps while it finds a scale that does not overflow.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
-def test_mixed_precision_steps(tmp_path: Path, amp: str) -> None:
+def test_mixed_precision_steps(tmp_path: Path, amp: str | None) -> None:
     data = shapes_data(tmp_path / "data", num_train=4, num_val=2)
     train, val = shapes_sets(data)
     model = shapes_model()
