@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.cli.args import add_inference_args
 from zoo.data.shapes import CLASSES, ShapesSpec, render_image
 
 # The bundled model lives beside the package in the repository (not in a wheel).
@@ -313,12 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score to keep")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     parser.add_argument("--size", type=int, default=128, help="side of the generated images")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="shorter side the model sees (default: the model's own image_size)",
-    )
+    add_inference_args(parser)
     parser.add_argument(
         "--view-scale",
         type=int,
@@ -326,7 +322,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the generated images this many times larger (1: as generated)",
     )
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     return parser
 
 

@@ -31,6 +31,17 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """``--image-size`` and ``--device``, as every command that runs a model on images has."""
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="shorter side the model sees (default: the model's own, 800 for COCO models)",
+    )
+    parser.add_argument("--device", default=None, help="default: cuda when there is a GPU")
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder in COCO layout")
     parser.add_argument("--batch-size", type=int, default=2, help="images per process")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.cli.args import Runner
+from zoo.cli.args import Runner, add_inference_args
 
 
 def declare_detect(parser: argparse.ArgumentParser) -> Runner:
@@ -21,15 +21,9 @@ def declare_detect(parser: argparse.ArgumentParser) -> Runner:
     )
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument("--threshold", type=float, default=0.5, help="minimum score drawn")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="shorter side the model sees (default: the model's own, 800 for COCO models)",
-    )
+    add_inference_args(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for pictures and JSON")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default=None, help="default: cuda when there is a GPU")
     parser.add_argument(
         "--show-sampling",
         action="store_true",
