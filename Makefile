@@ -151,7 +151,7 @@ demo: setup
 
 # The engines alone: the deformable-attention kernel vs its reference, matcher_rs vs scipy.
 demo-engines: setup
-	$(PY) -m zoo.demo --engines
+	$(PY) benchmarks/bench_engines.py
 
 # The bundled demo model (demo/shapes-ddetr), trained from scratch on synthetic shapes by
 # the project's own pipeline: data, training, COCO evaluation, export. CPU: about an hour.

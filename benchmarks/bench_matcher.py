@@ -6,7 +6,7 @@ Three parts, every anchor timed in the same run on the same machine:
 2. DETR-shaped batches (B images of Q x T_i costs, T_i around T), the scipy loop against
    one ``linear_sum_assignment_batch`` call (all cores, and one thread);
 3. the whole matcher step (costs, transfer, solve) for B=4, Q=300, 6 decoder layers and
-   COCO-like target counts: ``zoo.matcher.HungarianMatcher`` against the original design
+   COCO-like target counts: ``zoo.loss.matcher.HungarianMatcher`` against the original design
    (one B*Q x sum(T) matrix, ``.cpu()``, scipy per image on the split).
 
 Results: ``benchmarks/results/matcher_cpu.json``. Run: ``python benchmarks/bench_matcher.py``
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import time_fn, write_results
 
 import matcher_rs
-from zoo.matcher import HungarianMatcher
+from zoo.loss.matcher import HungarianMatcher
 
 
 def _optional(name: str) -> Any:

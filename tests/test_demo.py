@@ -300,12 +300,14 @@ def test_offline_hub_model_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """zoo.load's own offline error surfaces as one line and exit code 1."""
-    import zoo.hub
+    import zoo.weights.hub
 
     def offline(repo_id: str, revision: str | None = None, **kwargs: Any) -> Path:
-        raise zoo.WeightsNotFoundError(zoo.hub._offline_message(repo_id, revision, None, True))
+        raise zoo.WeightsNotFoundError(
+            zoo.weights.hub._offline_message(repo_id, revision, None, True)
+        )
 
-    monkeypatch.setattr(zoo.hub, "download", offline)
+    monkeypatch.setattr(zoo.weights.hub, "download", offline)
     image = tmp_path / "photo.png"
     Image.new("RGB", (32, 32)).save(image)
     argv = ["--model", "ddetr-two-stage", "--images", str(image), "--out", str(tmp_path / "o")]
@@ -313,15 +315,6 @@ def test_offline_hub_model_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("error: SenseTime/deformable-detr-with-box-refine-two-stage")
     assert "is not in the Hugging Face cache" in err and err.count("\n") == 1
-
-
-def test_engines_flag_runs_the_engines_demo(monkeypatch: pytest.MonkeyPatch, bundled: Path) -> None:
-    ran: list[str] = []
-    monkeypatch.setattr(demo, "deformable_attention", lambda repeats: ran.append("msda"))
-    monkeypatch.setattr(demo, "hungarian_matching", lambda repeats: ran.append("matcher"))
-    monkeypatch.setattr(demo, "run_detection_demo", lambda args: ran.append("detect"))
-    assert demo.main(["--engines", "--repeats", "1"]) == 0
-    assert ran == ["msda", "matcher"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")

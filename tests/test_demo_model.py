@@ -14,8 +14,8 @@ import pytest
 from torch.utils.data import DataLoader
 
 import zoo
-from zoo.coco_eval import evaluate
 from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms
+from zoo.data.coco_eval import evaluate
 from zoo.data.shapes import CLASSES, generate
 
 BUNDLED = Path(__file__).resolve().parents[1] / "demo" / "shapes-ddetr"

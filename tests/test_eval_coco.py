@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.coco_eval import coco_metrics, to_coco_results
 from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, load_coco
+from zoo.data.coco_eval import coco_metrics, to_coco_results
 from zoo.data.shapes import generate
-from zoo.postprocess import scale_boxes
+from zoo.models.box_ops import scale_boxes
 
 # COCOeval interpolates precision at 101 recall points: recall 0..0.5 at precision 1
 # and nothing beyond covers 51 of them.

@@ -1,4 +1,4 @@
-"""zoo.matcher.HungarianMatcher against a scipy matcher written in DETR's original style."""
+"""zoo.loss.matcher.HungarianMatcher against a scipy matcher written in DETR's original style."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert, generalized_box_iou
 
-from zoo.matcher import HungarianMatcher
+from zoo.loss.matcher import HungarianMatcher
 
 
 class ReferenceMatcher:
@@ -141,15 +141,28 @@ def test_non_finite_costs_name_the_image(bad):
     assert len(HungarianMatcher.detr()(outputs, targets)[2][0]) == 0
 
 
-def test_float32_under_autocast_and_half_inputs():
+@pytest.mark.parametrize("focal", [False, True])
+def test_float32_under_autocast_and_half_inputs(focal):
+    """bf16 predictions under autocast: the costs are computed in float32 from the bf16
+    values, and the matching is scipy's optimum on those costs."""
     outputs, targets = _batch(8)
     half = {k: v.bfloat16() for k, v in outputs.items()}
-    matcher = HungarianMatcher.detr()
+    matcher = HungarianMatcher(2.0, 5.0, 2.0, focal=focal)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         padded = matcher.cost_matrices(half, targets)
         got = matcher(half, targets)
     assert padded.dtype == torch.float32
-    assert [len(i) for i, _ in got] == [len(t["boxes"]) for t in targets]
+    # The reference on the same (bf16-rounded) values, in float32 outside autocast.
+    ref = ReferenceMatcher(2.0, 5.0, 2.0, focal=focal)
+    widened = {k: v.float() for k, v in half.items()}
+    blocks = _per_image_costs(ref, widened, targets)
+    for b, ((gi, gj), block) in enumerate(zip(got, blocks, strict=True)):
+        torch.testing.assert_close(padded[b, :, : block.shape[1]], block)
+        wi, wj = linear_sum_assignment(block.numpy())
+        assert len(gi) == len(wi) == min(block.shape)
+        assert float(block[gi, gj].sum()) == pytest.approx(
+            float(block[wi, wj].sum()), rel=1e-5, abs=1e-5
+        )
 
 
 def test_rejects_all_zero_costs():
@@ -166,12 +179,13 @@ def test_cuda_matches_cpu():
             {k: v.cuda() for k, v in outputs.items()},
             [{k: v.cuda() for k, v in t.items()} for t in targets],
         )
-        blocks = _per_image_costs(ReferenceMatcher(1.0, 5.0, 2.0), outputs, targets)
+        ref = ReferenceMatcher(
+            matcher.cost_class, matcher.cost_bbox, matcher.cost_giou, focal=matcher.focal
+        )
+        blocks = _per_image_costs(ref, outputs, targets)
         for b, ((gi, gj), (wi, wj)) in enumerate(zip(got, want, strict=True)):
             assert gi.device.type == "cpu" and gi.dtype == torch.int64
             assert len(gi) == len(wi)
-            if matcher.focal:
-                continue  # totals below use the softmax reference
             assert float(blocks[b][gi, gj].sum()) == pytest.approx(
                 float(blocks[b][wi, wj].sum()), rel=1e-4, abs=1e-4
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_train_support import shapes_data, shapes_sets, tiny_model
+from support.shapes import shapes_data, shapes_model, shapes_sets
 
 import zoo
 from zoo.training import TrainConfig, Trainer, load_model, resolve_checkpoint
@@ -22,7 +22,7 @@ CONFIG = TrainConfig(
 def test_interrupted_write_keeps_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model = tiny_model()
+    model = shapes_model()
     good = ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1})
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
@@ -47,7 +47,7 @@ def test_interrupted_write_keeps_previous_checkpoint(
 
 
 def test_killed_write_leftovers_are_ignored_then_cleaned(tmp_path: Path) -> None:
-    model = tiny_model()
+    model = shapes_model()
     ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1})
     leftover = tmp_path / ".tmp-step-00000002-999999"  # as left by a killed process
     leftover.mkdir()
@@ -68,7 +68,7 @@ def test_rng_round_trip_through_weights_only_load(tmp_path: Path) -> None:
 
 
 def test_fine_tune_with_other_num_classes(tmp_path: Path) -> None:
-    model = tiny_model()
+    model = shapes_model()
     ckpt.save_checkpoint(tmp_path, 1, model, {})
     tuned = load_model(tmp_path, num_classes=2)
     assert tuned.config.num_classes == 2
@@ -80,14 +80,15 @@ def test_fine_tune_with_other_num_classes(tmp_path: Path) -> None:
     assert all(torch.equal(tuned.state_dict()[k], source[k]) for k in kept)
 
 
-# bf16 runs in the CLI test (a subprocess): see tests/test_train_cli.py.
-@pytest.mark.parametrize("amp", ["fp16"])
+# bf16 runs in the CLI test (a subprocess): see tests/test_train_cli.py. Full precision
+# runs too, so that the scaler check below tells the two apart.
+@pytest.mark.parametrize("amp", [None, "fp16"])
 # The fp16 scaler skips its first steps while it finds a scale that does not overflow.
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
-def test_mixed_precision_steps(tmp_path: Path, amp: str) -> None:
+def test_mixed_precision_steps(tmp_path: Path, amp: str | None) -> None:
     data = shapes_data(tmp_path / "data", num_train=4, num_val=2)
     train, val = shapes_sets(data)
-    model = tiny_model()
+    model = shapes_model()
     config = TrainConfig(
         epochs=1, batch_size=2, num_workers=0, progress=False, amp=amp, eval_every=1
     )

@@ -1,4 +1,5 @@
-"""The command line: train (in a subprocess, bf16) then eval a tiny model on tiny shapes."""
+"""The command line: train (in a subprocess, bf16) a tiny model on tiny shapes, then eval,
+convert and detect with it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train_support import TINY, shapes_data
+import torch
+from PIL import Image
+from support.shapes import SHAPES_MODEL, shapes_data
 
+import zoo
 from zoo.cli import build_parser, main, parse_overrides
 from zoo.data.shapes import CLASSES
 from zoo.training import read_metrics
@@ -34,7 +38,7 @@ def test_parser_lists_commands() -> None:
 def test_train_then_eval(tmp_path: Path) -> None:
     data = shapes_data(tmp_path / "data", num_train=4, num_val=3)
     out = tmp_path / "run"
-    overrides = [f"{k}={v}" for k, v in TINY.items() if k != "num_classes"]
+    overrides = [f"{k}={v}" for k, v in SHAPES_MODEL.items() if k != "num_classes"]
     env = dict(os.environ)
     # Some virtual machines advertise AMX but fault on it (SIGILL in bf16 matmuls):
     # cap oneDNN at AVX-512 BF16, which changes nothing where AMX works.
@@ -59,3 +63,24 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert main(argv) == 0
     metrics = json.loads(metrics_file.read_text())
     assert metrics.keys() == summary["metrics"].keys()
+
+    # The run converts to a model folder with the trained weights ...
+    converted = tmp_path / "converted"
+    assert main(["convert", str(out), str(converted)]) == 0
+    trained_model, model = load_model(out), zoo.load(converted)
+    assert model.config == trained_model.config
+    for key, value in trained_model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    # ... and `zoo detect` runs it on an image: the JSON holds predict's detections.
+    image = sorted((data / "val").glob("*.png"))[0]
+    found = tmp_path / "found"
+    argv = ["detect", str(image), "--model", str(converted), "--out", str(found)]
+    assert main([*argv, "--threshold", "0.0", "--show-sampling"]) == 0
+    record = json.loads((found / f"{image.stem}.json").read_text())
+    (expected,) = model.predict([Image.open(image).convert("RGB")], threshold=0.0)
+    assert [d["score"] for d in record["detections"]] == expected["scores"].tolist()
+    assert [d["box"] for d in record["detections"]] == expected["boxes"].tolist()
+    assert {d["name"] for d in record["detections"]} <= set(CLASSES)
+    assert (found / f"{image.stem}.png").is_file() and (
+        found / f"{image.stem}_sampling.png"
+    ).is_file()

@@ -10,12 +10,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
-from test_train_support import shapes_data, shapes_sets, tiny_model
+from support.shapes import shapes_data, shapes_model, shapes_sets
 from torch.utils.data import DataLoader
 
 import zoo
-from zoo.coco_eval import evaluate, gather_results, predict_batches, to_coco_results
 from zoo.data import collate
+from zoo.data.coco_eval import evaluate, gather_results, predict_batches, to_coco_results
 from zoo.training import TrainConfig, Trainer
 from zoo.training.distributed import ShardSampler
 
@@ -30,7 +30,7 @@ def _worker(rank: int, data: Path, out: Path) -> None:
     )
     try:
         train, val = shapes_sets(data)
-        model = tiny_model()
+        model = shapes_model()
         if rank == 1:
             # DDP must broadcast rank 0's weights: start rank 1 elsewhere.
             with torch.no_grad():
@@ -71,7 +71,7 @@ def test_ddp_two_processes_on_cpu(tmp_path: Path) -> None:
 
     # The same model evaluated in one process.
     _, val = shapes_sets(data)
-    model = tiny_model()
+    model = shapes_model()
     model.load_state_dict(weights[0])
     loader = DataLoader(val, batch_size=2, collate_fn=collate)
     single = to_coco_results(predict_batches(model, loader), val.label_to_category)

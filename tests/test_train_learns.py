@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from test_train_support import IMAGE_SIZE, tiny_model
+from support.shapes import IMAGE_SIZE, shapes_model
 
 import zoo
 from zoo.data import CocoDetection, ResizeRecipe, eval_transforms
@@ -28,7 +28,7 @@ def test_tiny_model_overfits_four_images(tmp_path: Path) -> None:
         data / "annotations" / "train.json",
         eval_transforms(ResizeRecipe.for_image_size(IMAGE_SIZE)),
     )
-    model = tiny_model(dropout=0.0)
+    model = shapes_model(dropout=0.0)
     # A high rate for everything (the backbone too: it is random, nothing to preserve).
     config = TrainConfig(
         epochs=80,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_support import shapes_data, shapes_sets, tiny_model
+from support.shapes import shapes_data, shapes_model, shapes_sets
 
 import zoo
 from zoo.training import TrainConfig, Trainer, read_metrics, resolve_checkpoint
@@ -22,7 +22,7 @@ CONFIG = TrainConfig(
 
 def _run(out: Path, data: Path, config: TrainConfig, resume: Path | None = None) -> Trainer:
     train, _ = shapes_sets(data)
-    model = tiny_model()
+    model = shapes_model()
     trainer = Trainer(model, zoo.build_criterion(model.config), train, config, out)
     if resume is not None:
         trainer.resume(resume)
@@ -67,7 +67,7 @@ def test_resume_continues_exactly(
 
 
 def test_param_groups_follow_the_recipe() -> None:
-    model = tiny_model()
+    model = shapes_model()
     groups = {g["name"]: g for g in param_groups(model, CONFIG)}
     assert groups["main"]["lr"] == 2e-4
     assert groups["backbone"]["lr"] == 2e-5

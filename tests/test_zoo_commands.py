@@ -2,37 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
-from test_zoo_helpers import TINY, build_hf, randomize_
-from test_zoo_official import to_official
+from support.tiny import TINY, randomize_
+from support.transformers_models import build_hf, to_official
 
 import zoo
-from zoo.commands import COMMANDS, add_convert_parser, add_detect_parser, add_list_parser
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="zoo")
-    sub = parser.add_subparsers(required=True)
-    add_list_parser(sub)
-    add_detect_parser(sub)
-    add_convert_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+from zoo.cli import main as run
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> None:
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def test_commands_are_declared_once() -> None:
-    assert [name for name, _, _ in COMMANDS] == ["list", "detect", "convert"]
 
 
 def test_list_prints_every_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,7 +32,7 @@ def test_list_prints_every_model(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
-    model = zoo.create_model("ddetr", **TINY, depth=18, num_queries=8, num_classes=3)
+    model = zoo.create_model("ddetr", **TINY, num_queries=8, num_classes=3)
     randomize_(model, seed=1)
     return zoo.save_pretrained(model, tmp_path_factory.mktemp("model") / "tiny")
 
@@ -81,7 +66,7 @@ def test_detect_sampling_on_detr_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     torch.manual_seed(0)
-    detr = zoo.create_model("detr-r50", **TINY, depth=18, num_queries=4, num_classes=3)
+    detr = zoo.create_model("detr-r50", **TINY, num_queries=4, num_classes=3)
     folder = zoo.save_pretrained(detr, tmp_path / "detr")
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     argv = ["detect", str(tmp_path / "x.png"), "--model", str(folder), "--out", str(tmp_path / "o")]
@@ -98,7 +83,10 @@ def test_convert_official_pth_and_transformers_folder(tmp_path: Path) -> None:
     # The same weights as an official .pth; the heads are not recorded there.
     pth = tmp_path / "checkpoint.pth"
     torch.save({"model": to_official(hf.state_dict(), deformable=True)}, pth)
-    assert run(["convert", str(pth), str(tmp_path / "b"), "--overrides", "nheads=4"]) == 0
+    assert (
+        run(["convert", str(pth), str(tmp_path / "b"), "--overrides", f"nheads={TINY['nheads']}"])
+        == 0
+    )
     converted = zoo.load(tmp_path / "b")
     _same(converted, zoo.load(transformers_folder))
     assert json.loads((tmp_path / "b" / "config.json").read_text())["variant"] == "ddetr-refine"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_zoo_helpers import NUM_CLASSES, random_targets
+from support.tiny import NUM_CLASSES, random_targets
 
-from zoo.config import LossConfig
-from zoo.criterion import criterion_from_loss_config
+from zoo.loss.criterion import criterion_from_loss_config
+from zoo.models.config import LossConfig
 
 transformers = pytest.importorskip("transformers")
 from transformers.loss.loss_deformable_detr import (  # noqa: E402

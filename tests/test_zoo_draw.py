@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from test_zoo_helpers import TINY
+from support.tiny import TINY
 
 import zoo
-from zoo.coco_names import COCO_CATEGORY_NAMES, class_names
-from zoo.detect import detect_files, find_images, predict_with_sampling
-from zoo.drawing import draw_detections, draw_sampling, label_color
+from zoo.detect.coco_names import COCO_CATEGORY_NAMES, class_names
+from zoo.detect.drawing import draw_detections, draw_sampling, heat_color, label_color
+from zoo.detect.files import detect_files, find_images
+from zoo.detect.sampling import predict_with_sampling
 
 GREY = (128, 128, 128)
 
@@ -52,23 +53,44 @@ def test_line_width_grows_with_the_image() -> None:
     assert out.getpixel((405, 800)) == label_color(0)  # 6 px wide at this size
 
 
-def test_sampling_sheet_has_one_panel_per_level() -> None:
+def test_sampling_sheet_draws_each_level_in_its_own_panel() -> None:
     image = Image.new("RGB", (100, 80), GREY)
-    k, m, levels, p = 2, 3, 4, 2
+    levels = 4
+    # Query 0 samples one point per level, at x = 10 + 20 * level on the line y = 76; its
+    # weights are all equal, so every point gets the top colour. Query 1 samples nothing
+    # visible (off the image).
+    locations = torch.full((2, 1, levels, 1, 2), -50.0)
+    for level in range(levels):
+        locations[0, 0, level, 0] = torch.tensor([10.0 + 20 * level, 76.0])
     sheet = draw_sampling(
         image,
         boxes=torch.tensor([[10.0, 10.0, 50.0, 50.0], [60.0, 20.0, 90.0, 70.0]]),
         references=torch.tensor([[30.0, 30.0], [75.0, 45.0]]),
-        locations=torch.rand(k, m, levels, p, 2) * torch.tensor([100.0, 80.0]),
-        weights=torch.rand(k, m, levels, p),
+        locations=locations,
+        weights=torch.ones(2, 1, levels, 1),
         strides=[8, 16, 32, 64],
     )
-    assert sheet.size == (400, 80)
+    assert sheet.size == (levels * 100, 80)
+    faded = sheet.getpixel((30, 60))
+    assert faded != GREY and all(c > GREY[0] for c in faded)  # the picture is faded
+    for level in range(levels):
+        x0 = 100 * level
+        # Both boxes are outlined in every panel, each in its own colour.
+        assert sheet.getpixel((x0 + 10, 30)) == label_color(0), level  # box 0, left edge
+        assert sheet.getpixel((x0 + 75, 70)) == label_color(1), level  # box 1, bottom edge
+        assert sheet.getpixel((x0 + 30, 60)) == faded  # inside: nothing drawn
+        # The panel shows its own level's point, not the others'.
+        for other in range(levels):
+            pixel = sheet.getpixel((x0 + 10 + 20 * other, 76))
+            if other == level:
+                assert pixel == heat_color(1.0), (level, other)
+            else:
+                assert pixel == faded, (level, other)
 
 
 def tiny_ddetr(name: str = "ddetr", num_classes: int = 91) -> torch.nn.Module:
     torch.manual_seed(0)
-    return zoo.create_model(name, **TINY, depth=18, num_queries=8, num_classes=num_classes).eval()
+    return zoo.create_model(name, **TINY, num_queries=8, num_classes=num_classes).eval()
 
 
 def _images(folder: Path, sizes: list[tuple[int, int]]) -> list[Path]:
@@ -140,7 +162,10 @@ def test_sampling_points_map_to_image_pixels() -> None:
         last.sampling_offsets.weight.zero_()
         last.sampling_offsets.bias.zero_()
     images = [Image.new("RGB", (96, 64), GREY), Image.new("RGB", (56, 80), GREY)]
+    model.train()
     predictions, views = predict_with_sampling(model, images, threshold=0.0, top_k=3)
+    assert model.training  # the mode is restored
+    assert model._recorded is None  # the recording hook is closed
     expected = model.predict(images, threshold=0.0)
     for view, pred, pred2 in zip(views, predictions, expected, strict=True):
         assert torch.equal(pred["boxes"], pred2["boxes"])
@@ -153,7 +178,7 @@ def test_sampling_points_map_to_image_pixels() -> None:
 
 def test_sampling_needs_a_deformable_model() -> None:
     torch.manual_seed(0)
-    detr = zoo.create_model("detr-r50", **TINY, depth=18, num_queries=4).eval()
+    detr = zoo.create_model("detr-r50", **TINY, num_queries=4).eval()
     with pytest.raises(ValueError, match="Deformable DETR"):
         predict_with_sampling(detr, [Image.new("RGB", (64, 64))], 0.5)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
+from support.tiny import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
 
 import zoo
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.gpu
 @pytest.mark.parametrize("name", ["detr-r50", "ddetr", "ddetr-refine", "ddetr-two-stage"])
 def test_cuda_equals_cpu(name: str) -> None:
     torch.manual_seed(0)
-    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     model = zoo.create_model(name, **sizes).double().eval()
     randomize_(model)
     pixels, mask = padded_batch(SIZES)

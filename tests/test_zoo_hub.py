@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_zoo_helpers import CASES, SIZES, build_hf, padded_batch
-from test_zoo_hub_cache import add_snapshot, folder_files, offline_hub_cache
-from test_zoo_official import to_official
+from support.hub_cache import add_snapshot, folder_files, offline_hub_cache
+from support.tiny import SIZES, TINY, padded_batch
+from support.transformers_models import CASES, build_hf, to_official
 
 import zoo
-from zoo.checkpoint import CLASS_HEAD
-from zoo.hf_format import load_transformers_folder
+from zoo.weights.convert import CLASS_HEAD
+from zoo.weights.transformers_format import load_transformers_folder
 
 pytest.importorskip("transformers")
 
@@ -154,7 +154,7 @@ def test_official_pth_loads_by_path_to_identical_outputs(folders: dict, tmp_path
         torch.save({"model": state, "args": argparse.Namespace(lr=1e-4), "epoch": 49}, path)
         # What the tensors cannot tell: the heads (and the two-stage proposal count).
         extra = {"num_queries": 6} if case == "ddetr-two-stage" else {}
-        model = zoo.load(path, nheads=4, **extra)
+        model = zoo.load(path, nheads=TINY["nheads"], **extra)
         expected = load_transformers_folder(folders[case])
         assert _same_weights(model, expected), case
         assert torch.equal(_outputs(model)["pred_logits"], _outputs(expected)["pred_logits"])
@@ -216,13 +216,13 @@ def test_shapes_that_do_not_fit_name_the_tensor_and_both_shapes(
     folder = tmp_path / "bad"
     shutil.copytree(folders["ddetr"], folder)
     config = json.loads((folder / "config.json").read_text())
-    config["encoder_ffn_dim"] = config["decoder_ffn_dim"] = 64
+    config["encoder_ffn_dim"] = config["decoder_ffn_dim"] = 2 * TINY["ffn_dim"]
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError) as err:
         zoo.load(folder)
-    assert "encoder.layers.0.ffn.linear1.weight (checkpoint (48, 32) vs model (64, 32))" in str(
-        err.value
-    )
+    ffn, hidden = TINY["ffn_dim"], TINY["hidden_dim"]
+    want = f"encoder.layers.0.ffn.linear1.weight (checkpoint {(ffn, hidden)} vs model {(2 * ffn, hidden)})"
+    assert want in str(err.value)
 
 
 def test_a_checkpoint_of_another_variant_is_refused(folders: dict, offline_cache: Path) -> None:

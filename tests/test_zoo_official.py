@@ -9,66 +9,16 @@ the training scripts do, and requires the zoo model loaded from it to equal tran
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 import pytest
 import torch
-from test_zoo_helpers import SIZES, TOL, build_hf, padded_batch
+from support.tiny import SIZES, padded_batch
+from support.transformers_models import TOL, build_hf, to_official
 
-from zoo.official_format import load_official_checkpoint
+from zoo.weights.official_format import load_official_checkpoint
 
 pytest.importorskip("transformers")
-
-
-def _pack_qkv(state: dict[str, torch.Tensor]) -> None:
-    for key in [k for k in state if k.endswith("q_proj.weight")]:
-        prefix = key[: -len("q_proj.weight")]
-        for kind in ("weight", "bias"):
-            parts = [state.pop(f"{prefix}{p}_proj.{kind}") for p in "qkv"]
-            state[f"{prefix}in_proj_{kind}"] = torch.cat(parts)
-
-
-def to_official(hf_state: dict[str, torch.Tensor], deformable: bool) -> dict[str, torch.Tensor]:
-    """transformers 5 names -> the original repositories' names."""
-    out = {}
-    for key, value in hf_state.items():
-        k = key.replace("model.backbone.model.", "backbone.0.body.")
-        k = (
-            k.replace(".o_proj.", ".out_proj.")
-            .replace(".mlp.fc1.", ".linear1.")
-            .replace(".mlp.fc2.", ".linear2.")
-        )
-        encoder = ".encoder.layers." in k
-        if deformable:
-            k = k.replace("model.input_proj.", "input_proj.").replace(
-                "model.query_position_embeddings.", "query_embed."
-            )
-            k = re.sub(r"^model\.", "transformer.", k)
-            k = k.replace(".encoder_attn.", ".cross_attn.")
-            if encoder:
-                k = k.replace("self_attn_layer_norm", "norm1").replace("final_layer_norm", "norm2")
-            else:
-                k = k.replace("encoder_attn_layer_norm", "norm1").replace(
-                    "self_attn_layer_norm", "norm2"
-                )
-                k = k.replace("final_layer_norm", "norm3")
-        else:
-            k = k.replace("model.input_projection.", "input_proj.").replace(
-                "model.query_position_embeddings.", "query_embed."
-            )
-            k = k.replace("model.decoder.layernorm.", "transformer.decoder.norm.")
-            k = re.sub(r"^model\.", "transformer.", k)
-            k = k.replace("class_labels_classifier.", "class_embed.").replace(
-                "bbox_predictor.", "bbox_embed."
-            )
-            k = k.replace(".encoder_attn.", ".multihead_attn.")
-            k = k.replace("self_attn_layer_norm", "norm1")
-            k = k.replace("encoder_attn_layer_norm", "norm2")
-            k = k.replace("final_layer_norm", "norm2" if encoder else "norm3")
-        out[k] = value.detach().clone()
-    _pack_qkv(out)
-    return out
 
 
 @pytest.mark.parametrize(

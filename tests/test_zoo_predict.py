@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from PIL import Image
-from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, TINY
+from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY
+from support.transformers_models import build_hf
 
 import zoo
-from zoo.postprocess import postprocess_softmax, postprocess_topk
-from zoo.preprocess import preprocess, resized_size
+from zoo.models.config import IMAGENET_MEAN, IMAGENET_STD
+from zoo.models.postprocess import postprocess_softmax, postprocess_topk
+from zoo.models.preprocess import preprocess, resized_size
+from zoo.weights.transformers_format import load_transformers_folder
 
 transformers = pytest.importorskip("transformers")
 
@@ -29,7 +33,7 @@ def test_preprocess_equals_transformers_on_tensors() -> None:
     gen = torch.Generator().manual_seed(0)
     images = [torch.rand(3, 120, 200, generator=gen), torch.rand(3, 150, 100, generator=gen)]
     hf = transformers.DetrImageProcessor()(images=images, return_tensors="pt", do_rescale=False)
-    ours = preprocess(images)
+    ours = preprocess(images, 800, 1333, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     torch.testing.assert_close(ours.pixel_values, hf["pixel_values"], atol=1e-5, rtol=0)
     assert torch.equal(ours.pixel_mask, hf["pixel_mask"].bool())
     assert ours.original_sizes.tolist() == [[120, 200], [150, 100]]
@@ -75,7 +79,7 @@ def test_postprocess_equals_transformers(deformable: bool) -> None:
 def test_predict_on_images_of_any_size(name: str) -> None:
     torch.manual_seed(0)
     model = zoo.create_model(
-        name, **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+        name, **{**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     )
     gen = torch.Generator().manual_seed(0)
     tensor_image = torch.rand(3, 50, 70, generator=gen)
@@ -92,22 +96,39 @@ def test_predict_on_images_of_any_size(name: str) -> None:
         # Boxes are in pixels of the original image (predicted boxes lie within it).
         assert result["boxes"][:, 0::2].max() <= w + 1e-4
         assert result["boxes"][:, 1::2].max() <= h + 1e-4
-    # The same as running the steps by hand.
-    batch = preprocess([tensor_image], 64, 96)
-    model.eval()
+
+
+@pytest.mark.parametrize("name", ["detr", "ddetr-two-stage"])
+def test_predict_equals_the_transformers_pipeline(name: str, tmp_path: Path) -> None:
+    """``predict`` = transformers' image processor, model and post-processor, on the same
+    random weights (an implementation written independently of the zoo's)."""
+    hf = build_hf(name, seed=5).double()
+    hf.save_pretrained(tmp_path)
+    ours = load_transformers_folder(tmp_path, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(3)
+    images = [torch.rand(3, 50, 70, generator=gen), torch.rand(3, 60, 40, generator=gen)]
+    got = ours.predict(images, threshold=0.0, shortest_edge=64, longest_edge=96)
+
+    deformable = name != "detr"
+    processor = (
+        transformers.DeformableDetrImageProcessor if deformable else transformers.DetrImageProcessor
+    )(size={"shortest_edge": 64, "longest_edge": 96})
+    inputs = processor(images=images, return_tensors="pt", do_rescale=False)
     with torch.no_grad():
-        raw = model(batch.pixel_values, batch.pixel_mask)
-    manual = model.postprocess(raw, batch.original_sizes, 0.0)[0]
-    alone = model.predict([tensor_image], threshold=0.0, shortest_edge=64, longest_edge=96)[0]
-    torch.testing.assert_close(alone["scores"], manual["scores"])
-    torch.testing.assert_close(alone["boxes"], manual["boxes"])
+        raw = hf(pixel_values=inputs["pixel_values"].double(), pixel_mask=inputs["pixel_mask"])
+    sizes = [(50, 70), (60, 40)]
+    extra = {"top_k": 100} if deformable else {}
+    expected = processor.post_process_object_detection(raw, 0.0, sizes, **extra)
+    for g, e in zip(got, expected, strict=True):
+        assert len(g["scores"]) == len(e["scores"]) > 0
+        torch.testing.assert_close(g["scores"], e["scores"], atol=1e-5, rtol=0)
+        assert torch.equal(g["labels"], e["labels"])
+        torch.testing.assert_close(g["boxes"], e["boxes"], atol=1e-3, rtol=0)
 
 
 def test_predict_resizes_to_the_configured_image_size() -> None:
     """``predict`` sees images at ``config.image_size`` (longer side capped at 1333/800 of it)."""
-    model = zoo.create_model(
-        "ddetr", **{**TINY, "depth": 18, "num_classes": NUM_CLASSES, "image_size": 96}
-    )
+    model = zoo.create_model("ddetr", **{**TINY, "num_classes": NUM_CLASSES, "image_size": 96})
     seen: list[tuple[int, ...]] = []
     model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape)))
     model.predict([torch.rand(3, 40, 60)], threshold=0.0)

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 import torch
 from safetensors import safe_open
-from test_zoo_helpers import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
+from support.tiny import NUM_CLASSES, NUM_QUERIES, SIZES, TINY, padded_batch, randomize_
 
 import zoo
-from zoo.saving import config_from_dict, config_to_dict
+from zoo.weights.zoo_format import config_from_dict, config_to_dict
 
 VARIANTS = ["detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-two-stage"]
 
 
 def tiny(name: str, seed: int = 0, **extra: Any) -> torch.nn.Module:
-    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     model = zoo.create_model(name, **{**sizes, **extra})
     randomize_(model, seed)
     return model.eval()
@@ -150,3 +150,34 @@ def test_class_names_and_image_size_round_trip(tmp_path: Path) -> None:
         assert torch.equal(a, b)
     # Fine-tuning to another class count: the stored names no longer apply.
     assert zoo.load(folder, num_classes=2).config.class_names == ()
+
+
+def test_input_statistics_travel_with_the_saved_config(tmp_path: Path) -> None:
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    model = tiny("ddetr", image_mean=mean, image_std=std)
+    folder = zoo.save_pretrained(model, tmp_path / "m")
+    data = json.loads((folder / "config.json").read_text())
+    assert data["config"]["image_mean"] == list(mean) and data["config"]["image_std"] == list(std)
+    loaded = zoo.load(folder)
+    assert loaded.config.image_mean == mean and loaded.config.image_std == std
+    # A config.json written before the statistics were recorded: ImageNet's, as then.
+    for key in ("image_mean", "image_std"):
+        del data["config"][key]
+    (folder / "config.json").write_text(json.dumps(data))
+    old = zoo.load(folder)
+    assert old.config.image_mean == (0.485, 0.456, 0.406)
+    assert old.config.image_std == (0.229, 0.224, 0.225)
+    with pytest.raises(ValueError, match="image_std must hold 3 values"):
+        tiny("ddetr", image_std=(0.2, 0.2))
+    with pytest.raises(ValueError, match="image_std must be positive"):
+        tiny("ddetr", image_std=(0.2, 0.0, 0.2))
+
+
+def test_predict_normalises_with_the_configured_statistics() -> None:
+    model = tiny("ddetr", image_mean=(0.5, 0.4, 0.3), image_std=(0.25, 0.5, 0.1), image_size=128)
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    model.predict([torch.full((3, 128, 128), 0.7)], threshold=0.0)
+    # (0.7 - mean) / std per channel, by hand.
+    expected = torch.tensor([0.8, 0.6, 4.0]).view(1, 3, 1, 1).expand(1, 3, 128, 128)
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=0)

@@ -2,7 +2,7 @@
 
 Each case builds a small transformers model (random timm ResNet-18 backbone), randomises
 every weight (including those transformers initialises to zero or constants), saves it
-with ``save_pretrained`` and loads the folder with ``zoo.hf_format``.
+with ``save_pretrained`` and loads the folder with ``zoo.weights.transformers_format``.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_zoo_helpers import CASES, SIZES, TOL, build_hf, padded_batch, random_targets, randomize_
+from support.tiny import SIZES, padded_batch, random_targets, randomize_
+from support.transformers_models import CASES, TOL, build_hf
 
 import zoo
-from zoo.config import DeformableDetrConfig, DetrConfig, LossConfig
-from zoo.criterion import criterion_from_loss_config
-from zoo.hf_format import load_transformers_folder
+from zoo.loss.criterion import criterion_from_loss_config
+from zoo.models.config import DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.weights.transformers_format import load_transformers_folder
 
 transformers = pytest.importorskip("transformers")
 
@@ -149,7 +150,7 @@ def test_load_by_name_from_the_hub_cache(saved: dict, tmp_path: Path) -> None:
 
 def test_config_of_a_transformers_4_checkpoint() -> None:
     """Hub configs written by transformers 4.x name the timm backbone at the top level."""
-    from zoo.hf_format import config_from_transformers
+    from zoo.weights.transformers_format import config_from_transformers
 
     hub = {
         "model_type": "deformable_detr",

@@ -6,24 +6,18 @@ import dataclasses
 
 import pytest
 import torch
-from test_zoo_helpers import (
-    NUM_CLASSES,
-    NUM_QUERIES,
-    TINY,
-    random_targets,
-    randomize_,
-)
+from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY, random_targets, randomize_
 
 import zoo
-import zoo.backbone
-from zoo.criterion import SetCriterion, build_criterion
+import zoo.models.backbone
+from zoo.loss.criterion import SetCriterion, build_criterion
 
 VARIANTS = zoo.list_variants()
 
 
 def tiny(name: str, **extra) -> torch.nn.Module:
     torch.manual_seed(0)
-    sizes = {**TINY, "depth": 18, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
+    sizes = {**TINY, "num_classes": NUM_CLASSES, "num_queries": NUM_QUERIES}
     return zoo.create_model(name, **{**sizes, **extra})
 
 
@@ -151,7 +145,7 @@ class _PoolingBackbone(torch.nn.Module):
         self.channels = channels
 
     def forward(self, images: torch.Tensor, padding_mask: torch.Tensor) -> list:
-        from zoo.backbone import downsample_mask
+        from zoo.models.backbone import downsample_mask
 
         pooled = torch.nn.functional.avg_pool2d(images, 32)
         feats = pooled.repeat(1, -(-self.channels // 3), 1, 1)[:, : self.channels]
@@ -199,7 +193,7 @@ def test_scaled_group_norm_backbone_is_a_torchvision_resnet() -> None:
     import torchvision
 
     reference = torchvision.models.resnet18(weights=None)
-    full = zoo.backbone.ResNetBody(18, width=64, norm="group")
+    full = zoo.models.backbone.ResNetBody(18, width=64, norm="group")
     convs = {
         k: v.shape for k, v in reference.state_dict().items() if "conv" in k or "downsample.0" in k
     }

@@ -1,5 +1,11 @@
 """DETR and Deformable DETR models, losses and matching.
 
+The package in rooms: ``models/`` (configurations, the registry of named variants, the
+model families and their parts), ``loss/`` (criterion, Hungarian matcher), ``weights/``
+(``zoo.load``, the Hub, official ``.pth`` and transformers conversion, the zoo format),
+``detect/`` (detection on image files, drawing), ``data/`` (datasets, COCO evaluation),
+``training/``, ``cli/`` (the ``zoo`` command) and ``demo.py``.
+
 >>> import zoo
 >>> zoo.list_variants()
 ['ddetr', 'ddetr-refine', 'ddetr-single-scale', 'ddetr-two-stage', 'detr-r101', 'detr-r50']
@@ -8,21 +14,15 @@
 >>> zoo.save_pretrained(model, "my-detector")  # config.json + model.safetensors + README.md
 """
 
-from zoo.builders import build_model
-from zoo.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
-from zoo.criterion import SetCriterion, build_criterion
-from zoo.hf_format import load_transformers_folder
-from zoo.hub import WeightsNotFoundError, load
-from zoo.official_format import load_official_checkpoint
-from zoo.registry import (
-    ModelRecord,
-    create_model,
-    get_variant,
-    list_models,
-    list_variants,
-    variant_config,
-)
-from zoo.saving import load_pretrained, push_to_hub, save_pretrained
+from zoo.loss.criterion import SetCriterion, build_criterion
+from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.models.factory import ModelRecord, create_model, list_models
+from zoo.models.families import build_model
+from zoo.models.registry import get_variant, list_variants, variant_config
+from zoo.weights.hub import WeightsNotFoundError, load
+from zoo.weights.official_format import load_official_checkpoint
+from zoo.weights.transformers_format import load_transformers_folder
+from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
 
 __all__ = [
     "BackboneConfig",

@@ -1,7 +1,7 @@
-"""``python -m zoo COMMAND ...``: see :mod:`zoo.cli`."""
+"""``python -m zoo COMMAND ...``: see :mod:`zoo.cli.main`."""
 
 import sys
 
-from zoo.cli import main
+from zoo.cli.main import main
 
 sys.exit(main())

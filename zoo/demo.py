@@ -7,11 +7,11 @@ prints one line per image comparing the detections with the known ground truth::
 
     python -m zoo.demo                                   # -> demo-output/
     python -m zoo.demo --images 'photos/*.jpg' --model ddetr-two-stage   # needs the Hub
-    python -m zoo.demo --engines                         # the op and the matcher, timed
 
 ``--images`` takes files, folders or globs. A model other than the bundled one (a name
 of ``zoo.list_models()``, a Hub id, a folder) goes through :func:`zoo.load`; the COCO
-models need real photos, so they need ``--images``.
+models need real photos, so they need ``--images``. (The engines under the models,
+timed against their references: ``make demo-engines``, ``benchmarks/bench_engines.py``.)
 """
 
 from __future__ import annotations
@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.cli.args import add_inference_args
 from zoo.data.shapes import CLASSES, ShapesSpec, render_image
 
 # The bundled model lives beside the package in the repository (not in a wheel).
@@ -225,7 +224,7 @@ def _check_outputs_safe(paths: Sequence[Path], out: Path) -> None:
 
 def run_detection_demo(args: argparse.Namespace) -> None:
     """The demo proper (see the module docstring). Raises :class:`DemoError`."""
-    from zoo.detect import _unique_stems, detect_files, find_images
+    from zoo.detect.files import detect_files, find_images, unique_stems
 
     source: str | Path | None = args.model
     if source is not None and Path(source).expanduser().exists():
@@ -286,81 +285,10 @@ def run_detection_demo(args: argparse.Namespace) -> None:
         for record in records:
             print(detections_line(record))
     # detect_files names each picture after its input's stem (numbered on clashes).
-    names = [f"{stem}.png" for stem in _unique_stems(paths)]
+    names = [f"{stem}.png" for stem in unique_stems(paths)]
     listed = names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
     print(f"annotated images: {shown(args.out)}/ ({len(names)} PNGs: {listed})")
     print(f"detections (JSON): {shown(args.out / 'detections.json')}")
-
-
-# ---------------------------------------------------------------- the engines demo
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up (first kernel call may compile or load the extension)
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples)
-
-
-def deformable_attention(repeats: int) -> None:
-    """Kernel vs reference on the 4 levels of a 256×256 image, M=8 heads, D=32, P=4."""
-    import msda_ops
-
-    torch.manual_seed(0)
-    shapes = torch.tensor([[32, 32], [16, 16], [8, 8], [4, 4]], dtype=torch.long)
-    starts = msda_ops.level_start_index(shapes)
-    n, m, d, p = 2, 8, 32, 4
-    s = int((shapes[:, 0] * shapes[:, 1]).sum())
-    lq = s  # encoder self-attention: one query per pixel
-    value = torch.randn(n, s, m, d)
-    loc = torch.rand(n, lq, m, len(shapes), p, 2) * 1.2 - 0.1  # some points off the map
-    attn = torch.rand(n, lq, m, len(shapes), p).softmax(-1)
-
-    from msda_ops import ops
-
-    backend = "kernel" if ops.kernel_available("cpu", False) else "reference (no kernel built)"
-    out = msda_ops.ms_deform_attn(value, shapes, starts, loc, attn)
-    ref = msda_ops.ms_deform_attn_reference(value, shapes, starts, loc, attn)
-    err = (out - ref).abs().max().item()
-    t_kernel = _median_time(
-        lambda: msda_ops.ms_deform_attn(value, shapes, starts, loc, attn), repeats
-    )
-    t_ref = _median_time(
-        lambda: msda_ops.ms_deform_attn_reference(value, shapes, starts, loc, attn), repeats
-    )
-    print("1) multi-scale deformable attention (CPU, float32)")
-    print(f"   value {tuple(value.shape)}, {len(shapes)} levels {shapes.tolist()}, Lq={lq}, P={p}")
-    print(f"   backend: {backend}")
-    print(f"   max |kernel - reference| = {err:.2e}")
-    print(
-        f"   forward: kernel {t_kernel * 1e3:.1f} ms, reference {t_ref * 1e3:.1f} ms "
-        f"({t_ref / t_kernel:.1f}x)"
-    )
-
-
-def hungarian_matching(repeats: int) -> None:
-    """One DETR training step's matching: B=32 images, 300 queries, ~20 targets each."""
-    import matcher_rs
-
-    rng = np.random.default_rng(0)
-    costs = [rng.random((300, int(t))) for t in rng.integers(1, 40, size=32)]
-    results = matcher_rs.linear_sum_assignment_batch(costs)
-    total = sum(c[r, k].sum() for c, (r, k) in zip(costs, results, strict=True))
-    t_rs = _median_time(lambda: matcher_rs.linear_sum_assignment_batch(costs), repeats)
-    print("2) Hungarian matching (32 images x 300 queries, 1-39 targets each)")
-    print(f"   matcher_rs: total cost {total:.6f}, {t_rs * 1e3:.2f} ms")
-    try:
-        from scipy.optimize import linear_sum_assignment
-    except ImportError:
-        print("   (scipy not installed: no comparison)")
-        return
-    ref = [linear_sum_assignment(c) for c in costs]
-    ref_total = sum(c[r, k].sum() for c, (r, k) in zip(costs, ref, strict=True))
-    t_sp = _median_time(lambda: [linear_sum_assignment(c) for c in costs], repeats)
-    print(f"   scipy loop: total cost {ref_total:.6f}, {t_sp * 1e3:.2f} ms ({t_sp / t_rs:.1f}x)")
 
 
 # ---------------------------------------------------------------- command line
@@ -386,12 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threshold", type=float, default=0.3, help="minimum score to keep")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     parser.add_argument("--size", type=int, default=128, help="side of the generated images")
-    parser.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="shorter side the model sees (default: the model's own image_size)",
-    )
+    add_inference_args(parser)
     parser.add_argument(
         "--view-scale",
         type=int,
@@ -399,23 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw the generated images this many times larger (1: as generated)",
     )
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    parser.add_argument(
-        "--engines",
-        action="store_true",
-        help="instead: time the deformable-attention kernel and the Rust matcher",
-    )
-    parser.add_argument("--repeats", type=int, default=5, help="timing repeats (--engines)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry; returns the exit code (1 with a one-line message on errors)."""
     args = build_parser().parse_args(argv)
-    if args.engines:
-        deformable_attention(args.repeats)
-        hungarian_matching(args.repeats)
-        return 0
     if args.num_images < 1:
         print("error: --num-images must be at least 1", file=sys.stderr)
         return 1

@@ -2,7 +2,7 @@
 
 Training: random horizontal flip, then either a multi-scale resize of the shorter side
 (capped by a maximum longer side), or a resize, a random-size crop and the multi-scale
-resize again; then ImageNet normalisation. torchvision moves the boxes with the pixels
+resize again; then normalisation with the model's ``image_mean``/``image_std`` (ImageNet's by default). torchvision moves the boxes with the pixels
 (``tv_tensors.BoundingBoxes``), and :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes`
 drops the boxes a crop emptied together with their labels.
 
@@ -21,7 +21,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 from torchvision import tv_tensors
 
-from zoo.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from zoo.models.config import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -90,18 +90,26 @@ class RandomSizeCrop(v2.Transform):
         return self._call_kernel(TF.crop, inpt, **params)
 
 
-def _finish() -> list[v2.Transform]:
+Stats = Sequence[float]
+
+
+def _finish(mean: Stats, std: Stats) -> list[v2.Transform]:
     return [
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD)),
+        v2.Normalize(list(mean), list(std)),
         # Crops and clamping can leave boxes of zero size; drop them with their labels.
         v2.ClampBoundingBoxes(),
         v2.SanitizeBoundingBoxes(min_size=1.0),
     ]
 
 
-def train_transforms(recipe: ResizeRecipe | None = None) -> v2.Compose:
-    """The official training augmentation on ``(image, {"boxes", "labels", ...})`` samples."""
+def train_transforms(
+    recipe: ResizeRecipe | None = None, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> v2.Compose:
+    """The official training augmentation on ``(image, {"boxes", "labels", ...})`` samples.
+
+    ``mean``, ``std``: the model's ``config.image_mean`` and ``config.image_std``.
+    """
     recipe = recipe or ResizeRecipe()
     resize = v2.RandomShortestSize(list(recipe.scales), max_size=recipe.max_size)
     crop_then_resize = v2.Compose(
@@ -112,22 +120,28 @@ def train_transforms(recipe: ResizeRecipe | None = None) -> v2.Compose:
         ]
     )
     return v2.Compose(
-        [v2.RandomHorizontalFlip(), v2.RandomChoice([resize, crop_then_resize]), *_finish()]
+        [
+            v2.RandomHorizontalFlip(),
+            v2.RandomChoice([resize, crop_then_resize]),
+            *_finish(mean, std),
+        ]
     )
 
 
-def eval_transforms(recipe: ResizeRecipe | None = None) -> v2.Compose:
+def eval_transforms(
+    recipe: ResizeRecipe | None = None, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> v2.Compose:
     """Resize the shorter side to the largest training scale (capped), then normalise."""
     recipe = recipe or ResizeRecipe()
     resize = v2.RandomShortestSize([max(recipe.scales)], max_size=recipe.max_size)
-    return v2.Compose([resize, *_finish()])
+    return v2.Compose([resize, *_finish(mean, std)])
 
 
-def unnormalise(image: Tensor) -> Tensor:
-    """(3, H, W) ImageNet-normalised -> [0, 1] pixel values."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=image.dtype)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, dtype=image.dtype)[:, None, None]
-    return image * std + mean
+def unnormalise(image: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:
+    """(3, H, W) normalised with ``mean``/``std`` -> [0, 1] pixel values."""
+    m = torch.tensor(mean, dtype=image.dtype)[:, None, None]
+    s = torch.tensor(std, dtype=image.dtype)[:, None, None]
+    return image * s + m
 
 
 def normalised_cxcywh(boxes: tv_tensors.BoundingBoxes) -> Tensor:

@@ -1,6 +1,11 @@
 """Training: the official recipe, mixed precision, DDP, exact resume, atomic checkpoints."""
 
-from zoo.training.checkpoint import load_model, load_weights, resolve_checkpoint, save_checkpoint
+from zoo.training.checkpoint import (
+    load_checkpoint_weights,
+    load_model,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import ProcessInfo, init_distributed, process_info
 from zoo.training.log import MetricsLog, read_metrics
@@ -15,8 +20,8 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "init_distributed",
+    "load_checkpoint_weights",
     "load_model",
-    "load_weights",
     "param_groups",
     "process_info",
     "read_metrics",

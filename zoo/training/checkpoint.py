@@ -2,7 +2,7 @@
 
 A checkpoint is a folder ``OUT/checkpoints/step-00001234/`` holding
 
-- the model in the zoo's own format (:func:`zoo.saving.save_pretrained`: ``config.json``,
+- the model in the zoo's own format (:func:`zoo.weights.zoo_format.save_pretrained`: ``config.json``,
   ``model.safetensors``, a model card), so ``zoo.load(folder)`` loads it like any model;
 - ``state.pt``: optimizer, scheduler, gradient scaler, epoch, step and the RNG states of
   every process (python, numpy, torch, cuda), only tensors and plain containers, so it
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-import zoo
-from zoo.saving import load_pretrained, save_pretrained
+from zoo.weights.hub import load
+from zoo.weights.zoo_format import load_pretrained, save_pretrained
 
 STATE = "state.pt"
 LATEST = "latest"
@@ -131,9 +131,12 @@ def load_model(path: str | Path, **overrides: Any) -> nn.Module:
     ``overrides`` as in :func:`zoo.load`: ``num_classes=K`` re-creates the class heads
     for fine-tuning (listed in ``model.load_report.reinitialized``).
     """
-    return zoo.load(resolve_checkpoint(path), **overrides)
+    return load(resolve_checkpoint(path), **overrides)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> None:
-    """Copy a checkpoint's weights into ``model``; raises unless every key and shape match."""
+def load_checkpoint_weights(model: nn.Module, path: str | Path) -> None:
+    """Copy a checkpoint's weights into ``model``; raises unless every key and shape match.
+
+    (Converted weights with a report: :func:`zoo.weights.convert.load_weights`.)
+    """
     model.load_state_dict(load_pretrained(resolve_checkpoint(path)).state_dict())

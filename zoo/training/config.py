@@ -9,7 +9,7 @@ AMP_DTYPES = ("bf16", "fp16")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How to train (the model's own sizes live in :mod:`zoo.config`).
+    """How to train (the model's own sizes live in :mod:`zoo.models.config`).
 
     Official recipe: AdamW at ``lr`` 2e-4, the backbone at ``lr_backbone`` 2e-5, the
     parameters whose names contain one of ``slow_names`` (the deformable attention's

@@ -25,13 +25,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from zoo.coco_eval import evaluate
 from zoo.data.coco import CocoDetection
+from zoo.data.coco_eval import evaluate
 from zoo.data.collate import DetectionBatch, collate
 from zoo.training.checkpoint import (
     capture_rng,
+    load_checkpoint_weights,
     load_state,
-    load_weights,
     restore_rng,
     save_checkpoint,
 )
@@ -142,7 +142,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder)."""
-        load_weights(self.model, path)
+        load_checkpoint_weights(self.model, path)
         state = load_state(path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -1,0 +1,69 @@
+"""Argument parsing shared by the ``zoo`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+# A command: declared by a function that adds its arguments to a parser and returns the
+# function running it (see :data:`zoo.cli.main.COMMANDS`).
+Runner = Callable[[argparse.Namespace], int]
+Declare = Callable[[argparse.ArgumentParser], Runner]
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["hidden_dim=64", "train_backbone=false"]`` -> ``{"hidden_dim": 64, "train_backbone": False}``.
+
+    Values are read as JSON when they parse (numbers, true/false, null), else as strings.
+    """
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {pair!r} is not key=value")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """``--image-size`` and ``--device``, as every command that runs a model on images has."""
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="shorter side the model sees (default: the model's own, 800 for COCO models)",
+    )
+    parser.add_argument("--device", default=None, help="default: cuda when there is a GPU")
+
+
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder in COCO layout")
+    parser.add_argument("--batch-size", type=int, default=2, help="images per process")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="largest shorter side (default: train 800 as the official recipe; "
+        "eval the model's own image_size)",
+    )
+    parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
+    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    parser.add_argument(
+        "--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="model configuration fields"
+    )
+
+
+def checkpoint_or_name(source: str | Path) -> str | Path:
+    """A training checkpoint folder when ``source`` names one (or a run's output folder)."""
+    from zoo.training.checkpoint import resolve_checkpoint
+
+    try:
+        return resolve_checkpoint(source)
+    except FileNotFoundError:
+        return source

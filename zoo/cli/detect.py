@@ -1,0 +1,72 @@
+"""The ``detect`` command: detections on image files, drawn and listed as JSON::
+
+python -m zoo detect photos/ street.jpg --model ddetr-two-stage --out results
+python -m zoo detect photos/*.jpg --model ddetr --out results --show-sampling
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from zoo.cli.args import Runner, add_inference_args
+
+
+def declare_detect(parser: argparse.ArgumentParser) -> Runner:
+    """``zoo detect IMAGES... --model M --out DIR``: draw and list detections."""
+    parser.add_argument("images", nargs="+", help="image files, folders or globs")
+    parser.add_argument(
+        "--model", required=True, help="a name (zoo list), Hub repo, folder or .pth"
+    )
+    parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
+    parser.add_argument("--threshold", type=float, default=0.5, help="minimum score drawn")
+    add_inference_args(parser)
+    parser.add_argument("--out", type=Path, required=True, help="folder for pictures and JSON")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--show-sampling",
+        action="store_true",
+        help="also draw the deformable sampling points of the top detections (Deformable DETR)",
+    )
+    parser.add_argument(
+        "--top-k", type=int, default=5, help="detections shown with --show-sampling"
+    )
+    parser.add_argument(
+        "--one-json", action="store_true", help="write one detections.json for all images"
+    )
+    return run_detect
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    """Load the model, find the images and run :func:`zoo.detect.files.detect_files`."""
+    import torch
+
+    import zoo
+    from zoo.detect.files import detect_files, find_images
+    from zoo.detect.sampling import supports_sampling
+
+    paths = find_images(args.images)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = zoo.load(args.model, revision=args.revision, device=device)
+    if args.show_sampling and not supports_sampling(model):
+        print(
+            f"zoo detect: --show-sampling needs a Deformable DETR model; {args.model!r} is "
+            f"{type(model).__name__}, whose attention is dense (it has no sampling points)",
+            file=sys.stderr,
+        )
+        return 2
+    records = detect_files(
+        model,
+        paths,
+        args.out,
+        threshold=args.threshold,
+        batch_size=args.batch_size,
+        show_sampling=args.show_sampling,
+        top_k=args.top_k,
+        one_json=args.one_json,
+        image_size=args.image_size,
+    )
+    found = sum(len(r["detections"]) for r in records)
+    print(f"{found} detections in {len(records)} images -> {args.out}")
+    return 0

@@ -1,0 +1,189 @@
+"""The ``train``, ``eval`` and ``shapes`` commands: datasets, training and COCO evaluation.
+
+Datasets are folders in COCO layout (see :func:`zoo.data.coco.split_paths`)::
+
+    DATA/annotations/train.json  DATA/train/*.png      (or instances_train2017.json + train2017/)
+    DATA/annotations/val.json    DATA/val/*.png        (or instances_val2017.json + val2017/)
+
+Examples::
+
+    python -m zoo shapes DATA                      # a synthetic dataset
+    python -m zoo train --model ddetr --data DATA --out runs/x --epochs 50 \\
+        --overrides depth=18 hidden_dim=128
+    torchrun --nproc-per-node 4 -m zoo train --model ddetr-refine --data DATA --amp bf16
+    python -m zoo train --model ddetr --data DATA --resume runs/x
+    python -m zoo eval --model runs/x --data DATA
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from zoo.cli.args import Runner, add_data_args, checkpoint_or_name, parse_overrides
+
+if TYPE_CHECKING:
+    from zoo.models.config import ModelConfig
+
+
+def declare_train(parser: argparse.ArgumentParser) -> Runner:
+    parser.add_argument("--model", required=True, help="variant name (see zoo.list_variants())")
+    add_data_args(parser)
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/MODEL)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr-backbone", type=float, default=2e-5)
+    parser.add_argument("--lr-drop", type=int, default=40, help="epochs between 10x decays")
+    parser.add_argument("--weight-decay", type=float, default=1e-4)
+    parser.add_argument("--clip-max-norm", type=float, default=0.1)
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
+    parser.add_argument(
+        "--init",
+        default=None,
+        help="fine-tune from weights: a name (official weights), Hub id, folder, .pth, "
+        "or a training checkpoint / output folder",
+    )
+    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint or output folder")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: each epoch)")
+    parser.add_argument("--eval-every", type=int, default=1, help="epochs (0: never)")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
+    )
+    return _run_train
+
+
+def _build_model(args: argparse.Namespace, num_classes: int, names: tuple[str, ...]) -> Any:
+    """The model to train: resumed, fine-tuned from ``--init``, or freshly initialised.
+
+    ``names`` (the dataset's category names) become the model's ``class_names``.
+    """
+    import zoo
+
+    overrides = {
+        "class_names": names,
+        "image_size": args.image_size,
+        **parse_overrides(args.overrides),
+    }
+    if args.resume is not None:
+        return zoo.load(checkpoint_or_name(args.resume))
+    if args.init is not None:
+        # zoo.load re-creates the class heads when num_classes differs from the weights'.
+        return zoo.load(checkpoint_or_name(args.init), num_classes=num_classes, **overrides)
+    return zoo.create_model(args.model, num_classes=num_classes, **overrides)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import torch
+
+    import zoo
+    from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
+    from zoo.data.coco import category_names, load_coco
+    from zoo.training import TrainConfig, Trainer, init_distributed
+
+    info = init_distributed()
+    if args.image_size is None:
+        args.image_size = 800
+    torch.manual_seed(args.seed)  # the same initial weights in every process
+    train_images, train_ann = split_paths(args.data, "train")
+    coco = load_coco(train_ann)
+    num_classes = args.num_classes or len(coco.cats)
+    model = _build_model(args, num_classes, category_names(coco, num_classes))
+    model_config = cast("ModelConfig", model.config)
+    num_classes = model_config.num_classes
+    recipe = ResizeRecipe.for_image_size(args.image_size)
+    # The model's own input statistics (ImageNet's for every model trained so far).
+    stats = (model_config.image_mean, model_config.image_std)
+    train_set = CocoDetection(
+        train_images, train_ann, train_transforms(recipe, *stats), num_classes, seed=args.seed
+    )
+    val_set = None
+    if args.eval_every:
+        val_images, val_ann = split_paths(args.data, "val")
+        val_set = CocoDetection(val_images, val_ann, eval_transforms(recipe, *stats), num_classes)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_backbone=args.lr_backbone,
+        lr_drop=args.lr_drop,
+        weight_decay=args.weight_decay,
+        clip_max_norm=args.clip_max_norm,
+        amp=args.amp,
+        seed=args.seed,
+        num_workers=args.workers,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
+        progress=not args.no_progress,
+        tensorboard=args.tensorboard,
+    )
+    out = args.out or Path("runs") / args.model
+    trainer = Trainer(
+        model, zoo.build_criterion(model.config), train_set, config, out, val_set, info
+    )
+    if args.resume is not None:
+        trainer.resume(args.resume)
+    metrics = trainer.fit()
+    if info.is_main:
+        print(json.dumps({"out": str(out), "step": trainer.step, "metrics": metrics}))
+    return 0
+
+
+def declare_eval(parser: argparse.ArgumentParser) -> Runner:
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="a name (official weights), Hub id, folder or .pth (see zoo.load), "
+        "or a training checkpoint / output folder",
+    )
+    add_data_args(parser)
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--out", type=Path, default=None, help="also write the metrics here (JSON)")
+    return _run_eval
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+
+    import zoo
+    from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
+    from zoo.data.coco_eval import evaluate
+    from zoo.training import init_distributed
+    from zoo.training.distributed import ShardSampler
+
+    info = init_distributed()
+    model = zoo.load(checkpoint_or_name(args.model), **parse_overrides(args.overrides))
+    model.to(info.device)
+    images, ann = split_paths(args.data, args.split)
+    config = cast("ModelConfig", model.config)
+    recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
+    transforms = eval_transforms(recipe, config.image_mean, config.image_std)
+    dataset = CocoDetection(images, ann, transforms, config.num_classes)
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        sampler=ShardSampler(len(dataset), info),
+        collate_fn=collate,
+        num_workers=args.workers,
+    )
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
+    metrics = evaluate(model, loader, dataset.coco, dataset.label_to_category, info.device, dtype)
+    if info.is_main:
+        print(json.dumps(metrics))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(metrics, indent=1))
+    return 0
+
+
+def declare_shapes(parser: argparse.ArgumentParser) -> Runner:
+    from zoo.data import shapes
+
+    shapes.add_arguments(parser)
+    return shapes.run

@@ -1,0 +1,152 @@
+"""COCO box evaluation: predictions -> COCO results JSON -> pycocotools ``COCOeval``.
+
+Under ``torch.distributed`` every rank predicts its share of the images; the results
+are gathered on rank 0, evaluated there once, and the metrics sent back to every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
+
+import torch
+import torch.distributed as dist
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from torch import Tensor, nn
+
+from zoo.data.collate import DetectionBatch
+from zoo.models.detector import Detector, Predictions
+
+# The first six numbers of COCOeval.stats, in its order.
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+def to_coco_results(
+    predictions: Mapping[int, Predictions], label_to_category: Sequence[int]
+) -> list[dict[str, Any]]:
+    """COCO detection results from per-image predictions.
+
+    Args:
+        predictions: image id -> ``boxes`` (K, 4) xyxy in pixels of the original
+            image, ``scores`` (K,), ``labels`` (K,) model labels.
+        label_to_category: the COCO category id of each model label.
+
+    Returns:
+        One ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per box.
+    """
+    results = []
+    for image_id, pred in predictions.items():
+        boxes = pred["boxes"].detach().float().cpu()
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        scores = pred["scores"].detach().float().cpu().tolist()
+        labels = pred["labels"].detach().cpu().tolist()
+        for box, score, label in zip(xywh, scores, labels, strict=True):
+            results.append(
+                {
+                    "image_id": int(image_id),
+                    "category_id": int(label_to_category[label]),
+                    "bbox": [round(v, 3) for v in box],
+                    "score": round(float(score), 5),
+                }
+            )
+    return results
+
+
+def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's results concatenated (on every rank); the input itself when not distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return results
+    parts: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, results)
+    return [r for part in parts for r in part or []]
+
+
+def coco_metrics(
+    coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = False
+) -> dict[str, float]:
+    """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` of ``results`` against ``coco_gt``.
+
+    An area range without ground truth scores -1, as in pycocotools; no results at all
+    score 0. ``verbose`` prints pycocotools' summary table.
+    """
+    if not results:
+        return dict.fromkeys(METRIC_NAMES, 0.0)
+    sink: contextlib.AbstractContextManager = (
+        contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    )
+    with sink:
+        coco_dt = coco_gt.loadRes(results)
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats[:6], strict=True)}
+
+
+def _float_outputs(outputs: dict[str, Any]) -> dict[str, Any]:
+    # Post-processing under bf16/fp16 would round the scores that rank detections.
+    return {k: v.float() if isinstance(v, Tensor) else v for k, v in outputs.items()}
+
+
+@torch.no_grad()
+def predict_batches(
+    model: nn.Module,
+    batches: Iterable[DetectionBatch],
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[int, Predictions]:
+    """Run ``model`` over ``batches``: image id -> predictions in original-image pixels.
+
+    Boxes are normalised to the resized, unpadded image, which keeps the original's
+    aspect ratio, so scaling them by ``orig_size`` gives original pixels.
+    """
+    device = torch.device(device)
+    detector = cast(Detector, getattr(model, "module", model))  # unwrap DistributedDataParallel
+    was_training = detector.training
+    detector.eval()
+    predictions: dict[int, Predictions] = {}
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            with torch.autocast(
+                device.type, autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+            ):
+                outputs = detector(batch.pixel_values, batch.pixel_mask)
+            sizes = torch.stack([t["orig_size"] for t in batch.targets])
+            # Threshold 0: COCO AP ranks every detection, low scores included.
+            preds = detector.postprocess(_float_outputs(outputs), sizes, 0.0)
+            for target, pred in zip(batch.targets, preds, strict=True):
+                predictions[int(target["image_id"])] = pred
+    finally:
+        detector.train(was_training)
+    return predictions
+
+
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[DetectionBatch],
+    coco_gt: COCO,
+    label_to_category: Sequence[int],
+    device: torch.device | str = "cpu",
+    autocast_dtype: torch.dtype | None = None,
+    verbose: bool = False,
+) -> dict[str, float]:
+    """COCO box metrics of ``model`` on ``batches`` (this rank's share when distributed).
+
+    Every rank must call this; each gets the same metrics back.
+    """
+    predictions = predict_batches(model, batches, device, autocast_dtype)
+    results = gather_results(to_coco_results(predictions, label_to_category))
+    distributed = dist.is_available() and dist.is_initialized()
+    metrics: dict[str, float] | None = None
+    if not distributed or dist.get_rank() == 0:
+        metrics = coco_metrics(coco_gt, results, verbose=verbose)
+    if distributed:
+        box: list[dict[str, float] | None] = [metrics]
+        dist.broadcast_object_list(box, src=0)
+        metrics = box[0]
+    assert metrics is not None
+    return metrics

@@ -1,0 +1,162 @@
+"""Detection on image files: find them, batch them through a model, write pictures and JSON.
+
+For every input image ``out/<stem>.png`` shows the detections and ``out/<stem>.json``
+lists them (or one ``detections.json`` holds all); with sampling on, Deformable DETR
+models also get ``out/<stem>_sampling.png``, their decoder's attention per level.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import cast
+
+from PIL import Image, ImageOps
+from torch import nn
+
+from zoo.detect.coco_names import class_names
+from zoo.detect.drawing import draw_detections, draw_sampling
+from zoo.detect.sampling import predict_with_sampling
+from zoo.models.config import ModelConfig
+from zoo.models.detector import Predictions
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+def find_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Image files named by ``inputs``: files, folders (their images, sorted) or globs.
+
+    Raises:
+        FileNotFoundError: an input that names no image.
+    """
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file():
+            matches = [path]
+        elif path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            names = sorted(glob.glob(str(item), recursive=True))
+            matches = [Path(n) for n in names if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        if not matches:
+            raise FileNotFoundError(f"no image file matches {str(item)!r}")
+        found += matches
+    return list(dict.fromkeys(found))
+
+
+def detections_record(
+    path: Path, size: tuple[int, int], pred: Predictions, names: Sequence[str]
+) -> dict:
+    """The JSON of one image: its path, size and every detection (box xyxy in pixels)."""
+    return {
+        "image": str(path),
+        "width": size[0],
+        "height": size[1],
+        "detections": [
+            {
+                "label": int(label),
+                "name": names[int(label)]
+                if 0 <= int(label) < len(names)
+                else f"class {int(label)}",
+                "score": float(score),
+                "box": [float(v) for v in box],
+            }
+            for box, score, label in zip(
+                pred["boxes"].tolist(),
+                pred["scores"].tolist(),
+                pred["labels"].tolist(),
+                strict=True,
+            )
+        ],
+    }
+
+
+def detect_files(
+    model: nn.Module,
+    paths: Sequence[Path],
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.5,
+    batch_size: int = 4,
+    show_sampling: bool = False,
+    top_k: int = 5,
+    one_json: bool = False,
+    progress: bool = True,
+    image_size: int | None = None,
+    draw_scale: int = 1,
+) -> list[dict]:
+    """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
+
+    Images are resized to the shorter side ``image_size`` (default: the model's
+    ``config.image_size``, 800 for the official models). ``draw_scale`` > 1 draws the
+    detections on a copy enlarged that many times (nearest neighbour), for pictures too
+    small to read; the JSON stays in pixels of the original.
+
+    Returns:
+        The JSON records (see :func:`detections_record`), in the order of ``paths``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = cast(ModelConfig, model.config)
+    names = class_names(config.num_classes, config.class_names)
+    stems = unique_stems(paths)
+    records = []
+    bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
+    for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
+        images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p, _ in chunk]
+        if show_sampling:
+            predictions, views = predict_with_sampling(model, images, threshold, top_k, image_size)
+        else:
+            predictions = model.predict(  # type: ignore[operator]
+                images, threshold=threshold, shortest_edge=image_size
+            )
+        for j, ((path, stem), image, pred) in enumerate(
+            zip(chunk, images, predictions, strict=True)
+        ):
+            pred = Predictions(
+                boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
+            )
+            view = image
+            if draw_scale > 1:
+                size = (image.width * draw_scale, image.height * draw_scale)
+                view = image.resize(size, Image.Resampling.NEAREST)
+            boxes = pred["boxes"] * draw_scale
+            draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
+                out / f"{stem}.png"
+            )
+            if show_sampling:
+                v = views[j]
+                sheet = draw_sampling(
+                    image, v.boxes, v.references, v.locations, v.weights, v.strides
+                )
+                sheet.save(out / f"{stem}_sampling.png")
+            record = detections_record(path, image.size, pred, names)
+            records.append(record)
+            if not one_json:
+                (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+        bar.update(len(chunk))
+    bar.close()
+    if one_json:
+        (out / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
+    return records
+
+
+def unique_stems(paths: Sequence[Path]) -> list[str]:
+    """Output names: each file's stem, numbered when two inputs share one."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        count = seen.get(path.stem, 0)
+        seen[path.stem] = count + 1
+        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
+    return stems
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]

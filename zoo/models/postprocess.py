@@ -1,0 +1,54 @@
+"""Raw outputs to per-image detections, as the official post-processors do."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from zoo.models.box_ops import scale_boxes
+
+if TYPE_CHECKING:
+    from zoo.models.detector import Predictions
+
+
+def _keep(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float) -> list[Predictions]:
+    out: list[Predictions] = []
+    for b, s, lab in zip(boxes, scores, labels, strict=True):
+        keep = s > threshold
+        out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})
+    return out
+
+
+def postprocess_softmax(outputs: dict, sizes: Tensor, threshold: float = 0.5) -> list[Predictions]:
+    """DETR: softmax over classes, the no-object column dropped, best class per query.
+
+    Args:
+        outputs: ``pred_logits`` (N, Q, C + 1), ``pred_boxes`` (N, Q, 4).
+        sizes: (N, 2) each image's (H, W) in pixels.
+    """
+    prob = outputs["pred_logits"].softmax(-1)[..., :-1]
+    scores, labels = prob.max(-1)
+    return _keep(scale_boxes(outputs["pred_boxes"], sizes), scores, labels, threshold)
+
+
+def postprocess_topk(
+    outputs: dict, sizes: Tensor, threshold: float = 0.0, k: int = 100
+) -> list[Predictions]:
+    """Deformable DETR: sigmoid scores, the top ``k`` over all (query, class) pairs.
+
+    A query may appear several times with different classes, as in the official code.
+
+    Args:
+        outputs: ``pred_logits`` (N, Q, C), ``pred_boxes`` (N, Q, 4).
+        sizes: (N, 2) each image's (H, W) in pixels.
+    """
+    logits = outputs["pred_logits"]
+    n, q, c = logits.shape
+    prob = logits.sigmoid().view(n, q * c)
+    scores, index = prob.topk(min(k, q * c), dim=1)
+    query = torch.div(index, c, rounding_mode="floor")
+    labels = index % c
+    boxes = torch.gather(outputs["pred_boxes"], 1, query[..., None].expand(-1, -1, 4))
+    return _keep(scale_boxes(boxes, sizes), scores, labels, threshold)

@@ -1,0 +1,131 @@
+"""Registry of named variants: each is a default (official) configuration and its weights.
+
+Like timm's ``_registry.py`` it imports no model module: :mod:`zoo.models.variants`
+registers the variants when the ``zoo.models`` package is imported, and
+:mod:`zoo.models.factory` builds them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.models.config import BackboneConfig, ModelConfig
+
+# The configuration fields that make a variant what it is, sizes aside; weights loaded
+# under a variant's name must agree on them.
+IDENTITY_FIELDS = ("family", "num_levels", "with_box_refine", "two_stage")
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """Metadata of a registered variant.
+
+    ``hf_hub_id`` names the official checkpoint in transformers layout on the Hugging
+    Face Hub, ``hf_revision`` the commit to use (None: the default branch);
+    ``config`` is the default (official) configuration; ``coco_ap`` the published box
+    AP of those weights on COCO val2017 and ``license`` theirs.
+    """
+
+    name: str
+    description: str
+    config: ModelConfig
+    hf_hub_id: str | None = None
+    hf_revision: str | None = None
+    paper: str | None = None
+    coco_ap: float | None = None
+    license: str | None = None
+
+    @property
+    def family(self) -> str:
+        return self.config.family
+
+
+_REGISTRY: dict[str, VariantInfo] = {}
+
+
+def register_variant(
+    name: str,
+    *,
+    description: str,
+    hf_hub_id: str | None = None,
+    hf_revision: str | None = None,
+    paper: str | None = None,
+    coco_ap: float | None = None,
+    license: str | None = None,
+) -> Callable[[Callable[[], ModelConfig]], Callable[[], ModelConfig]]:
+    """Register the default configuration returned by the decorated function under ``name``."""
+
+    def decorator(default_config: Callable[[], ModelConfig]) -> Callable[[], ModelConfig]:
+        if name in _REGISTRY:
+            raise ValueError(f"variant {name!r} is already registered")
+        _REGISTRY[name] = VariantInfo(
+            name,
+            description,
+            default_config(),
+            hf_hub_id,
+            hf_revision,
+            paper,
+            coco_ap,
+            license,
+        )
+        return default_config
+
+    return decorator
+
+
+def list_variants(family: str | None = None) -> list[str]:
+    """Names of the registered variants (of one ``family`` if given), sorted."""
+    return sorted(n for n, v in _REGISTRY.items() if family is None or v.family == family)
+
+
+def get_variant(name: str) -> VariantInfo:
+    """The metadata of variant ``name``."""
+    if name not in _REGISTRY:
+        raise KeyError(unknown_name_message(name, what="variant"))
+    return _REGISTRY[name]
+
+
+def unknown_name_message(name: str, what: str = "model") -> str:
+    """Why ``name`` is not a registered ``what``, with the registered names closest to it."""
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
+    message = f"unknown {what} {name!r}{hint} Registered: {', '.join(sorted(_REGISTRY))}"
+    if what == "model":
+        message += " (or pass a local folder, a .pth checkpoint or a Hub repository id 'org/name')"
+    return message
+
+
+def identity(config: ModelConfig) -> dict[str, Any]:
+    """The :data:`IDENTITY_FIELDS` of ``config`` (None where its family has no such field)."""
+    return {f: getattr(config, f, None) for f in IDENTITY_FIELDS}
+
+
+def variant_of(config: ModelConfig) -> str | None:
+    """The registered variant whose architecture ``config`` has (sizes aside), if any.
+
+    Variants differ by :func:`identity`; those that share it (DETR-R50 and DETR-R101)
+    by their backbone depth, which must then match too.
+    """
+    same = [n for n in sorted(_REGISTRY) if identity(_REGISTRY[n].config) == identity(config)]
+    if len(same) > 1:
+        same = [n for n in same if _REGISTRY[n].config.backbone.depth == config.backbone.depth]
+    return same[0] if same else None
+
+
+def variant_config(name: str, **overrides: Any) -> ModelConfig:
+    """The default configuration of ``name`` with ``overrides`` applied.
+
+    Backbone fields may be given directly (``depth=18``, ``train_backbone=False``) or
+    as ``backbone=BackboneConfig(...)``.
+    """
+    config = get_variant(name).config
+    backbone_fields = {f.name for f in dataclasses.fields(BackboneConfig)}
+    backbone_overrides = {k: overrides.pop(k) for k in list(overrides) if k in backbone_fields}
+    if backbone_overrides:
+        base = overrides.pop("backbone", config.backbone)
+        overrides["backbone"] = dataclasses.replace(base, **backbone_overrides)
+    return dataclasses.replace(config, **overrides)
