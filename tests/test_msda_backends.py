@@ -7,6 +7,7 @@ loaded; here the loaders are replaced so every branch runs on a machine without 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import warnings
@@ -134,3 +135,62 @@ def test_msda_ops_works_without_triton():
     assert lines[0] == "(1, 3, 8)"
     assert "triton is not installed" in lines[1]
     assert lines[2].startswith("raised:") and "triton backend is unavailable" in lines[2]
+
+
+def test_first_use_build_says_what_where_and_how_long(tmp_path, monkeypatch, capfd):
+    """The one stderr line of a first-use build (the compiler itself replaced by a stub)."""
+    from torch.utils import cpp_extension
+
+    from msda_ops import build
+
+    monkeypatch.setenv("MSDA_OPS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpp_extension, "load", lambda **kwargs: None)
+    directory = build.build_directory("cpu")
+    build.compile_library("cpu")
+    line = capfd.readouterr().err
+    expected = rf"msda_ops: compiling the cpu kernels into {re.escape(str(directory))} \(.*\) \.\.\. done in \d+ s\n"
+    assert re.fullmatch(expected, line), line
+
+    def broken(**kwargs):
+        raise RuntimeError("error: expected ';'")
+
+    monkeypatch.setattr(cpp_extension, "load", broken)
+    monkeypatch.setenv("MSDA_OPS_CACHE_DIR", str(tmp_path / "second"))
+    with pytest.raises(build.BuildError, match="compiling the cpu kernels failed"):
+        build.compile_library("cpu")
+    assert re.fullmatch(
+        r"msda_ops: compiling .* \.\.\. failed \(log: .*build\.log\)\n", capfd.readouterr().err
+    )
+
+
+_WAITER = """
+from msda_ops import build
+print(build.compile_library("cpu"), flush=True)
+"""
+
+
+def test_a_second_process_says_it_is_waiting(tmp_path, monkeypatch):
+    """While one process holds the build lock, another says it waits, then loads its result."""
+    from msda_ops import build
+
+    monkeypatch.setenv("MSDA_OPS_CACHE_DIR", str(tmp_path))
+    directory = build.build_directory("cpu")
+    library = directory / (directory.name.split("-")[0] + ".so")
+    with build._exclusive(directory.with_name(directory.name + ".lock")):
+        waiter = subprocess.Popen(
+            [sys.executable, "-c", _WAITER],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert waiter.stderr is not None
+        first = waiter.stderr.readline()  # blocks until the waiter speaks (or dies)
+        assert first.startswith("msda_ops: waiting for another process to compile the cpu"), first
+        # Finish "our" build while the waiter waits: it must load it, not compile again.
+        directory.mkdir(parents=True)
+        library.write_bytes(b"")
+        (directory / "BUILT").write_text("test\n")
+    out, err = waiter.communicate(timeout=120)
+    assert waiter.returncode == 0, err
+    assert out.strip() == str(library)
+    assert "compiling" not in err
