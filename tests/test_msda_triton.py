@@ -21,7 +21,7 @@ from support.msda_compare import (
     forward_and_grads,
     inside_poison,
 )
-from support.triton_interpreter import DEVICES, require, run_interpreter_cases
+from support.triton_interpreter import DEVICES, interpreting, require, run_interpreter_cases
 
 from msda_ops import MSDeformAttn, level_start_index, ms_deform_attn, ms_deform_attn_reference
 
@@ -234,3 +234,30 @@ def test_deterministic_mode_alerts(device):
             out.sum().backward()
     finally:
         torch.use_deterministic_algorithms(False)
+
+
+# (which kernel, dtype, sm) x (Lq, L*P, D): the encoder shape, and a wide odd one.
+COMPILE_CASES = [
+    ("forward", "fp32", 90, (22223, 16, 32)),
+    ("backward", "fp32", 90, (22223, 16, 32)),
+    ("forward", "bf16", 90, (300, 16, 32)),
+    ("backward", "bf16", 90, (300, 16, 32)),
+    ("backward", "fp16", 80, (300, 16, 32)),
+    ("backward", "fp32", 90, (900, 40, 33)),
+]
+
+
+@pytest.mark.parametrize(
+    "case", COMPILE_CASES, ids=[f"{w}-{t}-sm{a}-lp{s[1]}" for w, t, a, s in COMPILE_CASES]
+)
+def test_kernels_compile_for_the_gpu_without_spills(case):
+    """Native compilation (PTX through ptxas, no GPU needed) at the backend's launch shapes:
+    the interpreter does not compile, and register spills would slow the GPU down."""
+    pytest.importorskip("triton")
+    if interpreting():
+        pytest.skip("the kernels are interpreted in this process")
+    from support.triton_compile import compile_report
+
+    which, dtype, arch, (queries, samples, channels) = case
+    report = compile_report(which, dtype, True, queries, samples, channels, arch)
+    assert report.spill_bytes == 0, report

@@ -34,8 +34,11 @@ from msda_ops import triton_kernels
 FORWARD = "msda_triton::ms_deform_attn_forward"
 BACKWARD = "msda_triton::ms_deform_attn_backward"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Elements of one [BLOCK_Q, BLOCK_LP, BLOCK_D] tile: enough work per program, few registers.
-_TILE = 2048
+# Elements of one [BLOCK_Q, BLOCK_LP, BLOCK_D] tile, and per thread. Chosen from ptxas'
+# register reports for sm_90 (tests/support/triton_compile.py): at 4 elements per thread
+# the backward needs ~225 registers and does not spill; at 8 it spills.
+_TILE = 1024
+_PER_THREAD = 4
 
 
 def interpreted() -> bool:
@@ -63,25 +66,25 @@ def check_tensors(*tensors: Tensor) -> None:
         )
 
 
-def _blocks(queries: int, samples: int, channels: int) -> tuple[int, int, int]:
-    """(BLOCK_Q, BLOCK_LP, BLOCK_D) for Lq queries, L*P samples and D channels."""
+def launch_shape(queries: int, samples: int, channels: int) -> dict[str, int]:
+    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels."""
     block_lp = triton.next_power_of_2(samples)
-    block_d = min(triton.next_power_of_2(channels), 32)
+    block_d = min(triton.next_power_of_2(channels), 32, max(1, _TILE // block_lp))
     block_q = max(1, min(triton.next_power_of_2(max(queries, 1)), _TILE // (block_lp * block_d)))
-    return block_q, block_lp, block_d
+    warps = max(1, min(8, block_q * block_lp * block_d // (32 * _PER_THREAD)))
+    return {"BLOCK_Q": block_q, "BLOCK_LP": block_lp, "BLOCK_D": block_d, "num_warps": warps}
 
 
 def _common_args(
     value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor
 ) -> tuple[list[Any], dict[str, int], int]:
-    """Sizes and strides shared by both kernels, the block sizes and the grid size."""
+    """Sizes and strides shared by both kernels, the launch shape and the grid size."""
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = loc.shape
-    block_q, block_lp, block_d = _blocks(lq, n_levels * n_points, d)
-    q_blocks = triton.cdiv(lq, block_q)
+    meta = launch_shape(lq, n_levels * n_points, d)
+    q_blocks = triton.cdiv(lq, meta["BLOCK_Q"])
     sizes = [lq, m, d, n_levels, n_points, q_blocks]
     strides = [*shapes.stride(), *starts.stride(), *loc.stride(), *weights.stride()]
-    meta = {"BLOCK_Q": block_q, "BLOCK_LP": block_lp, "BLOCK_D": block_d}
     return [*sizes, *value.stride(), *strides], meta, n * m * q_blocks
 
 
