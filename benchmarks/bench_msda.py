@@ -1,23 +1,40 @@
-"""Multi-scale deformable attention: msda_ops kernels against the reference (and anchors).
+"""Multi-scale deformable attention: msda_ops backends against the reference and the anchors.
 
 CPU (default): a small Deformable DETR shape, float32, forward and forward+backward::
 
     python benchmarks/bench_msda.py                  # -> benchmarks/results/msda_cpu.json
     python benchmarks/bench_msda.py --threads 1      # one core -> msda_cpu_t1.json
 
-GPU: encoder shapes of an 800x1333 image (strides 8-64), N = 1, 2, 4, 8, decoder
-Lq = 300 and 900, float32/bfloat16/float16, fwd/bwd/fwd+bwd, peak memory; the original
-SenseTime op (``MultiScaleDeformableAttention``) and ``deformops`` join when importable::
+GPU: the encoder of an 800x1333 image (levels (100,167), (50,84), (25,42), (13,21), M=8,
+D=32, P=4, Lq = S) at N = 1, 2, 8 and the decoder at Lq = 300 and 900; float32/bfloat16/
+float16; fwd, bwd, fwd+bwd with peak memory; softmax=False and True; the forward's
+achieved bandwidth against the device's peak. Implementations: msda_ops' CUDA kernel and
+Triton kernels, the PyTorch reference, and the anchors when importable (the original
+SenseTime op ``MultiScaleDeformableAttention``; ``deformops`` with its CUDA and Triton
+backends), each skipped with its reason otherwise::
 
     python benchmarks/bench_msda.py --device cuda    # -> benchmarks/results/msda_cuda.json
+
+Rehearsal on a machine without a GPU (imports, arguments, anchors' availability, and the
+tiniest shape through every code path on CPU, Triton in its interpreter)::
+
+    python benchmarks/bench_msda.py --device cuda --dry-run
 """
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Triton reads TRITON_INTERPRET when it is first imported (torch imports it): a dry run
+# runs the Triton kernels in the interpreter on CPU, so set it before anything else.
+if "--dry-run" in sys.argv:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 import argparse
 import math
 import statistics
-import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,14 +43,16 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import time_fn, write_results
+from harness import device_peak_bandwidth, time_fn, write_results
 from msda_ops.testing import random_inputs
 
 from msda_ops import ms_deform_attn
 
+# An implementation: (value, shapes, starts, locations, weights, softmax) -> output.
 Impl = Callable[..., Tensor]
 HEADS, CHANNELS, POINTS = 8, 32, 4
 CPU_LEVELS = [(32, 32), (16, 16), (8, 8), (4, 4)]
+MODES = ("fwd", "bwd", "fwd+bwd")
 
 
 def gpu_levels(height: int = 800, width: int = 1333) -> list[tuple[int, int]]:
@@ -41,12 +60,17 @@ def gpu_levels(height: int = 800, width: int = 1333) -> list[tuple[int, int]]:
     return [(math.ceil(height / s), math.ceil(width / s)) for s in (8, 16, 32, 64)]
 
 
-def _original_op() -> Impl | None:
-    """The SenseTime extension (PyPI ``ms-deform-attn`` or a local build), if importable."""
+def _normalised(weights: Tensor, softmax: bool) -> Tensor:
+    """The weights an op without a fused softmax gets: softmax over L*P done outside."""
+    return weights.flatten(3).softmax(-1).view_as(weights) if softmax else weights
+
+
+def _sensetime() -> tuple[Impl | None, str]:
+    """The original extension (PyPI ``ms-deform-attn`` or a build of the original repo)."""
     try:
         import MultiScaleDeformableAttention as MSDA  # type: ignore[import-not-found]
-    except ImportError:
-        return None
+    except ImportError as exc:
+        return None, f"MultiScaleDeformableAttention not importable ({exc})"
 
     class Function(torch.autograd.Function):
         @staticmethod
@@ -64,51 +88,69 @@ def _original_op() -> Impl | None:
             )
             return gv, None, None, gl, gw
 
-    return Function.apply
+    def call(v: Tensor, s: Tensor, st: Tensor, loc: Tensor, w: Tensor, softmax: bool) -> Tensor:
+        return Function.apply(v, s, st, loc, _normalised(w, softmax))  # type: ignore[no-any-return]
+
+    return call, ""
 
 
-def _deformops_op() -> Impl | None:
-    """deformops' functional multi-scale deformable attention, if importable."""
+def _deformops(which: str) -> tuple[Impl | None, str]:
+    """deformops' registry call on one backend (its fused softmax included)."""
     try:
-        import deformops  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    for name in ("multi_scale_deformable_attention", "ms_deform_attn", "msda"):
-        fn = getattr(deformops, name, None)
-        if callable(fn):
-            return fn  # type: ignore[no-any-return]
-    return None
+        from deformops.registry import Backend, msda  # type: ignore[import-not-found]
+    except ImportError as exc:
+        return None, f"deformops not importable ({exc})"
+    backend = Backend.CUDA if which == "cuda" else Backend.TRITON
+
+    def call(v: Tensor, s: Tensor, st: Tensor, loc: Tensor, w: Tensor, softmax: bool) -> Tensor:
+        return msda(v, s, st, loc, w, softmax=softmax, backend=backend)  # type: ignore[no-any-return]
+
+    return call, ""
 
 
-def implementations(device: str) -> dict[str, Impl]:
-    impls: dict[str, Impl] = {
-        "msda_ops": lambda *a: ms_deform_attn(*a, backend="kernel"),
-        "reference": lambda *a: ms_deform_attn(*a, backend="reference"),
-    }
-    if device == "cuda":
-        for name, factory in (("sensetime", _original_op), ("deformops", _deformops_op)):
-            op = factory()
-            if op is not None:
-                impls[name] = op
+def _ours(backend: str) -> Impl:
+    def call(v: Tensor, s: Tensor, st: Tensor, loc: Tensor, w: Tensor, softmax: bool) -> Tensor:
+        return ms_deform_attn(v, s, st, loc, w, softmax=softmax, backend=backend)  # type: ignore[arg-type]
+
+    return call
+
+
+def implementations(device: str, dry_run: bool) -> tuple[dict[str, Impl], dict[str, str]]:
+    """The implementations to time on ``device``, and the reason each missing one is missing."""
+    impls: dict[str, Impl] = {"kernel": _ours("kernel"), "reference": _ours("reference")}
+    skipped: dict[str, str] = {}
+    if device == "cuda" or dry_run:
+        impls["triton"] = _ours("triton")
+        anchors = {
+            "sensetime": _sensetime,
+            "deformops-cuda": lambda: _deformops("cuda"),
+            "deformops-triton": lambda: _deformops("triton"),
+        }
+        for name, factory in anchors.items():
+            op, reason = factory()
+            if op is None:
+                skipped[name] = reason
+            elif dry_run:
+                skipped[name] = "importable; needs CUDA tensors, not run in a dry run"
             else:
-                print(f"anchor {name}: not importable, skipped")
-    return impls
+                impls[name] = op
+    return impls, skipped
 
 
-def make_call(impl: Impl, args: tuple[Tensor, ...], mode: str) -> Callable[[], None]:
+def make_call(impl: Impl, args: tuple[Tensor, ...], mode: str, softmax: bool) -> Callable[[], None]:
     """One timed call: ``fwd`` (no autograd), ``bwd`` (backward of a kept graph), ``fwd+bwd``."""
     floats = [args[0], args[3], args[4]]
-    grad = torch.randn_like(impl(*args))
+    grad = torch.randn_like(impl(*args, softmax))
 
     def fwd() -> None:
         with torch.no_grad():
-            impl(*args)
+            impl(*args, softmax)
 
     def fwd_bwd() -> None:
-        torch.autograd.grad(impl(*args), floats, grad)
+        torch.autograd.grad(impl(*args, softmax), floats, grad)
 
     if mode == "bwd":
-        out = impl(*args)
+        out = impl(*args, softmax)
 
         def bwd() -> None:
             torch.autograd.grad(out, floats, grad, retain_graph=True)
@@ -118,16 +160,21 @@ def make_call(impl: Impl, args: tuple[Tensor, ...], mode: str) -> Callable[[], N
 
 
 def measure(
-    calls: dict[str, Callable[[], None]], repeats: int, rounds: int
+    calls: dict[str, Callable[[], None]], repeats: int, rounds: int, budget_s: float
 ) -> dict[str, dict[str, float]]:
-    """Median over ``rounds`` interleaved rounds of each call's median of ``repeats``.
+    """Median over ``rounds`` interleaved rounds of each call's median of up to ``repeats``.
 
-    Interleaving gives every implementation the same share of a noisy (shared) machine.
+    Interleaving gives every implementation the same share of a noisy (shared) machine; a
+    slow call gets fewer repeats so that one measurement stays near ``budget_s``.
     """
+    per_call: dict[str, int] = {}
+    for name, call in calls.items():  # warm-up (compiles), and the size of the sample
+        first = time_fn(call, repeats=1, warmup=1)["median_s"]
+        per_call[name] = max(2, min(repeats, int(budget_s / max(first, 1e-6) / rounds)))
     medians: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            medians[name].append(time_fn(call, repeats=repeats, warmup=1)["median_s"])
+            medians[name].append(time_fn(call, repeats=per_call[name], warmup=0)["median_s"])
     results = {
         name: {"median_s": statistics.median(m), "min_round_s": min(m), "rounds": float(rounds)}
         for name, m in medians.items()
@@ -143,80 +190,190 @@ def measure(
     return results
 
 
-def run(device: str, repeats: int, rounds: int) -> dict[str, Any]:
+def forward_bytes(args: tuple[Tensor, ...]) -> int:
+    """Bytes a forward must move at least: value, locations, weights once, the output once."""
+    value, loc, weights = args[0], args[3], args[4]
+    out = value.shape[0] * loc.shape[1] * value.shape[2] * value.shape[3] * value.element_size()
+    return sum(t.numel() * t.element_size() for t in (value, loc, weights)) + out
+
+
+def plan(device: str, dry_run: bool, quick: bool) -> dict[str, Any]:
+    """Levels, (case, N, Lq) list, dtypes, modes and softmax settings of the run."""
+    if dry_run:
+        levels = [(3, 4), (2, 2)]
+        return {
+            "levels": levels,
+            "cases": [("tiny", 1, 5)],
+            "dtypes": [torch.float32],
+            "modes": list(MODES),
+            "softmax": [False, True],
+        }
     if device == "cpu":
-        levels = CPU_LEVELS
-        length = sum(h * w for h, w in levels)
-        cases = [("encoder", 1, length), ("decoder", 1, 300)]
-        dtypes, modes = [torch.float32], ["fwd", "fwd+bwd"]
-    else:
-        levels = gpu_levels()
-        length = sum(h * w for h, w in levels)
-        cases = [(f"encoder-n{n}", n, length) for n in (1, 2, 4, 8)]
-        cases += [(f"decoder-q{q}-n{n}", n, q) for q in (300, 900) for n in (1, 2, 4, 8)]
-        dtypes, modes = [torch.float32, torch.bfloat16, torch.float16], ["fwd", "bwd", "fwd+bwd"]
-    impls = implementations(device)
+        length = sum(h * w for h, w in CPU_LEVELS)
+        return {
+            "levels": CPU_LEVELS,
+            "cases": [("encoder", 1, length), ("decoder", 1, 300)],
+            "dtypes": [torch.float32],
+            "modes": ["fwd", "fwd+bwd"],
+            "softmax": [False],
+        }
+    levels = gpu_levels()
+    length = sum(h * w for h, w in levels)
+    batches = (2,) if quick else (1, 2, 8)
+    cases = [(f"encoder-n{n}", n, length) for n in batches]
+    cases += [(f"decoder-q{q}-n{n}", n, q) for q in (300, 900) for n in batches]
+    dtypes = [torch.float32, torch.bfloat16, torch.float16]
+    return {
+        "levels": levels,
+        "cases": cases,
+        "dtypes": dtypes,
+        "modes": list(MODES),
+        "softmax": [False, True],
+    }
+
+
+def run(device: str, args: argparse.Namespace) -> dict[str, Any]:
+    run_device = "cpu" if args.dry_run else device
+    setup = plan(device, args.dry_run, args.quick)
+    impls, skipped = implementations(device, args.dry_run)
+    if args.impls:
+        impls = {k: v for k, v in impls.items() if k in args.impls}
+    for name, reason in skipped.items():
+        print(f"anchor {name}: skipped ({reason})", flush=True)
+    peak = device_peak_bandwidth() if run_device == "cuda" else None
     rows: list[dict[str, Any]] = []
-    speedups: list[dict[str, Any]] = []
-    for case, batch, queries in cases:
-        for dtype in dtypes:
-            args = random_inputs(
-                batch, queries, HEADS, CHANNELS, levels, POINTS,
-                dtype=dtype, device=device, requires_grad=True,
-            )  # fmt: skip
-            for mode in modes:
-                calls = {}
-                for name, impl in impls.items():
-                    try:
-                        calls[name] = make_call(impl, args, mode)
-                    except (RuntimeError, TypeError) as exc:  # an anchor without this dtype
-                        print(f"{case} {dtype} {mode} {name}: failed ({exc})")
-                timings = measure(calls, repeats, rounds)
-                key = {"case": case, "dtype": str(dtype).removeprefix("torch."), "mode": mode}
-                for name, timing in timings.items():
-                    rows.append({**key, "batch": batch, "queries": queries, "impl": name, **timing})
-                    print(
-                        f"{case:18s} {key['dtype']:8s} {mode:8s} {name:10s} {timing['median_s'] * 1e3:9.3f} ms"
-                    )
-                ours = timings["msda_ops"]["median_s"]
-                for name, timing in timings.items():
-                    if name != "msda_ops":
-                        speedups.append(
-                            {**key, "versus": name, "speedup": timing["median_s"] / ours}
+    failures: list[dict[str, str]] = []
+    started = time.perf_counter()
+    for case, batch, queries in setup["cases"]:
+        for dtype in setup["dtypes"]:
+            inputs = random_inputs(
+                batch,
+                queries,
+                HEADS,
+                CHANNELS,
+                setup["levels"],
+                POINTS,
+                dtype=dtype,
+                device=run_device,
+                requires_grad=True,
+            )
+            for softmax in setup["softmax"]:
+                for mode in setup["modes"]:
+                    calls = {}
+                    for name, impl in impls.items():
+                        try:
+                            calls[name] = make_call(impl, inputs, mode, softmax)
+                        except Exception as exc:  # an implementation without this dtype/shape
+                            failures.append({"case": case, "impl": name, "error": repr(exc)})
+                            print(f"{case} {dtype} {mode} {name}: failed ({exc!r})", flush=True)
+                    timings = measure(calls, args.repeats, args.rounds, args.budget)
+                    key = {
+                        "case": case,
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "mode": mode,
+                        "softmax": softmax,
+                    }
+                    for name, timing in timings.items():
+                        row = {**key, "batch": batch, "queries": queries, "impl": name, **timing}
+                        if mode == "fwd":
+                            row["gb_per_s"] = forward_bytes(inputs) / timing["median_s"] / 1e9
+                            if peak:
+                                row["fraction_of_peak"] = row["gb_per_s"] * 1e9 / peak
+                        rows.append(row)
+                        extra = f" {row['gb_per_s']:8.1f} GB/s" if peak and mode == "fwd" else ""
+                        print(
+                            f"{case:18s} {key['dtype']:8s} {mode:8s} sm={int(softmax)} "
+                            f"{name:16s} {timing['median_s'] * 1e3:9.3f} ms{extra}",
+                            flush=True,
                         )
     return {
         "shapes": {
-            "levels": levels,
-            "S": length,
+            "levels": setup["levels"],
             "heads": HEADS,
             "channels": CHANNELS,
             "points": POINTS,
         },
+        "device_peak_gb_per_s": peak / 1e9 if peak else None,
         "threads": torch.get_num_threads(),
+        "skipped": skipped,
+        "failures": failures,
+        "wall_s": time.perf_counter() - started,
         "results": rows,
-        "speedups": speedups,
+        "speedups": speedups(rows),
     }
 
 
+def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each implementation's time over msda_ops' fastest backend, per case, dtype, mode."""
+    groups: dict[tuple[Any, ...], dict[str, float]] = {}
+    for r in rows:
+        k = (r["case"], r["dtype"], r["mode"], r["softmax"])
+        groups.setdefault(k, {})[r["impl"]] = r["median_s"]
+    out = []
+    for (case, dtype, mode, softmax), times in groups.items():
+        ours = {k: v for k, v in times.items() if k in ("kernel", "triton")}
+        if not ours:
+            continue
+        best_name = min(ours, key=ours.__getitem__)
+        for name, t in times.items():
+            if name != best_name:
+                out.append(
+                    {
+                        "case": case,
+                        "dtype": dtype,
+                        "mode": mode,
+                        "softmax": softmax,
+                        "ours": best_name,
+                        "versus": name,
+                        "speedup": t / ours[best_name],
+                    }
+                )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per round (at most)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        help="seconds one measurement aims at (slow calls get fewer repeats); "
+        "default 2 on CPU, 0.25 on CUDA",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--impls", nargs="+", default=None, help="only these implementations")
+    parser.add_argument("--quick", action="store_true", help="GPU: N=2 only")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check imports and arguments; run the tiniest shape on CPU (Triton interpreted)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device", file=sys.stderr)
+    if args.device == "cuda" and not args.dry_run and not torch.cuda.is_available():
+        print("no CUDA device (use --dry-run to rehearse here)", file=sys.stderr)
         return 2
-    payload = run(args.device, args.repeats, args.rounds)
+    if args.budget is None:
+        args.budget = 0.25 if args.device == "cuda" else 2.0
+    if args.dry_run:
+        args.repeats, args.rounds = 1, 1
+    payload = run(args.device, args)
     for s in payload["speedups"]:
-        print(f"speedup {s['case']} {s['dtype']} {s['mode']} vs {s['versus']}: {s['speedup']:.2f}x")
+        print(
+            f"speedup {s['case']} {s['dtype']} {s['mode']} sm={int(s['softmax'])} "
+            f"{s['ours']} vs {s['versus']}: {s['speedup']:.2f}x"
+        )
+    if args.dry_run:
+        print(f"dry run done in {payload['wall_s']:.1f} s: {len(payload['results'])} timings")
+        return 1 if payload["failures"] else 0
     suffix = f"_t{args.threads}" if args.threads else ""
     path = write_results(f"msda_{args.device}{suffix}", payload)
     print(f"wrote {path}")
-    return 0
+    return 1 if payload["failures"] else 0
 
 
 if __name__ == "__main__":

@@ -88,3 +88,28 @@ def write_results(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
     return path
+
+
+# Peak memory bandwidth (bytes/s) of GPUs whose properties do not report it.
+_PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 SXM": 3.35e12, "H100 PCIe": 2.0e12, "A100": 2.0e12}
+
+
+def device_peak_bandwidth(device: int = 0) -> float | None:
+    """Theoretical DRAM bandwidth of a CUDA device in bytes/s (None without CUDA).
+
+    From the memory clock and bus width (double data rate) when torch reports them, else
+    from a small table of data-sheet figures by device name.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(device)
+    clock_khz = getattr(props, "memory_clock_rate", 0)
+    bus_bits = getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        return 2.0 * clock_khz * 1e3 * bus_bits / 8
+    for name, peak in _PEAK_BANDWIDTH.items():
+        if name in props.name:
+            return peak
+    return None

@@ -102,11 +102,37 @@ def test_reference_hand_computed(x, y, expected):
     assert _single(image, x, y) == pytest.approx(expected, abs=1e-12)
 
 
-def test_reference_non_finite_locations_give_zero_or_nan():
+def test_reference_non_finite_locations_follow_the_nan_rule():
+    """Query 0 samples at x = NaN: NaN output and weight gradient. Queries 1-5 sample at
+    x = +inf, -inf, 1e30, -1e30, 2**62: nothing is read, output and gradients exactly 0
+    (grid_sample alone would give NaN for the infinite ones)."""
     value, shapes, starts, locations, weights = random_inputs(
         1, 6, 1, 3, [(4, 4), (2, 3)], 1, dtype=torch.float64
     )
     far = torch.tensor([float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 2.0**62])
     locations[..., 0] = far.view(1, 6, 1, 1, 1)
+    for t in (value, locations, weights):
+        t.requires_grad_()
     out = ms_deform_attn_reference(value, shapes, starts, locations, weights)
-    assert bool((out.isnan() | (out == 0)).all())
+    assert out[0, 0].isnan().all()
+    assert torch.equal(out[0, 1:], torch.zeros_like(out[0, 1:]))
+    grad_value, grad_loc, grad_w = torch.autograd.grad(
+        out[0, 1:].sum(), (value, locations, weights), retain_graph=True
+    )
+    assert not grad_value.any()
+    for grad in (grad_loc, grad_w):  # the NaN location's own gradient may be NaN
+        assert torch.equal(grad[0, 1:], torch.zeros_like(grad[0, 1:]))
+    (grad_w,) = torch.autograd.grad(out[0, 0].sum(), weights)
+    assert grad_w[0, 0].isnan().all() and not grad_w[0, 1:].any()
+
+
+def test_reference_softmax_normalises_over_levels_and_points():
+    """softmax=True equals weights normalised by hand over the L*P samples of each head."""
+    value, shapes, starts, locations, _ = random_inputs(2, 3, 2, 3, [(3, 4), (2, 2)], 3)
+    logits = torch.randn(2, 3, 2, 2, 3, dtype=torch.float64, generator=torch.Generator())
+    exp = logits.exp()
+    weights = exp / exp.sum(dim=(-2, -1), keepdim=True)
+    args = (value.double(), shapes, starts, locations.double())
+    got = ms_deform_attn_reference(*args, logits, softmax=True)
+    expected = naive_msda(value.double(), shapes, locations.double(), weights)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)

@@ -43,7 +43,7 @@ def msda_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return next(out.glob("msda_ops-*.whl"))
 
 
-def test_msda_ops_wheel_ships_sources_and_depends_on_torch_only(msda_wheel: Path) -> None:
+def test_msda_ops_wheel_ships_sources_and_depends_on_torch_and_ninja(msda_wheel: Path) -> None:
     names, meta = _metadata(msda_wheel)
     assert meta["Name"] == ["msda-ops"]
     # Sources travel inside the wheel, compiled on first use; no binary is prebuilt.
@@ -52,7 +52,9 @@ def test_msda_ops_wheel_ships_sources_and_depends_on_torch_only(msda_wheel: Path
     assert "msda_ops/py.typed" in names
     assert not any(n.endswith(".so") for n in names)
     runtime = [r for r in meta.get("Requires-Dist", []) if "extra ==" not in r]
-    assert [r.split(">")[0].split("=")[0].strip() for r in runtime] == ["torch"]
+    # ninja so that the kernels compile on first use with no extra step.
+    assert [r.split(">")[0].split("=")[0].strip() for r in runtime] == ["torch", "ninja"]
+    assert "msda_ops/triton_kernels.py" in names
     assert msda_wheel.name.endswith("-py3-none-any.whl")
 
 

@@ -33,6 +33,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,9 +86,18 @@ def build_directory(kind: str) -> Path:
     return cache_root() / f"msda_ops_{kind}-{tag}-{digest.hexdigest()[:16]}"
 
 
+def _say(text: str, end: str = "\n") -> None:
+    """One line on stderr: a first-use build takes a minute and must not look like a hang."""
+    sys.stderr.write(text + end)
+    sys.stderr.flush()
+
+
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (released by the OS if we die)."""
+def _exclusive(lock_path: Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``lock_path`` (released by the OS if we die).
+
+    ``waiting`` is said on stderr when another process holds the lock.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
@@ -95,7 +105,12 @@ def _exclusive(lock_path: Path) -> Iterator[None]:
         yield
         return
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                _say(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -164,7 +179,9 @@ def compile_library(kind: str, verbose: bool = False) -> Path:
     if marker.is_file() and library.is_file():
         return library
     try:
-        with _exclusive(directory.with_name(directory.name + ".lock")):
+        lock = directory.with_name(directory.name + ".lock")
+        waiting = f"msda_ops: waiting for another process to compile the {kind} kernels ({lock})"
+        with _exclusive(lock, waiting):
             if marker.is_file() and library.is_file():
                 return library  # another process built it while we waited
             _compile(kind, srcs, directory, name, verbose)
@@ -188,7 +205,13 @@ def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: b
     directory.mkdir(parents=True, exist_ok=True)
     # We hold the lock, so a torch baton left here is from a killed build.
     (directory / "lock").unlink(missing_ok=True)
-    logger.info("msda_ops: compiling the %s kernels into %s (once per version)", kind, directory)
+    started = time.monotonic()
+    # "done" ends the same line unless the compiler's own output comes in between.
+    _say(
+        f"msda_ops: compiling the {kind} kernels into {directory} (first use of this version, "
+        "about a minute) ...",
+        end="\n" if verbose else "",
+    )
     try:
         cpp_extension.load(
             name=name,
@@ -204,7 +227,9 @@ def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: b
     except Exception as exc:  # compiler errors arrive as RuntimeError/CalledProcessError
         log = directory / "build.log"
         log.write_text(str(exc))
+        _say(f" failed (log: {log})")
         raise BuildError(f"compiling the {kind} kernels failed (log: {log})") from exc
+    _say(f" done in {time.monotonic() - started:.0f} s")
 
 
 def load_library(kind: str) -> Path:

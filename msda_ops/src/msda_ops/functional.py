@@ -4,9 +4,12 @@ Backends:
 
 - ``"kernel"``: the compiled C++ (CPU) or CUDA kernel registered as ``torch.ops.msda_ops``;
   compiled on first use (see :mod:`msda_ops.build`).
+- ``"triton"``: Triton kernels for CUDA tensors (:mod:`msda_ops.triton_ops`), float32/
+  float16/bfloat16; needs no compiler, only the ``triton`` package that torch's Linux
+  wheels bring.
 - ``"reference"``: the pure-PyTorch ``grid_sample`` composition in :mod:`msda_ops.reference`.
-- ``"auto"`` (default): the kernel for the inputs' device when it can be built, the
-  reference otherwise (with one warning saying why).
+- ``"auto"`` (default): see :mod:`msda_ops.dispatch` (CPU: kernel, else reference; CUDA:
+  kernel, else Triton, else reference; one warning saying which runs and why).
 
 The choice, most specific first: the ``backend=`` keyword, the innermost
 :func:`use_backend` block, the ``MSDA_OPS_BACKEND`` environment variable, ``"auto"``.
@@ -22,12 +25,13 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from msda_ops import ops
+from msda_ops import dispatch, ops
 from msda_ops.checks import check_inputs
 from msda_ops.reference import ms_deform_attn_reference
 
-Backend = Literal["auto", "kernel", "reference"]
-_BACKENDS = ("auto", "kernel", "reference")
+Backend = Literal["auto", "kernel", "triton", "reference"]
+_BACKENDS = ("auto", "kernel", "triton", "reference")
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Process-wide (not per-thread) so torch.compile can guard on it like any global.
 _override: list[str] = []
@@ -87,36 +91,68 @@ def ms_deform_attn(
     sampling_locations: Tensor,
     attention_weights: Tensor,
     *,
+    softmax: bool = False,
     backend: Backend | None = None,
 ) -> Tensor:
     """Multi-scale deformable attention (Deformable DETR), differentiable in all float inputs.
 
     A location (x, y) in [0, 1] maps to pixel (x*W - 0.5, y*H - 0.5) of its level; the
     value there is interpolated bilinearly, corners outside the map contributing zero, and
-    the samples are summed with their attention weights.
+    the samples are summed with their attention weights. NaN in any input propagates to
+    the output and the gradients; infinite and far-away locations contribute zero.
 
     Args:
         value: (N, S, M, D) with S = sum_l H_l * W_l; float64/32/16 or bfloat16.
         spatial_shapes: int64 (L, 2), rows (H_l, W_l); same device as ``value``.
         level_start_index: int64 (L,), offset of each level in S.
         sampling_locations: (N, Lq, M, L, P, 2) as (x, y) normalised to [0, 1].
-        attention_weights: (N, Lq, M, L, P), usually softmax-normalised over L*P.
-        backend: ``"auto"``, ``"kernel"`` or ``"reference"``; None follows
+        attention_weights: (N, Lq, M, L, P), usually softmax-normalised over L*P; with
+            ``softmax=True`` the raw logits instead.
+        softmax: apply the softmax over the L*P samples of each (query, head) inside the
+            op, forward and backward (the gradient returned is the logits' gradient).
+        backend: ``"auto"``, ``"kernel"``, ``"triton"`` or ``"reference"``; None follows
             :func:`use_backend` / ``MSDA_OPS_BACKEND`` / ``"auto"``.
 
     Returns:
         (N, Lq, M * D), dtype of ``value``.
 
     Raises:
-        TypeError / ValueError: inputs of the wrong dtype, rank, size or device.
-        RuntimeError: ``backend="kernel"`` when the kernel for the device cannot be built.
+        TypeError / ValueError: inputs of the wrong dtype, rank, size or device (float64
+            on the triton backend included).
+        RuntimeError: ``backend="kernel"`` or ``"triton"`` when it is unavailable for the
+            inputs' device.
     """
     check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    args = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     requested = _requested_backend(backend)
-    if requested != "reference" and ops.kernel_available(value.device.type, requested == "kernel"):
-        return torch.ops.msda_ops.ms_deform_attn_forward(
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-        )
-    return ms_deform_attn_reference(
-        value, spatial_shapes, level_start_index, sampling_locations, attention_weights
-    )
+    device_type = value.device.type
+    if requested == "auto":
+        floats = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
+        chosen = dispatch.auto_backend(device_type, all(t in _TRITON_DTYPES for t in floats))
+    elif requested == "kernel":
+        ops.kernel_available(device_type, True)
+        chosen = "kernel"
+    else:
+        chosen = requested
+    if chosen == "triton":
+        dispatch.require_triton()
+        from msda_ops import triton_ops
+
+        triton_ops.check_tensors(value, sampling_locations, attention_weights)
+        return torch.ops.msda_triton.ms_deform_attn_forward(*args, softmax)
+    if chosen == "kernel":
+        if not softmax:
+            return torch.ops.msda_ops.ms_deform_attn_forward(*args)
+        if dispatch.kernel_fuses_softmax():
+            return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax=True)
+        # A kernel library from before the fused softmax: normalise here instead.
+        weights = _softmax_over_samples(attention_weights)
+        return torch.ops.msda_ops.ms_deform_attn_forward(*args[:4], weights)
+    if softmax:
+        return ms_deform_attn_reference(*args, softmax=True)
+    return ms_deform_attn_reference(*args)
+
+
+def _softmax_over_samples(logits: Tensor) -> Tensor:
+    """Softmax over the L*P samples of each (query, head): (N, Lq, M, L, P) -> same."""
+    return logits.flatten(3).softmax(-1).view_as(logits)

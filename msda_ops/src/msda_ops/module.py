@@ -124,8 +124,8 @@ class MSDeformAttn(nn.Module):
         value = value.view(n, len_in, m, self.d_model // m)
 
         offsets = self.sampling_offsets(query).view(n, len_q, m, n_levels, n_points, 2)
-        weights = self.attention_weights(query).view(n, len_q, m, n_levels * n_points)
-        weights = F.softmax(weights, -1).view(n, len_q, m, n_levels, n_points)
+        # Logits: the op applies the softmax over the L*P samples itself (softmax=True).
+        logits = self.attention_weights(query).view(n, len_q, m, n_levels, n_points)
 
         if reference_points.shape[-1] == 2:
             # Offsets are in pixels of each level: divide by (W, H) to normalise.
@@ -148,10 +148,11 @@ class MSDeformAttn(nn.Module):
                 f"dimension, got shape {tuple(reference_points.shape)}"
             )
         output = ms_deform_attn(
-            value, input_spatial_shapes, input_level_start_index, locations, weights
+            value, input_spatial_shapes, input_level_start_index, locations, logits, softmax=True
         )
         output = self.output_proj(output)
         if return_sampling:
+            weights = F.softmax(logits.flatten(3), -1).view_as(logits)
             return output, locations, weights
         return output
 

@@ -13,6 +13,8 @@ def ms_deform_attn_reference(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    *,
+    softmax: bool = False,
 ) -> Tensor:
     """Multi-scale deformable attention with ``grid_sample`` (bilinear, zeros, align_corners=False).
 
@@ -21,7 +23,9 @@ def ms_deform_attn_reference(
         spatial_shapes: int64 (L, 2), rows (H_l, W_l).
         level_start_index: int64 (L,), offset of each level in S (kept for API parity).
         sampling_locations: (N, Lq, M, L, P, 2) as (x, y) normalised to [0, 1].
-        attention_weights: (N, Lq, M, L, P).
+        attention_weights: (N, Lq, M, L, P); logits when ``softmax``.
+        softmax: normalise ``attention_weights`` with a softmax over the L*P samples of each
+            (query, head) first (explicitly: this is the oracle of the fused kernels).
 
     Returns:
         (N, Lq, M * D), dtype of ``value``; mixed float dtypes (e.g. a float16 value with
@@ -34,12 +38,18 @@ def ms_deform_attn_reference(
     value = value.to(compute)
     sampling_locations = sampling_locations.to(compute)
     attention_weights = attention_weights.to(compute)
+    if softmax:
+        shape = attention_weights.shape
+        attention_weights = attention_weights.flatten(3).softmax(-1).view(shape)
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]
     value_levels = value.split(sizes, dim=1)
     # grid_sample wants coordinates in [-1, 1]; align_corners=False maps x to x*W - 0.5.
-    grids = 2 * sampling_locations - 1
+    # Clamped to [-3, 3], which is outside every map (pixel x <= -1.5 or >= W + 0.5): an
+    # infinite location then reads nothing, as a far-away one does, where grid_sample
+    # itself would return NaN (inf * 0 in its weights). clamp keeps NaN, which propagates.
+    grids = (2 * sampling_locations - 1).clamp(-3.0, 3.0)
     sampled = []
     for lvl, (h, w) in enumerate(spatial_shapes.tolist()):
         # (N, H*W, M, D) -> (N*M, D, H, W)

@@ -1,0 +1,263 @@
+"""The Triton backend as custom ops: ``torch.ops.msda_triton.ms_deform_attn_{forward,backward}``.
+
+Schemas (``softmax``: ``attention_weights`` are logits, normalised over L*P in the kernel)::
+
+    msda_triton::ms_deform_attn_forward(value, spatial_shapes, level_start_index,
+                                        sampling_locations, attention_weights, softmax) -> out
+    msda_triton::ms_deform_attn_backward(grad_output, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, softmax)
+        -> (grad_value, grad_sampling_locations, grad_attention_weights)
+
+They are opaque custom ops (``torch.library.custom_op``) with fake-tensor and autograd
+registrations, so ``torch.compile(fullgraph=True)`` and ``torch.export`` keep them in the
+graph on any backend, including the CPU interpreter used by the tests (``triton_op``
+would let Inductor trace into the kernels, but its fake implementation launches the
+kernel, which the interpreter cannot do on fake tensors).
+
+Importing this module imports Triton; :mod:`msda_ops.functional` imports it only when the
+backend is used. Under ``TRITON_INTERPRET=1`` (set before Triton is first imported) the
+kernels run in Triton's CPU interpreter and accept CPU tensors: that is how the tests
+check them on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import triton
+from torch import Tensor
+
+from msda_ops import triton_kernels
+
+FORWARD = "msda_triton::ms_deform_attn_forward"
+BACKWARD = "msda_triton::ms_deform_attn_backward"
+DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# Elements of one [BLOCK_Q, BLOCK_LP, BLOCK_D] tile, and per thread. Chosen from ptxas'
+# register reports for sm_90 (tests/support/triton_compile.py): at 4 elements per thread
+# the backward needs ~225 registers and does not spill; at 8 it spills.
+_TILE = 1024
+_PER_THREAD = 4
+
+
+def interpreted() -> bool:
+    """Whether the kernels run in Triton's CPU interpreter rather than compiled."""
+    from triton.runtime.jit import JITFunction
+
+    return not isinstance(triton_kernels.msda_forward_kernel, JITFunction)
+
+
+def check_tensors(*tensors: Tensor) -> None:
+    """Raise unless the dtypes and the device suit the Triton kernels."""
+    for name, t in zip(("value", "sampling_locations", "attention_weights"), tensors, strict=True):
+        if t.dtype not in DTYPES:
+            raise TypeError(
+                f"ms_deform_attn: the triton backend computes in float32 and takes float32, "
+                f"float16 or bfloat16 inputs, got {name} of dtype {t.dtype}; use "
+                "backend='kernel' or backend='reference' for this dtype"
+            )
+    device = tensors[0].device
+    if device.type != "cuda" and not (device.type == "cpu" and interpreted()):
+        raise RuntimeError(
+            f"ms_deform_attn: the triton backend runs on CUDA tensors, got {device}; CPU "
+            "tensors run only in Triton's interpreter (TRITON_INTERPRET=1 set before triton is "
+            "first imported, for testing); use backend='kernel' or 'reference'"
+        )
+
+
+def launch_shape(queries: int, samples: int, channels: int) -> dict[str, int]:
+    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels."""
+    block_lp = triton.next_power_of_2(samples)
+    block_d = min(triton.next_power_of_2(channels), 32, max(1, _TILE // block_lp))
+    block_q = max(1, min(triton.next_power_of_2(max(queries, 1)), _TILE // (block_lp * block_d)))
+    warps = max(1, min(8, block_q * block_lp * block_d // (32 * _PER_THREAD)))
+    return {"BLOCK_Q": block_q, "BLOCK_LP": block_lp, "BLOCK_D": block_d, "num_warps": warps}
+
+
+def _common_args(
+    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor
+) -> tuple[list[Any], dict[str, int], int]:
+    """Sizes and strides shared by both kernels, the launch shape and the grid size."""
+    n, _, m, d = value.shape
+    _, lq, _, n_levels, n_points, _ = loc.shape
+    meta = launch_shape(lq, n_levels * n_points, d)
+    q_blocks = triton.cdiv(lq, meta["BLOCK_Q"])
+    sizes = [lq, m, d, n_levels, n_points, q_blocks]
+    strides = [*shapes.stride(), *starts.stride(), *loc.stride(), *weights.stride()]
+    return [*sizes, *value.stride(), *strides], meta, n * m * q_blocks
+
+
+def _launch_forward(
+    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor, softmax: bool
+) -> Tensor:
+    n, _, m, d = value.shape
+    out = value.new_empty((n, loc.shape[1], m * d))
+    if out.numel() == 0:
+        return out
+    (lq, m_, d_, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
+        value, shapes, starts, loc, weights
+    )
+    triton_kernels.msda_forward_kernel[(programs,)](
+        value, shapes, starts, loc, weights, out,
+        lq, m_, d_, n_levels, n_points, q_blocks,
+        *strides, *out.stride(),
+        SOFTMAX=softmax, **meta,
+    )  # fmt: skip
+    return out
+
+
+def _alert_not_deterministic() -> None:
+    """What torch's own atomic backwards do under ``torch.use_deterministic_algorithms``."""
+    message = (
+        "ms_deform_attn: the triton backward sums the value gradient with float atomics and "
+        "is not deterministic; use backend='kernel' or 'reference' under "
+        "torch.use_deterministic_algorithms(True)"
+    )
+    if torch.is_deterministic_algorithms_warn_only_enabled():
+        warnings.warn(message, UserWarning, stacklevel=3)
+    else:
+        raise RuntimeError(message)
+
+
+def _launch_backward(
+    grad_output: Tensor,
+    value: Tensor,
+    shapes: Tensor,
+    starts: Tensor,
+    loc: Tensor,
+    weights: Tensor,
+    softmax: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    # grad_value is summed from many samples with atomics: float32 whatever value's dtype.
+    grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
+    grad_loc = torch.empty_like(loc, memory_format=torch.contiguous_format)
+    grad_w = torch.empty_like(weights, memory_format=torch.contiguous_format)
+    if grad_loc.numel() > 0:
+        # The atomics make the order of the sums, hence their last bits, vary between runs.
+        if torch.are_deterministic_algorithms_enabled():
+            _alert_not_deterministic()
+        (lq, m, d, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
+            value, shapes, starts, loc, weights
+        )
+        value_strides, other_strides = strides[:4], strides[4:]
+        triton_kernels.msda_backward_kernel[(programs,)](
+            grad_output, value, shapes, starts, loc, weights, grad_value, grad_loc, grad_w,
+            lq, m, d, n_levels, n_points, q_blocks,
+            *grad_output.stride(), *value_strides, *grad_value.stride()[:3], *other_strides,
+            SOFTMAX=softmax, **meta,
+        )  # fmt: skip
+    return grad_value.to(value.dtype), grad_loc, grad_w
+
+
+@torch.library.custom_op(FORWARD, mutates_args=())
+def ms_deform_attn_forward(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    softmax: bool,
+) -> Tensor:
+    """(N, Lq, M*D) in value's dtype; see :func:`msda_ops.ms_deform_attn`."""
+    check_tensors(value, sampling_locations, attention_weights)
+    return _launch_forward(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, softmax
+    )
+
+
+@torch.library.custom_op(BACKWARD, mutates_args=())
+def ms_deform_attn_backward(
+    grad_output: Tensor,
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    softmax: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of value, sampling_locations and attention_weights (the logits when
+    ``softmax``), each fresh, contiguous and in its input's dtype."""
+    check_tensors(value, sampling_locations, attention_weights)
+    n, _, m, d = value.shape
+    expected = (n, sampling_locations.shape[1], m * d)
+    if tuple(grad_output.shape) != expected:
+        raise ValueError(
+            f"ms_deform_attn: grad_output has shape {tuple(grad_output.shape)}, expected {expected}"
+        )
+    return _launch_backward(
+        grad_output,
+        value,
+        spatial_shapes,
+        level_start_index,
+        sampling_locations,
+        attention_weights,
+        softmax,
+    )
+
+
+@ms_deform_attn_forward.register_fake
+def _(
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    softmax: bool,
+) -> Tensor:
+    n, _, m, d = value.shape
+    return value.new_empty((n, sampling_locations.shape[1], m * d))
+
+
+@ms_deform_attn_backward.register_fake
+def _(
+    grad_output: Tensor,
+    value: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    sampling_locations: Tensor,
+    attention_weights: Tensor,
+    softmax: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    contiguous = torch.contiguous_format
+    return (
+        torch.empty_like(value, memory_format=contiguous),
+        torch.empty_like(sampling_locations, memory_format=contiguous),
+        torch.empty_like(attention_weights, memory_format=contiguous),
+    )
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs[:5])
+    ctx.softmax = inputs[5]
+
+
+def _backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+    value, shapes, starts, loc, weights = ctx.saved_tensors
+    grad_value, grad_loc, grad_w = ms_deform_attn_backward(
+        grad_output, value, shapes, starts, loc, weights, ctx.softmax
+    )
+    needs = ctx.needs_input_grad
+    return (
+        grad_value if needs[0] else None,
+        None,
+        None,
+        grad_loc if needs[3] else None,
+        grad_w if needs[4] else None,
+        None,
+    )
+
+
+def _no_double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+    raise RuntimeError(
+        "msda_ops: the triton backward is not differentiable (double backward); "
+        "use ms_deform_attn(..., backend='reference') for higher-order gradients"
+    )
+
+
+def _no_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    pass
+
+
+ms_deform_attn_forward.register_autograd(_backward, setup_context=_setup_context)
+ms_deform_attn_backward.register_autograd(_no_double_backward, setup_context=_no_context)
