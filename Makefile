@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -74,12 +74,27 @@ typecheck: setup
 	@echo "==> mypy"
 	$(VENV)/bin/mypy $(PY_PACKAGES)
 
-# Compile-only: the CUDA sources must build for sm_80 and sm_90 (no GPU needed).
+# The CUDA library built exactly as it ships (same code path and flags as the first-use
+# build, link included) for sm_80 and sm_90; no GPU needed.
 cuda-check: $(BUILD)/cuda-check.stamp
-$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc
-	@echo "==> nvcc compile check (sm_80, sm_90)"
+$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_toolkit.py
+	@echo "==> nvcc build check (sm_80, sm_90)"
 	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check
 	@mkdir -p $(BUILD) && touch $@
+
+# The CUDA kernels, unmodified, on emulated warps (32 threads each, checked shuffles,
+# std::atomic_ref atomics) against a float64 reference under ASan + UBSan (~1 min here).
+test-cuda-emu: setup
+	@echo "==> CUDA kernels under CPU emulation (ASan + UBSan)"
+	$(PY) tests/cuda_emu/run.py
+
+# The same harness under TSan (races between emulated threads), on the quick grid.
+test-cuda-emu-tsan: setup
+	$(PY) tests/cuda_emu/run.py --sanitizer thread
+
+# Proof that the emulation can fail: each injected bug must be caught (~8 min here).
+test-cuda-emu-mutants: setup
+	$(PY) tests/cuda_emu/mutants.py
 
 pytest: setup
 	@echo "==> pytest (CPU)"
@@ -94,6 +109,7 @@ test: setup
 	$(MAKE) --no-print-directory py-lint
 	$(MAKE) --no-print-directory typecheck
 	$(MAKE) --no-print-directory cuda-check
+	$(MAKE) --no-print-directory test-cuda-emu
 	$(MAKE) --no-print-directory pytest
 
 # On the GPU machine there is no network and no Rust toolchain: use its own python3
