@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants gpu-sanitize pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -115,11 +115,30 @@ test: setup
 # On the GPU machine there is no network and no Rust toolchain: use its own python3
 # (torch preinstalled), install our pure-Python parts without dependencies, and take
 # matcher_rs from the abi3 wheel built here by `make gpu-bundle` and carried in .whl/.
+# Then compute-sanitizer (memcheck, synccheck, initcheck; from the carried
+# cuda-toolkit[sanitizer] wheel) watches a forward + backward through every kernel path.
+SANITIZER := $(BUILD)/sanitizer/nvidia/cu13/bin/compute-sanitizer
 test-gpu:
 	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
 	# msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps
 	# the checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
-	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider
+	status=0; \
+	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider || status=1; \
+	$(MAKE) --no-print-directory gpu-sanitize || status=1; \
+	exit $$status
+
+# The kernels compiled first, outside the sanitizer; no caching allocator, so that a read
+# past a tensor's end leaves its allocation instead of landing in a cached block.
+gpu-sanitize:
+	python3 -m pip install -q --no-index --no-deps --target $(BUILD)/sanitizer .whl/sanitizer/*.whl
+	chmod +x $(SANITIZER)
+	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m msda_ops.build --kind cpu cuda
+	for tool in memcheck synccheck initcheck; do \
+		echo "==> compute-sanitizer --tool $$tool"; \
+		PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH=$(CURDIR)/msda_ops/src $(SANITIZER) \
+			--tool $$tool --error-exitcode 1 $$( [ $$tool = memcheck ] && echo --leak-check no ) \
+			python3 -P tests/support/sanitize_run.py || exit 1; \
+	done
 
 # The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
 wheel: setup
@@ -128,15 +147,20 @@ wheel: setup
 
 # Everything the GPU machine lacks, as Python 3.12 wheels in .whl/ (git-ignored; pass
 # `carry: [".whl"]` to the device tool): our abi3 wheel, pycocotools, and the op anchors
-# of benchmarks/bench_msda.py (the original SenseTime kernel, deformops).
+# of benchmarks/bench_msda.py (the original SenseTime kernel, deformops). In .whl/sanitizer/
+# (not installed with the others): compute-sanitizer, the [sanitizer] extra of cuda-toolkit
+# 13.0.3, the CUDA release of the GPU machine's torch 2.11+cu130.
 GPU_WHEELS := pycocotools ms-deform-attn deformops
+GPU_SANITIZER := nvidia-cuda-sanitizer-api==13.0.85.*
+GPU_PLATFORMS := $(foreach v,28 25 17,--platform manylinux_2_$(v)_x86_64) --platform manylinux2014_x86_64
 gpu-bundle: setup
-	rm -rf .whl && mkdir -p .whl
+	rm -rf .whl && mkdir -p .whl/sanitizer
 	$(VENV)/bin/maturin build --release --quiet --out .whl
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
-	@ls -la .whl
+		--implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d .whl/sanitizer "$(GPU_SANITIZER)"
+	@ls -la .whl .whl/sanitizer
 
 # ---------------------------------------------------------------- jobs
 # MODEL: a zoo name, Hub id or folder (default: the bundled demo/shapes-ddetr). IMAGES:
