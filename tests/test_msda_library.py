@@ -268,3 +268,17 @@ def test_cuda_build_without_gpu_says_what_to_set(monkeypatch, capsys):
     assert build.main(["--kind", "cuda"]) == 1
     err = capsys.readouterr().err
     assert "TORCH_CUDA_ARCH_LIST" in err and "index" not in err
+
+
+def test_every_kernel_source_and_header_ships():
+    """The sources compile on the user's machine: each file under csrc is package data."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = build.CSRC.parents[2]  # msda_ops/
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["msda_ops"]
+    files = [p.relative_to(build.PACKAGE).as_posix() for p in build.CSRC.rglob("*") if p.is_file()]
+    assert "csrc/cuda/kernels.cuh" in files and "csrc/msda_sampling.h" in files
+    missing = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    assert missing == [], f"not in package-data: {missing}"

@@ -15,18 +15,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from pathlib import Path
 
 import torch
 from msda_ops.testing import random_inputs
 
 from msda_ops import ops
 
-
-def at_offset(t: torch.Tensor, offset: int) -> torch.Tensor:
-    flat = torch.zeros(t.numel() + offset, dtype=t.dtype, device=t.device)
-    view = flat[offset:].view(t.shape)
-    view.copy_(t)
-    return view
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for support.*
+from support.msda_kernel_cases import at_offset
 
 
 def run(device: str) -> int:
