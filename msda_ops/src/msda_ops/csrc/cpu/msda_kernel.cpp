@@ -76,6 +76,7 @@ struct Inputs {
   const Level* levels;
   Sizes s;
   bool softmax;
+  const Softmax<opmath_t>* softmax_rows;  // backward with softmax: one per (n, q, m)
 };
 
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
@@ -163,10 +164,8 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
       const int64_t nqm = (n * s.queries + q) * M + m;
       const scalar_t* go = grad.grad_output + nqm * D;
       const opmath_t* w = in.weights + nqm * L * P;
-      // Each of the L tasks of a query recomputes its softmax: L*P exponentials, cheaper
-      // than storing them.
       const Softmax<opmath_t> softmax =
-          in.softmax ? softmax_of(w, L * P) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
+          in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
       for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
       for (int64_t p = 0; p < P; ++p) {
         const int64_t sample = (nqm * L + l) * P + p;
@@ -266,7 +265,7 @@ template <typename scalar_t>
 Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax) {
   using opmath_t = at::opmath_type<scalar_t>;
   return {p.value.const_data_ptr<scalar_t>(), p.locations.const_data_ptr<opmath_t>(),
-          p.weights.const_data_ptr<opmath_t>(), levels.data(), p.s, softmax};
+          p.weights.const_data_ptr<opmath_t>(), levels.data(), p.s, softmax, nullptr};
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
@@ -305,7 +304,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        const auto in = view<scalar_t>(p, levels, softmax);
+        auto in = view<scalar_t>(p, levels, softmax);
+        // The L tasks of a query share its softmax: max and 1/sum once per (n, q, m), never
+        // the normalised weights themselves.
+        const int64_t rows = s.batch * s.queries * s.heads, samples = s.levels * s.points;
+        std::vector<Softmax<opmath_t>> softmax_rows(softmax ? rows : 0);
+        if (softmax) {
+          at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) {
+              softmax_rows[r] = softmax_of(in.weights + r * samples, samples);
+            }
+          });
+          in.softmax_rows = softmax_rows.data();
+        }
         const Grads<scalar_t> g{go.const_data_ptr<scalar_t>(),
                                 grads.value.mutable_data_ptr<opmath_t>(),
                                 grads.locations.mutable_data_ptr<opmath_t>(),
@@ -314,8 +325,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
           backward_range(in, g, begin, end);
         });
         if (softmax) {  // weight gradients -> logit gradients, per (n, q, m)
-          const int64_t samples = s.levels * s.points;
-          at::parallel_for(0, s.batch * s.queries * s.heads, 64, [&](int64_t begin, int64_t end) {
+          at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
             for (int64_t r = begin; r < end; ++r) {
               softmax_backward(in.weights + r * samples, g.weights + r * samples, samples);
             }
