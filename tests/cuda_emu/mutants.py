@@ -96,10 +96,10 @@ MUTANTS = [
         "deterministic grad_value",
     ),
     Mutant(
-        "partial sums drop the last chunk",
+        "per-sample gradients drop the last channel",
         "cuda/kernels.cuh",
-        "for (int64_t chunk = 0; chunk < groups; ++chunk) {",
-        "for (int64_t chunk = 0; chunk + 1 < groups; ++chunk) {",
+        "for (int64_t d = 0; d < a.channels; ++d) {",
+        "for (int64_t d = 0; d + 1 < a.channels; ++d) {",
         "deterministic grad_",
     ),
     Mutant(

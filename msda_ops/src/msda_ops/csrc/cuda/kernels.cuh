@@ -11,9 +11,10 @@
 // Backward: the same split. grad_value is scattered with atomicAdd into an opmath (float
 // or double) buffer; the location and weight gradients need a sum over all D channels,
 // done with warp shuffles inside each group of G threads when G divides the warp, and with
-// atomicAdd otherwise. Under torch.use_deterministic_algorithms the float atomics are
-// replaced: per-chunk partial sums reduced in a fixed order, and grad_value gathered by
-// threads that each own a band of pixels and walk the queries in order.
+// atomicAdd otherwise. Under torch.use_deterministic_algorithms no float atomics run: the
+// location and weight gradients come from the shuffles, or from one thread per sample that
+// sums all D channels itself, and grad_value is gathered by threads that each own a band of
+// pixels and walk the queries in order.
 //
 // With softmax, attention_weights hold logits; each thread recomputes the max and sum over
 // the L*P logits of its (n, q, m) (nothing normalised is stored), and a last kernel turns
@@ -145,16 +146,15 @@ __device__ __forceinline__ T group_sum(T v, int width) {
 
 // How the G threads of a (n, q, m) sum their location and weight gradients.
 enum class Reduce {
-  shuffle,   // G a power of two <= 32: warp shuffles, lane 0 of the group writes
-  atomic,    // otherwise: atomicAdd into the gradients
-  partials,  // deterministic: each chunk writes its partial sums, reduce_partials_kernel adds
+  shuffle,  // G a power of two <= 32: warp shuffles, lane 0 of the group writes
+  atomic,   // otherwise: atomicAdd into the gradients
 };
 
 // kScatterValue: grad_value by atomicAdd here (false: value_gather_kernel computes it).
 template <typename scalar_t, typename opmath_t, int VEC, Reduce kReduce, bool kScatterValue>
 __global__ void __launch_bounds__(kThreads)
     backward_kernel(Args<scalar_t, opmath_t> a, const scalar_t* __restrict__ grad_output,
-                    GradBuffers<opmath_t> grad, opmath_t* __restrict__ partials) {
+                    GradBuffers<opmath_t> grad) {
   const int64_t thread = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool active = thread < a.total;
   // With shuffles, the lanes past `total` (the last warp's tail) form whole idle groups that
@@ -236,36 +236,56 @@ __global__ void __launch_bounds__(kThreads)
           grad.locations[2 * out] = grad_x;
           grad.locations[2 * out + 1] = grad_y;
         }
-      } else if constexpr (kReduce == Reduce::atomic) {
-        if (touched) {
-          atomicAdd(grad.weights + out, grad_attn);
-          atomicAdd(grad.locations + 2 * out, grad_x);
-          atomicAdd(grad.locations + 2 * out + 1, grad_y);
-        }
-      } else {
-        opmath_t* part = partials + (out * a.groups + chunk) * 3;
-        part[0] = grad_attn;
-        part[1] = grad_x;
-        part[2] = grad_y;
+      } else if (touched) {
+        atomicAdd(grad.weights + out, grad_attn);
+        atomicAdd(grad.locations + 2 * out, grad_x);
+        atomicAdd(grad.locations + 2 * out + 1, grad_y);
       }
     }
   }
 }
 
-// One thread per (n, q, m, sample): the G partial sums of Reduce::partials, in chunk order.
-template <typename opmath_t>
-__global__ void reduce_partials_kernel(const opmath_t* __restrict__ partials, int64_t outputs,
-                                       int64_t groups, GradBuffers<opmath_t> grad) {
+// Deterministic location and weight gradients where the G threads of a (n, q, m) cannot
+// shuffle: one thread per (n, q, m, sample) sums over all D channels itself, in order.
+template <typename scalar_t, typename opmath_t>
+__global__ void __launch_bounds__(kThreads)
+    sample_grad_kernel(Args<scalar_t, opmath_t> a, const scalar_t* __restrict__ grad_output,
+                       GradBuffers<opmath_t> grad) {
+  const int64_t samples = a.levels_count * a.points;
   const int64_t out = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (out >= outputs) return;
-  opmath_t sum[3] = {0, 0, 0};
-  for (int64_t chunk = 0; chunk < groups; ++chunk) {
-    const opmath_t* part = partials + (out * groups + chunk) * 3;
-    for (int i = 0; i < 3; ++i) sum[i] += part[i];
+  if (out >= a.batch * a.queries * a.heads * samples) return;
+  const int64_t nqm = out / samples, sample = out % samples;
+  const Level lv = a.levels[sample / a.points];
+  if (lv.height == 0) return;
+  const opmath_t x = a.locations[2 * out], y = a.locations[2 * out + 1];
+  Corners<opmath_t> c;
+  const Sample where = bilinear_corners(x, y, lv.height, lv.width, c);
+  if (where == Sample::nan) {
+    grad.weights[out] = grad.locations[2 * out] = grad.locations[2 * out + 1] = x + y;  // NaN
   }
-  grad.weights[out] = sum[0];
-  grad.locations[2 * out] = sum[1];
-  grad.locations[2 * out + 1] = sum[2];
+  if (where != Sample::inside) return;
+  const opmath_t* w = a.weights + nqm * samples;
+  const opmath_t attn = a.softmax ? softmax_of(w, samples)(w[sample]) : w[sample];
+  const int64_t m = nqm % a.heads, n = nqm / (a.heads * a.queries);
+  const int64_t row = a.heads * a.channels;
+  const scalar_t* value = a.value + (n * a.length * a.heads + m) * a.channels;
+  const scalar_t* g = grad_output + nqm * a.channels;
+  opmath_t grad_attn = 0, grad_x = 0, grad_y = 0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if (c.index[k] < 0) continue;
+    const scalar_t* v = value + (lv.start + c.index[k]) * row;
+    opmath_t dot = 0;
+    for (int64_t d = 0; d < a.channels; ++d) {
+      dot += static_cast<opmath_t>(g[d]) * static_cast<opmath_t>(v[d]);
+    }
+    grad_attn += c.weight[k] * dot;
+    grad_x += c.d_weight_dx[k] * dot;
+    grad_y += c.d_weight_dy[k] * dot;
+  }
+  grad.weights[out] = grad_attn;
+  grad.locations[2 * out] = attn * grad_x * static_cast<opmath_t>(lv.width);
+  grad.locations[2 * out + 1] = attn * grad_y * static_cast<opmath_t>(lv.height);
 }
 
 // Deterministic grad_value: one thread per (n, m, level, band, chunk) owns the pixels of
@@ -425,21 +445,17 @@ void backward(const Inputs<scalar_t, opmath_t>& in, const scalar_t* grad_output,
     if (!deterministic) {
       if (shuffle) {
         device.launch(backward_kernel<scalar_t, opmath_t, kVec, Reduce::shuffle, true>,
-                      args.total, args, grad_output, grad, static_cast<opmath_t*>(nullptr));
+                      args.total, args, grad_output, grad);
       } else {
         device.launch(backward_kernel<scalar_t, opmath_t, kVec, Reduce::atomic, true>,
-                      args.total, args, grad_output, grad, static_cast<opmath_t*>(nullptr));
+                      args.total, args, grad_output, grad);
       }
     } else {
       if (shuffle) {
         device.launch(backward_kernel<scalar_t, opmath_t, kVec, Reduce::shuffle, false>,
-                      args.total, args, grad_output, grad, static_cast<opmath_t*>(nullptr));
+                      args.total, args, grad_output, grad);
       } else {
-        opmath_t* partials = device.template scratch<opmath_t>(outputs * args.groups * 3);
-        device.launch(backward_kernel<scalar_t, opmath_t, kVec, Reduce::partials, false>,
-                      args.total, args, grad_output, grad, partials);
-        device.launch(reduce_partials_kernel<opmath_t>, outputs, partials, outputs, args.groups,
-                      grad);
+        device.launch(sample_grad_kernel<scalar_t, opmath_t>, outputs, args, grad_output, grad);
       }
       const int64_t owners = in.batch * in.heads * in.levels * args.groups;
       const int64_t bands = gather_bands(owners);
