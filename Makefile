@@ -22,7 +22,7 @@ CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle gpu-anchors gpu-day gpu-day-dry-run demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check pytest bench clean
+.PHONY: help setup test test-gpu test-slow wheel gpu-bundle gpu-anchors gpu-day gpu-day-dry-run demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants gpu-pytest gpu-sanitize pytest bench clean
 
 help:
 	@echo "make demo      the main job (offline)"
@@ -75,12 +75,27 @@ typecheck: setup
 	@echo "==> mypy"
 	$(VENV)/bin/mypy $(PY_PACKAGES)
 
-# Compile-only: the CUDA sources must build for sm_80 and sm_90 (no GPU needed).
+# The CUDA library built exactly as it ships (same code path and flags as the first-use
+# build, link included) for sm_80 and sm_90; no GPU needed.
 cuda-check: $(BUILD)/cuda-check.stamp
-$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc
-	@echo "==> nvcc compile check (sm_80, sm_90)"
+$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_toolkit.py
+	@echo "==> nvcc build check (sm_80, sm_90)"
 	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check
 	@mkdir -p $(BUILD) && touch $@
+
+# The CUDA kernels, unmodified, on emulated warps (32 threads each, checked shuffles,
+# std::atomic_ref atomics) against a float64 reference under ASan + UBSan (~1 min here).
+test-cuda-emu: setup
+	@echo "==> CUDA kernels under CPU emulation (ASan + UBSan)"
+	$(PY) tests/cuda_emu/run.py
+
+# The same harness under TSan (races between emulated threads), on the quick grid.
+test-cuda-emu-tsan: setup
+	$(PY) tests/cuda_emu/run.py --sanitizer thread
+
+# Proof that the emulation can fail: each injected bug must be caught (~8 min here).
+test-cuda-emu-mutants: setup
+	$(PY) tests/cuda_emu/mutants.py
 
 pytest: setup
 	@echo "==> pytest (CPU)"
@@ -95,16 +110,40 @@ test: setup
 	$(MAKE) --no-print-directory py-lint
 	$(MAKE) --no-print-directory typecheck
 	$(MAKE) --no-print-directory cuda-check
+	$(MAKE) --no-print-directory test-cuda-emu
 	$(MAKE) --no-print-directory pytest
 
 # On the GPU machine there is no network and no Rust toolchain: use its own python3
 # (torch preinstalled), install our pure-Python parts without dependencies, and take
 # matcher_rs from the abi3 wheel built here by `make gpu-bundle` and carried in .whl/.
+# Then compute-sanitizer (memcheck, synccheck, initcheck; from the carried
+# cuda-toolkit[sanitizer] wheel) watches a forward + backward through every kernel path.
+SANITIZER := $(BUILD)/sanitizer/nvidia/cu13/bin/compute-sanitizer
 test-gpu:
+	status=0; \
+	$(MAKE) --no-print-directory gpu-pytest || status=1; \
+	$(MAKE) --no-print-directory gpu-sanitize || status=1; \
+	exit $$status
+
+# PYTEST_ARGS: more pytest options (the GPU day passes --junitxml).
+gpu-pytest:
 	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
 	# msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps
 	# the checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
-	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# The kernels compiled first, outside the sanitizer; no caching allocator, so that a read
+# past a tensor's end leaves its allocation instead of landing in a cached block.
+gpu-sanitize:
+	python3 -m pip install -q --no-index --no-deps --target $(BUILD)/sanitizer .whl/sanitizer/*.whl
+	chmod +x $(SANITIZER)
+	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m msda_ops.build --kind cpu cuda
+	for tool in memcheck synccheck initcheck; do \
+		echo "==> compute-sanitizer --tool $$tool"; \
+		PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH=$(CURDIR)/msda_ops/src $(SANITIZER) \
+			--tool $$tool --error-exitcode 1 $$( [ $$tool = memcheck ] && echo --leak-check no ) \
+			python3 -P tests/support/sanitize_run.py || exit 1; \
+	done
 
 # The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
 wheel: setup
@@ -113,15 +152,21 @@ wheel: setup
 
 # Everything the GPU machine lacks, as Python 3.12 wheels in .whl/ (git-ignored; pass
 # `carry: [".whl"]` to the device tool): our abi3 wheel, pycocotools, and the op anchors
-# of benchmarks/bench_msda.py (the original SenseTime kernel, deformops).
-GPU_WHEELS := pycocotools ms-deform-attn deformops
+# of benchmarks/bench_msda.py (deformops; the original SenseTime kernel is built there from
+# .anchors/, see gpu-anchors: PyPI's ms-deform-attn needs libcudart.so.12). In .whl/sanitizer/
+# (not installed with the others): compute-sanitizer, the [sanitizer] extra of cuda-toolkit
+# 13.0.3, the CUDA release of the GPU machine's torch 2.11+cu130.
+GPU_WHEELS := pycocotools deformops
+GPU_SANITIZER := nvidia-cuda-sanitizer-api==13.0.85.*
+GPU_PLATFORMS := $(foreach v,28 25 17,--platform manylinux_2_$(v)_x86_64) --platform manylinux2014_x86_64
 gpu-bundle: setup
-	rm -rf .whl && mkdir -p .whl
+	rm -rf .whl && mkdir -p .whl/sanitizer
 	$(VENV)/bin/maturin build --release --quiet --out .whl
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-		--platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
-	@ls -la .whl
+		--implementation cp $(GPU_PLATFORMS) -d .whl $(GPU_WHEELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d .whl/sanitizer "$(GPU_SANITIZER)"
+	@ls -la .whl .whl/sanitizer
 
 # The original SenseTime kernel's sources (Deformable-DETR's models/ops), the GPU day's anchor:
 # copied into the git-ignored .anchors/, never committed. ORIGINAL_SRC: a checkout or a git dir.

@@ -21,7 +21,7 @@ Steps, most valuable first, each under its own time limit cut to what the budget
 5. ``bench-models``: ``benchmarks/bench_models.py --device cuda`` (zoo vs transformers).
 
 At most 8 files come back from ``$OUT``: ``summary.json`` (environment, each step's status
-and time), ``gpu_day.log`` (every step's output), ``test_gpu.xml``, ``sanitizer.log``,
+and time), ``gpu_day.log`` (every step's output, compute-sanitizer's too), ``test_gpu.xml``,
 ``msda_cuda.json``, ``models_cuda.json``. Copy the JSON into ``benchmarks/results/`` and
 commit it (``--collect DIR`` does that from the fetched folder).
 """
@@ -46,6 +46,7 @@ ORIGINAL_OPS = ANCHORS / "deformable_detr_ops"
 # Wheels the GPU machine lacks (DESIGN.md: no network there); fnmatch patterns in .whl/.
 REQUIRED_WHEELS = ("detr_zoo-*abi3*.whl", "pycocotools-*cp312*.whl", "deformops-*.whl")
 RESULT_FILES = ("msda_cuda.json", "models_cuda.json")
+STEP_NAMES = ("build", "test-gpu", "sanitizer", "bench-msda", "bench-models")
 # The device tool carries at most 64 MiB: tracked files, untracked unignored ones, carried paths.
 CARRY_LIMIT = 64 * 2**20
 
@@ -82,13 +83,13 @@ def steps(out: Path, python: str) -> list[Step]:
         ),
         Step(
             "test-gpu",
-            ["make", "--no-print-directory", "test-gpu", f"PYTEST_ARGS=--junitxml={out}/test_gpu.xml"],
+            ["make", "--no-print-directory", "gpu-pytest", f"PYTEST_ARGS=--junitxml={out}/test_gpu.xml"],
             200,
             [python, "-m", "pytest", "-m", "gpu", "--collect-only", "-q", "-p", "no:cacheprovider"],
         ),
         Step(
             "sanitizer",
-            [python, "tests/support/sanitize_run.py", "--log", str(out / "sanitizer.log")],
+            ["make", "--no-print-directory", "gpu-sanitize"],
             90,
             [python, "tests/support/sanitize_run.py", "--dry-run"],
             bench_env,
@@ -163,8 +164,11 @@ def environment(python: str) -> dict[str, object]:
     return env
 
 
-def run_day(out: Path, budget_s: float, python: str) -> int:
-    """Run every step within ``budget_s`` seconds; returns 0 when every step passed."""
+def run_day(out: Path, budget_s: float, python: str, only: list[str] | None = None) -> int:
+    """Run the steps (all, or those named in ``only``) within ``budget_s`` seconds.
+
+    Returns 0 when every step that ran passed.
+    """
     out.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + budget_s
     started = time.time()
@@ -173,8 +177,11 @@ def run_day(out: Path, budget_s: float, python: str) -> int:
     with open(out / "gpu_day.log", "a", buffering=1) as log:
         for wheel in sorted(WHEELS.glob("*.whl")):
             log.write(f"carried wheel: {wheel.name}\n")
-        original = _start_original_build(log)
-        for step in steps(out, python):
+        chosen = [step for step in steps(out, python) if only is None or step.name in only]
+        original = (
+            _start_original_build(log) if any(s.name == "bench-msda" for s in chosen) else None
+        )
+        for step in chosen:
             left = deadline - time.monotonic() - 5
             if left < 20:
                 results[step.name] = {"status": "skipped: budget spent"}
@@ -231,7 +238,10 @@ def dry_run(python: str) -> int:
             f"the tree to carry is {size / 2**20:.1f} MiB, over the device tool's 64 MiB"
         )
     log = sys.stdout
-    for step in steps(Path("/tmp/gpu-day-dry-run"), python):
+    day = steps(Path("/tmp/gpu-day-dry-run"), python)
+    if [step.name for step in day] != list(STEP_NAMES):
+        problems.append("STEP_NAMES does not list the steps in order")
+    for step in day:
         if step.dry_command is None:
             continue
         result = _run(step, step.dry_command, step.limit_s, log)
@@ -265,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         "--budget", type=float, default=500.0, help="seconds for the whole day (default 500)"
     )
     parser.add_argument("--python", default=sys.executable, help="the interpreter with torch")
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=STEP_NAMES,
+        help="run only these steps (e.g. a second call for what the first ran out of time for)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="rehearse on this CPU machine")
     parser.add_argument("--collect", type=Path, help="copy a fetched day's JSON into results/")
     args = parser.parse_args(argv)
@@ -272,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return collect(args.collect)
     if args.dry_run:
         return dry_run(args.python)
-    return run_day(args.out, args.budget, args.python)
+    return run_day(args.out, args.budget, args.python, args.steps)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,8 @@ def _extensions() -> dict[str, Any]:
                 "torch": torch.__version__,
                 "libraries": {kind: path.name for kind, path in built.items()},
             }
+            if "cuda" in built:  # build._prebuilt loads it only on these architectures
+                info["cuda_arch"] = build.cuda_arch_list()
             target = built["cpu"].parent / "_prebuilt.json"
             target.write_text(json.dumps(info, indent=2) + "\n")
 

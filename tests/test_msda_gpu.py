@@ -1,6 +1,10 @@
-"""The CUDA kernels: equality with the reference, gradients, precisions, streams, big indices.
+"""The CUDA kernels beyond the shared checks: streams, graphs, autocast, huge indices.
 
-All marked ``gpu``: skipped without a CUDA device (run with ``make test-gpu``).
+All marked ``gpu``: skipped without a CUDA device (run with ``make test-gpu``). The checks
+shared with the CPU kernel (reference equality per dtype, D and storage offset, gradcheck,
+opcheck, NaN rule, softmax, deterministic backward, empty inputs) run on both devices from
+one body in tests/test_msda_cpu.py; between GPU runs the kernels run on emulated warps in
+every ``make test`` (tests/cuda_emu).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import sys
 import pytest
 import torch
 from msda_ops.testing import level_start_index, random_inputs
+from support.msda_kernel_cases import assert_close_to, forward_and_grads, kernel
 
 from msda_ops import ms_deform_attn, ms_deform_attn_reference, ops
 
@@ -22,71 +27,6 @@ pytestmark = pytest.mark.gpu
 def cuda_kernel():
     """Compile (or load from the cache) the CUDA kernels once for this module."""
     assert ops.kernel_available("cuda", True)
-
-
-def kernel(*args):
-    return ms_deform_attn(*args, backend="kernel")
-
-
-def forward_and_grads(fn, args, grad_output):
-    out = fn(*args)
-    grads = torch.autograd.grad(out, (args[0], args[3], args[4]), grad_output.to(out.dtype))
-    return out, grads
-
-
-def assert_matches_reference(args, atol=1e-10):
-    grad_output = torch.randn(
-        args[3].shape[0],
-        args[3].shape[1],
-        args[0].shape[2] * args[0].shape[3],
-        dtype=args[0].dtype,
-        device=args[0].device,
-    )
-    out, grads = forward_and_grads(kernel, args, grad_output)
-    out_ref, grads_ref = forward_and_grads(ms_deform_attn_reference, args, grad_output)
-    torch.testing.assert_close(out, out_ref, rtol=0, atol=atol)
-    for name, got, expected in zip(
-        ("value", "locations", "weights"), grads, grads_ref, strict=True
-    ):
-        torch.testing.assert_close(got, expected, rtol=atol, atol=atol, msg=name)
-
-
-# D covers: vector widths 2 and 1 for float64, group sizes that shuffle (D=2..64) and ones
-# that fall back to atomics (D=3: G=3; D=128: G=64 > 32), and D=1.
-@pytest.mark.parametrize("channels", [1, 2, 3, 8, 32, 128])
-@pytest.mark.parametrize("spread", [0.0, 0.5])
-def test_float64_equals_reference(channels, spread):
-    args = random_inputs(
-        2,
-        7,
-        3,
-        channels,
-        [(9, 7), (3, 5), (1, 1)],
-        3,
-        dtype=torch.float64,
-        device="cuda",
-        seed=channels,
-        spread=spread,
-        requires_grad=True,
-    )
-    assert_matches_reference(args)
-
-
-@pytest.mark.parametrize("batch", [1, 3, 65, 67, 130])
-def test_any_batch_size(batch):
-    args = random_inputs(
-        batch,
-        5,
-        2,
-        4,
-        [(4, 6), (2, 3)],
-        2,
-        dtype=torch.float64,
-        device="cuda",
-        seed=batch,
-        requires_grad=True,
-    )
-    assert_matches_reference(args)
 
 
 def test_cuda_equals_cpu_kernel():
@@ -105,40 +45,9 @@ def test_cuda_equals_cpu_kernel():
     torch.testing.assert_close(kernel(*on_gpu).cpu(), kernel(*args), rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_gradcheck(seed):
-    args = random_inputs(
-        2,
-        3,
-        2,
-        4,
-        [(3, 4), (2, 2), (1, 1)],
-        2,
-        dtype=torch.float64,
-        device="cuda",
-        seed=seed,
-        spread=0.2,
-        requires_grad=True,
-    )
-    assert torch.autograd.gradcheck(kernel, args, eps=1e-6, atol=1e-7)
-
-
-def test_gradcheck_non_contiguous_and_misaligned():
-    value, shapes, starts, locations, weights = random_inputs(
-        1, 3, 2, 4, [(3, 3), (2, 1)], 2, dtype=torch.float64, device="cuda", seed=5
-    )
-    # A storage offset of one element: the kernels must drop to scalar loads.
-    padded = torch.cat([value.new_zeros(1), value.flatten()])
-    misaligned = padded[1:].view(value.shape).requires_grad_()
-    locations = torch.cat([locations, locations], dim=-2)[..., ::2, :].detach().requires_grad_()
-    weights = weights.transpose(1, 2).contiguous().transpose(1, 2).requires_grad_()
-    args = (misaligned, shapes, starts, locations, weights)
-    assert torch.autograd.gradcheck(kernel, args, eps=1e-6, atol=1e-7)
-
-
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-def test_opcheck(dtype):
-    # float64: the atomics' summation order changes the last bits only.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_opcheck_low_precision(dtype):
+    # The atomics' summation order changes the last bits only.
     args = random_inputs(
         2, 4, 2, 8, [(4, 5), (2, 2)], 2, dtype=dtype, device="cuda", requires_grad=True
     )
@@ -164,69 +73,63 @@ def test_compile_fullgraph_matches_eager():
         torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize(
-    ("dtype", "tol"), [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)]
-)
-def test_low_precision_close_to_float64(dtype, tol):
-    args = random_inputs(
-        2,
-        50,
-        8,
-        32,
-        [(24, 30), (12, 15), (6, 8), (3, 4)],
-        4,
-        dtype=dtype,
-        device="cuda",
-        seed=3,
-        spread=0.1,
-        requires_grad=True,
+def test_autocast_half_value_with_float32_locations():
+    """Under autocast a Linear gives a float16 value while locations stay float32."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shapes = torch.tensor([[8, 8], [4, 4]], device="cuda")
+    proj = torch.nn.Linear(16, 16).cuda()
+    features = torch.randn(2, 80, 16, device="cuda", generator=gen)
+    locations = torch.rand(2, 10, 2, 2, 4, 2, device="cuda", generator=gen).requires_grad_()
+    weights = torch.rand(2, 10, 2, 2, 4, device="cuda", generator=gen).requires_grad_()
+    with torch.autocast("cuda", dtype=torch.float16):
+        value = proj(features).view(2, 80, 2, 8)
+        assert value.dtype == torch.float16
+        out = ms_deform_attn(
+            value, shapes, level_start_index(shapes), locations, weights, backend="kernel"
+        )
+    assert out.dtype == torch.float16
+    expected = ms_deform_attn_reference(
+        value.double(), shapes, level_start_index(shapes), locations.double(), weights.double()
     )
-    args64 = tuple(
-        a.detach().double().requires_grad_() if a.is_floating_point() else a for a in args
-    )
-    grad_output = torch.randn(2, 50, 256, dtype=torch.float64, device="cuda")
-    out, grads = forward_and_grads(kernel, args, grad_output)
-    out64, grads64 = forward_and_grads(ms_deform_attn_reference, args64, grad_output)
-    assert out.dtype == dtype and [g.dtype for g in grads] == [dtype] * 3
-    for got, expected in zip((out, *grads), (out64, *grads64), strict=True):
-        assert (got.double() - expected).abs().max() <= tol * expected.abs().max()
+    assert_close_to(out, expected, 4e-3, "output")
+    out.float().square().sum().backward()
+    assert locations.grad is not None and locations.grad.dtype == torch.float32
+    assert proj.weight.grad is not None and proj.weight.grad.isfinite().all()
 
 
-@pytest.mark.parametrize("channels", [6, 256])
-def test_float32_reduction_by_atomics(channels):
-    """G = D / 4 threads per head that do not fit a warp, or not a power of two: atomics."""
-    args = random_inputs(
-        2, 11, 2, channels, [(6, 7), (2, 3)], 3, device="cuda", seed=channels,
-        spread=0.2, requires_grad=True,
-    )  # fmt: skip
-    args64 = tuple(
-        a.detach().double().requires_grad_() if a.is_floating_point() else a for a in args
-    )
-    grad_output = torch.randn(2, 11, 2 * channels, dtype=torch.float64, device="cuda")
-    _, grads = forward_and_grads(kernel, args, grad_output)
-    _, grads64 = forward_and_grads(ms_deform_attn_reference, args64, grad_output)
-    for got, expected in zip(grads, grads64, strict=True):
-        assert (got.double() - expected).abs().max() <= 1e-5 * expected.abs().max()
-
-
-def test_non_finite_and_far_locations_read_nothing():
-    value, shapes, starts, locations, weights = random_inputs(
-        1, 6, 1, 4, [(4, 4), (2, 3)], 1, device="cuda"
-    )
-    far = torch.tensor(
-        [float("nan"), float("inf"), -float("inf"), 1e30, -1e30, 2.0**62], device="cuda"
-    )
-    locations[..., 0] = far.view(1, 6, 1, 1, 1)
-    args = (
-        value.requires_grad_(),
-        shapes,
-        starts,
-        locations.requires_grad_(),
-        weights.requires_grad_(),
-    )
-    out, grads = forward_and_grads(kernel, args, torch.ones(1, 6, 4, device="cuda"))
-    for t in (out, *grads):
-        assert torch.equal(t, torch.zeros_like(t))
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_captured_in_a_cuda_graph(deterministic):
+    """Forward and backward replayed from a CUDA graph: no host sync, no launch off the
+    capturing stream (either makes the capture fail), and the replay computes anew."""
+    args = random_inputs(2, 30, 4, 32, [(16, 16), (8, 8)], 4, device="cuda", seed=2,
+                         spread=0.1, requires_grad=True)  # fmt: skip
+    leaves = (args[0], args[3], args[4])
+    grad_output = torch.randn(2, 30, 128, device="cuda")
+    torch.use_deterministic_algorithms(deterministic)
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the default stream, as the docs ask
+            for _ in range(2):
+                torch.autograd.grad(kernel(*args), leaves, grad_output)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = kernel(*args)
+            grads = torch.autograd.grad(out, leaves, grad_output)
+        fresh = random_inputs(2, 30, 4, 32, [(16, 16), (8, 8)], 4, device="cuda", seed=3,
+                              spread=0.1)  # fmt: skip
+        with torch.no_grad():
+            for leaf, new in zip(leaves, (fresh[0], fresh[3], fresh[4]), strict=True):
+                leaf.copy_(new)
+        graph.replay()
+        torch.cuda.synchronize()
+        expected_out, expected_grads = forward_and_grads(kernel, args, grad_output)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    torch.testing.assert_close(out, expected_out, rtol=0, atol=0)
+    for got, expected in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_runs_on_the_current_stream():

@@ -238,3 +238,47 @@ def test_unwritable_cache_is_a_build_error(tmp_path, monkeypatch):
     monkeypatch.setenv("MSDA_OPS_CACHE_DIR", str(blocker / "cache"))
     with pytest.raises(build.BuildError, match="cannot build"):
         build.compile_library("cpu")
+
+
+def test_cuda_cache_key_follows_gpu_architecture(tmp_path, monkeypatch):
+    """A library built for sm_90 is never reused on sm_80 (no kernel image there)."""
+    monkeypatch.setenv("MSDA_OPS_CACHE_DIR", str(tmp_path))
+    cpu = build.build_directory("cpu")
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "8.0")
+    sm80 = build.build_directory("cuda")
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    sm90 = build.build_directory("cuda")
+    # Without the variable, the visible devices decide.
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    a100 = build.build_directory("cuda")
+    assert build.cuda_arch_list() == "8.0+PTX"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    h100 = build.build_directory("cuda")
+    assert len({sm80, sm90, a100, h100}) == 4
+    assert build.build_directory("cpu") == cpu  # the CPU library does not depend on the GPU
+
+
+def test_cuda_build_without_gpu_says_what_to_set(monkeypatch, capsys):
+    """No GPU and no TORCH_CUDA_ARCH_LIST: a message naming the variable, not an IndexError."""
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert build.main(["--kind", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "TORCH_CUDA_ARCH_LIST" in err and "index" not in err
+
+
+def test_every_kernel_source_and_header_ships():
+    """The sources compile on the user's machine: each file under csrc is package data."""
+    import fnmatch
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = build.CSRC.parents[2]  # msda_ops/
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["msda_ops"]
+    files = [p.relative_to(build.PACKAGE).as_posix() for p in build.CSRC.rglob("*") if p.is_file()]
+    assert "csrc/cuda/kernels.cuh" in files and "csrc/msda_sampling.h" in files
+    missing = [f for f in files if not any(fnmatch.fnmatchcase(f, p) for p in patterns)]
+    assert missing == [], f"not in package-data: {missing}"

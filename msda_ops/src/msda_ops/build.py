@@ -6,8 +6,9 @@ Two shared libraries, loaded with ``torch.ops.load_library``:
 - ``cuda``: the CUDA kernels (``csrc/cuda/*.cu``), built only when a CUDA device is used.
 
 Each build lives in ``<cache>/<name>-<key>/`` where the key hashes the torch version, its
-CUDA version, the Python version, the compiler flags and the sources, so editing a source
-or upgrading torch builds afresh and never loads a stale library. ``<cache>`` is
+CUDA version, the Python version, the compiler flags, the sources and (CUDA) the GPU
+architectures compiled for, so editing a source, upgrading torch or moving to another GPU
+builds afresh and never loads a stale library ("no kernel image is available"). ``<cache>`` is
 ``$MSDA_OPS_CACHE_DIR``, else ``$XDG_CACHE_HOME/msda_ops``, else ``~/.cache/msda_ops``.
 
 An exclusive ``flock`` on ``<dir>.lock`` covers build and first load; the ``BUILT`` marker
@@ -28,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import platform
 import shutil
@@ -41,7 +41,6 @@ import torch
 
 from msda_ops.cuda_toolkit import find_cuda_home, link_cudart
 
-logger = logging.getLogger("msda_ops")
 PACKAGE = Path(__file__).resolve().parent
 CSRC = PACKAGE / "csrc"
 _OPENMP = ["-fopenmp"] if sys.platform.startswith("linux") else []
@@ -71,11 +70,42 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "msda_ops"
 
 
+def cuda_arch_list() -> str:
+    """The GPU architectures the CUDA library is compiled for, as ``TORCH_CUDA_ARCH_LIST``.
+
+    ``$TORCH_CUDA_ARCH_LIST`` when set, else the visible devices' compute capabilities (the
+    newest also as PTX), which is what torch's builder would pick.
+
+    Raises:
+        BuildError: no GPU is visible and the variable is not set.
+    """
+    chosen = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
+    if chosen:
+        return chosen
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    capabilities = sorted({torch.cuda.get_device_capability(i) for i in range(count)})
+    if not capabilities:
+        raise BuildError(
+            "no CUDA device is visible to choose the GPU architectures to compile for; "
+            "set TORCH_CUDA_ARCH_LIST to the ones you need, e.g. "
+            "TORCH_CUDA_ARCH_LIST='8.0;9.0' for A100 and H100"
+        )
+    archs = [f"{major}.{minor}" for major, minor in capabilities]
+    archs[-1] += "+PTX"
+    return ";".join(archs)
+
+
 def build_directory(kind: str) -> Path:
-    """The cache folder of library ``kind`` for this torch, Python, flags and sources."""
+    """The cache folder of library ``kind`` for this torch, Python, flags and sources.
+
+    Raises:
+        BuildError: ``kind="cuda"`` with no architecture to compile for (see cuda_arch_list).
+    """
     digest = hashlib.sha256()
     meta = [torch.__version__, str(torch.version.cuda), sys.version, platform.machine(), kind]
     meta += CXX_FLAGS + (CUDA_FLAGS if kind == "cuda" else [])
+    if kind == "cuda":
+        meta.append(f"arch={cuda_arch_list()}")
     digest.update("\0".join(meta).encode())
     # This library's sources and every header, in a stable order.
     headers = [p for p in CSRC.rglob("*") if p.suffix in (".h", ".cuh")]
@@ -90,6 +120,21 @@ def _say(text: str, end: str = "\n") -> None:
     """One line on stderr: a first-use build takes a minute and must not look like a hang."""
     sys.stderr.write(text + end)
     sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 @contextlib.contextmanager
@@ -128,6 +173,12 @@ def _prebuilt(kind: str) -> Path | None:
         return None
     if built.get("torch") != torch.__version__ or kind not in built.get("libraries", {}):
         return None
+    if kind == "cuda":  # compiled for other GPUs: build for these instead
+        try:
+            if built.get("cuda_arch") != cuda_arch_list():
+                return None
+        except BuildError:
+            return None
     path = PACKAGE / built["libraries"][kind]
     return path if path.is_file() else None
 
@@ -212,18 +263,20 @@ def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: b
         "about a minute) ...",
         end="\n" if verbose else "",
     )
+    arch = {"TORCH_CUDA_ARCH_LIST": cuda_arch_list()} if kind == "cuda" else {}
     try:
-        cpp_extension.load(
-            name=name,
-            sources=[str(s) for s in srcs],
-            extra_cflags=CXX_FLAGS,
-            extra_cuda_cflags=CUDA_FLAGS if kind == "cuda" else None,
-            extra_ldflags=list(_OPENMP),
-            extra_include_paths=[str(CSRC)],
-            build_directory=str(directory),
-            is_python_module=False,
-            verbose=verbose,
-        )
+        with _environment(arch):
+            cpp_extension.load(
+                name=name,
+                sources=[str(s) for s in srcs],
+                extra_cflags=CXX_FLAGS,
+                extra_cuda_cflags=CUDA_FLAGS if kind == "cuda" else None,
+                extra_ldflags=list(_OPENMP),
+                extra_include_paths=[str(CSRC)],
+                build_directory=str(directory),
+                is_python_module=False,
+                verbose=verbose,
+            )
     except Exception as exc:  # compiler errors arrive as RuntimeError/CalledProcessError
         log = directory / "build.log"
         log.write_text(str(exc))

@@ -2,7 +2,7 @@
 
 PyPI ships nvcc, the CUDA headers and CCCL as ``cuda-toolkit[nvcc,cccl]``; they land in
 ``site-packages/nvidia/cu<major>``. This module finds that tree so the kernels can be
-built on machines with no system toolkit, and offers a compile-only check used by CI::
+built on machines with no system toolkit, and offers the compile check used by CI (the shipped build, for chosen architectures)::
 
     python -m msda_ops.cuda_toolkit --link-cudart
     python -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out build/cuda-check
@@ -11,10 +11,8 @@ built on machines with no system toolkit, and offers a compile-only check used b
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import os
 import shutil
-import subprocess
 import sys
 import sysconfig
 from pathlib import Path
@@ -66,70 +64,45 @@ def link_cudart(home: Path) -> None:
     target.symlink_to(versioned[0].name)
 
 
-def nvcc_command(home: Path, source: Path, output: Path, archs: list[int]) -> list[str]:
-    """The nvcc command line that compiles one ``.cu`` file against torch's headers."""
-    from torch.utils import cpp_extension
-
-    # torch's own headers plus the toolkit's; asking cpp_extension for the CUDA paths
-    # would consult its CUDA_HOME, frozen at its import time.
-    includes = [*cpp_extension.include_paths(device_type="cpu"), str(home / "include"), str(CSRC)]
-    includes.append(sysconfig.get_paths()["include"])
-    gencode: list[str] = []
-    for arch in archs:
-        gencode += ["-gencode", f"arch=compute_{arch},code=sm_{arch}"]
-    import torch
-
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    return [
-        str(home / "bin" / "nvcc"),
-        "-c",
-        str(source),
-        "-o",
-        str(output),
-        "-std=c++20",
-        "-O2",
-        "--expt-relaxed-constexpr",
-        "-Xcompiler",
-        "-fPIC",
-        f"-D_GLIBCXX_USE_CXX11_ABI={abi}",
-        "-DTORCH_EXTENSION_NAME=msda_ops_cuda_check",
-        "--threads",
-        str(max(1, len(archs))),
-        *gencode,
-        *[f"-I{p}" for p in includes],
-    ]
-
-
 def compile_check(archs: list[int], out: Path) -> int:
-    """Compile every CUDA source for ``archs`` (no GPU needed). Returns an exit code."""
-    home = find_cuda_home()
-    if home is None:
+    """Build the CUDA library exactly as it ships, for ``archs``, into ``out`` (no GPU needed).
+
+    The same code path as the first-use build (:func:`msda_ops.build.compile_library`): the
+    same sources, torch's own nvcc flags (``COMMON_NVCC_FLAGS``: ``-D__CUDA_NO_HALF_OPERATORS__``
+    ...), ours (``-O3``, ``-lineinfo`` ...) and the link, with ``TORCH_CUDA_ARCH_LIST`` set to
+    ``archs`` and the cache folder set to ``out``. Returns an exit code.
+    """
+    from msda_ops import build  # build imports this module
+
+    if find_cuda_home() is None:
         print(
             "no nvcc found: install `cuda-toolkit[nvcc,cccl]` at torch's CUDA release",
             file=sys.stderr,
         )
         return 2
-    sources = sorted((CSRC / "cuda").glob("*.cu"))
-    if not sources:
+    if not build.sources("cuda"):
         print(f"no CUDA sources under {CSRC / 'cuda'}", file=sys.stderr)
         return 2
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, CUDA_HOME=str(home))
-
-    def run(src: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
-        cmd = nvcc_command(home, src, out / (src.stem + ".o"), archs)
-        return src, subprocess.run(cmd, env=env, capture_output=True, text=True)
-
-    failed = 0
-    # One source at a time: nvcc already uses a thread per architecture.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        for src, proc in pool.map(run, sources):
-            status = "ok" if proc.returncode == 0 else "FAILED"
-            print(f"nvcc {src.name} sm_{',sm_'.join(map(str, archs))}: {status}")
-            if proc.returncode != 0:
-                failed += 1
-                print(proc.stdout + proc.stderr, file=sys.stderr)
-    return 1 if failed else 0
+    arch_list = ";".join(f"{arch // 10}.{arch % 10}" for arch in archs)
+    names = ", ".join(p.name for p in build.sources("cuda"))
+    saved = {key: os.environ.get(key) for key in ("TORCH_CUDA_ARCH_LIST", "MSDA_OPS_CACHE_DIR")}
+    os.environ.update(TORCH_CUDA_ARCH_LIST=arch_list, MSDA_OPS_CACHE_DIR=str(out.resolve()))
+    try:
+        library = build.compile_library("cuda")
+    except build.BuildError as exc:
+        print(f"nvcc {names} sm_{',sm_'.join(map(str, archs))}: FAILED: {exc}", file=sys.stderr)
+        log = Path(str(exc).rsplit("log: ", 1)[-1].rstrip(")"))
+        if log.is_file():
+            print(log.read_text()[-20000:], file=sys.stderr)
+        return 1
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+    print(f"nvcc {names} sm_{',sm_'.join(map(str, archs))}: ok ({library})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

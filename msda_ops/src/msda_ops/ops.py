@@ -3,10 +3,15 @@
 The schemas live in C++ (``csrc/msda_ops.cpp``)::
 
     msda_ops::ms_deform_attn_forward(value, spatial_shapes, level_start_index,
-                                     sampling_locations, attention_weights) -> output
+                                     sampling_locations, attention_weights,
+                                     softmax=False) -> output
     msda_ops::ms_deform_attn_backward(grad_output, value, spatial_shapes, level_start_index,
-                                      sampling_locations, attention_weights)
+                                      sampling_locations, attention_weights, softmax=False)
         -> (grad_value, grad_sampling_locations, grad_attention_weights)
+
+With ``softmax=True`` attention_weights are raw logits; the kernels apply the softmax over
+the L*P samples of each (query, head) themselves, and grad_attention_weights is the gradient
+with respect to the logits.
 
 Here they get fake-tensor implementations (shapes only, for ``torch.compile`` and
 ``torch.export``) and autograd: the forward's backward is the backward op, so compiled
@@ -33,6 +38,7 @@ def _forward_fake(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    softmax: bool = False,
 ) -> Tensor:
     n, _, m, d = value.shape
     return value.new_empty((n, sampling_locations.shape[1], m * d))
@@ -45,6 +51,7 @@ def _backward_fake(
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    softmax: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     # The kernels return fresh contiguous gradients in each input's dtype.
     contiguous = torch.contiguous_format
@@ -55,14 +62,15 @@ def _backward_fake(
     )
 
 
-def _setup_context(ctx: Any, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-    ctx.save_for_backward(*inputs)
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
+    ctx.save_for_backward(*inputs[:5])
+    ctx.softmax = bool(inputs[5]) if len(inputs) > 5 else False
 
 
 def _backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
     value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
     grad_value, grad_locations, grad_weights = torch.ops.msda_ops.ms_deform_attn_backward(
-        grad_output, value, spatial_shapes, level_start_index, locations, weights
+        grad_output, value, spatial_shapes, level_start_index, locations, weights, ctx.softmax
     )
     needs = ctx.needs_input_grad
     return (
@@ -71,6 +79,7 @@ def _backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         None,
         grad_locations if needs[3] else None,
         grad_weights if needs[4] else None,
+        None,
     )
 
 

@@ -7,9 +7,10 @@ TORCH_LIBRARY(msda_ops, m) {
   m.set_python_module("msda_ops.ops");
   m.def(
       "ms_deform_attn_forward(Tensor value, Tensor spatial_shapes, Tensor level_start_index, "
-      "Tensor sampling_locations, Tensor attention_weights) -> Tensor");
+      "Tensor sampling_locations, Tensor attention_weights, bool softmax=False) -> Tensor");
   m.def(
       "ms_deform_attn_backward(Tensor grad_output, Tensor value, Tensor spatial_shapes, "
-      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights) "
+      "Tensor level_start_index, Tensor sampling_locations, Tensor attention_weights, "
+      "bool softmax=False) "
       "-> (Tensor, Tensor, Tensor)");
 }

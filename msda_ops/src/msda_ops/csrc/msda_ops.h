@@ -1,94 +1,16 @@
-// Shared by the CPU and CUDA kernels: argument checks and the bilinear sampling rule.
-//
-// Semantics (Deformable DETR, equal to grid_sample(bilinear, zeros, align_corners=False)):
-// a location (x, y) in [0, 1] maps to pixel (x*W - 0.5, y*H - 0.5); the four neighbouring
-// pixels are weighted bilinearly and a corner outside the map contributes zero.
+// Host-side steps shared by the CPU and CUDA launchers: argument checks, the inputs in the
+// layout and precision the kernels read, the accumulation dtype, gradient buffers and the
+// final cast. The sampling rule itself is in msda_sampling.h (ATen-free).
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <tuple>
 
-// Always inlined: the CPU kernel copies its loops into an AVX2 build, which only happens to
-// the code inlined into them.
-#if defined(__CUDACC__)
-#define MSDA_HOST_DEVICE __host__ __device__ __forceinline__
-#elif defined(__GNUC__)
-#define MSDA_HOST_DEVICE inline __attribute__((always_inline))
-#else
-#define MSDA_HOST_DEVICE inline
-#endif
+#include "msda_sampling.h"
 
 namespace msda {
-
-// The four corners around one location: pixel index inside the level (row * W + col), or -1
-// when the corner is outside the map, with its bilinear weight and the derivatives of that
-// weight with respect to the pixel coordinates (for the location gradient).
-template <typename T>
-struct Corners {
-  int64_t index[4];
-  T weight[4];
-  T d_weight_dx[4];
-  T d_weight_dy[4];
-};
-
-// Fills `c` and returns true when at least one corner can be inside the map. Locations that
-// are NaN, infinite or far away fail the first test, so no index is ever formed from them.
-// The bounds `>= -1` and `< size` match grid_sample (the original kernel used `> -1`,
-// which differs only in the gradient exactly on that line).
-// floor() for |v| well inside int64 range: truncation, corrected for negatives. A single
-// conversion instead of a libm call on CPUs without SSE4.1 rounding.
-template <typename T>
-MSDA_HOST_DEVICE int64_t floor_to_int(T v) {
-  const int64_t i = static_cast<int64_t>(v);
-  return i - static_cast<int64_t>(static_cast<T>(i) > v);
-}
-
-template <typename T>
-MSDA_HOST_DEVICE bool bilinear_corners(T x, T y, int64_t height, int64_t width, Corners<T>& c) {
-  const T px = x * static_cast<T>(width) - T(0.5);
-  const T py = y * static_cast<T>(height) - T(0.5);
-  if (!(px >= T(-1) && py >= T(-1) && px < static_cast<T>(width) &&
-        py < static_cast<T>(height))) {
-    return false;
-  }
-  const int64_t x0 = floor_to_int(px);  // px, py in [-1, size): no overflow
-  const int64_t y0 = floor_to_int(py);
-  const T lx = px - static_cast<T>(x0);
-  const T ly = py - static_cast<T>(y0);
-  const T hx = T(1) - lx;
-  const T hy = T(1) - ly;
-  const bool x0_in = x0 >= 0;
-  const bool x1_in = x0 + 1 <= width - 1;
-  const bool y0_in = y0 >= 0;
-  const bool y1_in = y0 + 1 <= height - 1;
-  // Corner order: (y0, x0), (y0, x1), (y1, x0), (y1, x1).
-  c.index[0] = (y0_in && x0_in) ? y0 * width + x0 : -1;
-  c.index[1] = (y0_in && x1_in) ? y0 * width + x0 + 1 : -1;
-  c.index[2] = (y1_in && x0_in) ? (y0 + 1) * width + x0 : -1;
-  c.index[3] = (y1_in && x1_in) ? (y0 + 1) * width + x0 + 1 : -1;
-  c.weight[0] = hy * hx;
-  c.weight[1] = hy * lx;
-  c.weight[2] = ly * hx;
-  c.weight[3] = ly * lx;
-  c.d_weight_dx[0] = -hy;
-  c.d_weight_dx[1] = hy;
-  c.d_weight_dx[2] = -ly;
-  c.d_weight_dx[3] = ly;
-  c.d_weight_dy[0] = -hx;
-  c.d_weight_dy[1] = -lx;
-  c.d_weight_dy[2] = hx;
-  c.d_weight_dy[3] = lx;
-  return true;
-}
-
-// A level whose rows (H, W, start) would reach outside value's S positions is skipped by the
-// kernels (the Python checks reject it; this guards direct calls of the ops).
-MSDA_HOST_DEVICE bool level_in_bounds(int64_t height, int64_t width, int64_t start,
-                                      int64_t length) {
-  return height > 0 && width > 0 && start >= 0 && start <= length &&
-         height <= (length - start) / width;
-}
 
 // Shapes of one call, read from the tensors' metadata.
 struct Sizes {
@@ -133,6 +55,64 @@ inline Sizes check_arguments(const at::Tensor& value, const at::Tensor& spatial_
                 value.device(), ", got one on ", t->device());
   }
   return s;
+}
+
+// The accumulation dtype: float64 stays float64; float32, float16 and bfloat16 accumulate
+// in float32 (at::opmath_type), and locations and weights are read in it.
+inline at::ScalarType opmath_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The inputs in the layout and precision the kernels read: value contiguous in its own
+// dtype, shapes and starts as int64, locations and weights contiguous in opmath.
+struct Prepared {
+  at::Tensor value, shapes, starts, locations, weights;
+  Sizes s;
+};
+
+inline Prepared prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
+                        const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
+                        const at::Tensor& attention_weights) {
+  const Sizes s = check_arguments(value, spatial_shapes, level_start_index, sampling_locations,
+                                  attention_weights);
+  const auto opmath = opmath_dtype(value.scalar_type());
+  return {value.contiguous(),
+          spatial_shapes.to(at::kLong).contiguous(),
+          level_start_index.to(at::kLong).contiguous(),
+          sampling_locations.to(opmath).contiguous(),
+          attention_weights.to(opmath).contiguous(),
+          s};
+}
+
+// grad_output checked and made contiguous in value's dtype.
+inline at::Tensor prepare_grad_output(const at::Tensor& grad_output, const at::Tensor& value,
+                                      const Sizes& s) {
+  TORCH_CHECK(grad_output.numel() == s.batch * s.queries * s.heads * s.channels,
+              "msda_ops: grad_output must be (N, Lq, M*D), got ", grad_output.sizes());
+  TORCH_CHECK(grad_output.device() == value.device(), "msda_ops: grad_output must be on ",
+              value.device(), ", got ", grad_output.device());
+  return grad_output.to(value.scalar_type()).contiguous();
+}
+
+// Gradients accumulate in opmath precision (sums in half would lose most of their bits);
+// zero-filled because samples outside the map and invalid levels write nothing.
+struct Gradients {
+  at::Tensor value, locations, weights;
+};
+
+inline Gradients zero_gradients(const Prepared& in) {
+  const auto options = in.value.options().dtype(in.locations.scalar_type());
+  return {at::zeros(in.value.sizes(), options), at::zeros(in.locations.sizes(), options),
+          at::zeros(in.weights.sizes(), options)};
+}
+
+// Each gradient in the dtype of its input.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Gradients& g,
+                                                             const at::Tensor& value,
+                                                             const at::Tensor& locations,
+                                                             const at::Tensor& weights) {
+  return {g.value.to(value.scalar_type()), g.locations.to(locations.scalar_type()),
+          g.weights.to(weights.scalar_type())};
 }
 
 }  // namespace msda

@@ -15,11 +15,6 @@
 
 #include "msda_ops.h"
 
-#if defined(__GNUC__)
-#define MSDA_INLINE inline __attribute__((always_inline))
-#else
-#define MSDA_INLINE inline
-#endif
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MSDA_AVX2 1
 #define MSDA_TARGET_AVX2 __attribute__((target("avx2,fma")))
@@ -30,21 +25,13 @@
 namespace msda {
 namespace {
 
-struct Level {
-  int64_t height, width, start;
-  bool valid;
-};
-
-std::vector<Level> read_levels(const at::Tensor& spatial_shapes,
-                               const at::Tensor& level_start_index, int64_t length) {
-  const auto shapes = spatial_shapes.to(at::kLong).contiguous();
-  const auto starts = level_start_index.to(at::kLong).contiguous();
-  const int64_t* hw = shapes.data_ptr<int64_t>();
-  const int64_t* start = starts.data_ptr<int64_t>();
-  std::vector<Level> levels(shapes.size(0));
+// Levels validated once per call (see make_level): the loops only test height > 0.
+std::vector<Level> read_levels(const Prepared& p) {
+  const int64_t* hw = p.shapes.const_data_ptr<int64_t>();
+  const int64_t* start = p.starts.const_data_ptr<int64_t>();
+  std::vector<Level> levels(p.s.levels);
   for (size_t l = 0; l < levels.size(); ++l) {
-    const int64_t h = hw[2 * l], w = hw[2 * l + 1];
-    levels[l] = {h, w, start[l], level_in_bounds(h, w, start[l], length)};
+    levels[l] = make_level(hw[2 * l], hw[2 * l + 1], start[l], p.s.length);
   }
   return levels;
 }
@@ -85,9 +72,11 @@ struct Inputs {
   using opmath_t = at::opmath_type<scalar_t>;
   const scalar_t* value;      // (N, S, M, D)
   const opmath_t* locations;  // (N, Lq, M, L, P, 2)
-  const opmath_t* weights;    // (N, Lq, M, L, P)
+  const opmath_t* weights;    // (N, Lq, M, L, P): weights, or logits with softmax
   const Level* levels;
   Sizes s;
+  bool softmax;
+  const Softmax<opmath_t>* softmax_rows;  // backward with softmax: one per (n, q, m)
 };
 
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
@@ -109,16 +98,26 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
     for (int64_t m = 0; m < M; ++m) {
       std::fill(acc, acc + D, opmath_t(0));
       const int64_t sample0 = (nq * M + m) * L * P;
+      const opmath_t* w = in.weights + sample0;
+      const Softmax<opmath_t> softmax =
+          in.softmax ? softmax_of(w, L * P) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
       for (int64_t l = 0; l < L; ++l) {
         const Level& lv = in.levels[l];
-        if (!lv.valid) continue;
+        if (lv.height == 0) continue;
         // Pixel i of this level, head m, is at level_value[i * M * D].
         const scalar_t* level_value = in.value + ((n * s.length + lv.start) * M + m) * D;
         for (int64_t p = 0; p < P; ++p) {
-          const int64_t sample = sample0 + l * P + p;
-          const opmath_t* loc = in.locations + 2 * sample;
-          if (!bilinear_corners(loc[0], loc[1], lv.height, lv.width, c)) continue;
-          const opmath_t attn = in.weights[sample];
+          const int64_t sample = l * P + p;
+          const opmath_t* loc = in.locations + 2 * (sample0 + sample);
+          const opmath_t attn = in.softmax ? softmax(w[sample]) : w[sample];
+          const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
+          if (where != Sample::inside) {
+            const opmath_t term = unsampled_term(where, loc[0], loc[1], attn);
+            if (term != opmath_t(0)) {
+              for (int64_t d = 0; d < D; ++d) acc[d] += term;
+            }
+            continue;
+          }
           for (int k = 0; k < 4; ++k) {
             if (c.index[k] < 0) continue;
             axpy(acc, attn * c.weight[k], level_value + c.index[k] * M * D, D);
@@ -138,7 +137,7 @@ struct Grads {
   const scalar_t* grad_output;  // (N, Lq, M, D)
   opmath_t* value;              // (N, S, M, D)
   opmath_t* locations;          // (N, Lq, M, L, P, 2)
-  opmath_t* weights;            // (N, Lq, M, L, P)
+  opmath_t* weights;            // (N, Lq, M, L, P): d loss / d weight (before softmax)
 };
 
 template <int kD, typename scalar_t>
@@ -157,19 +156,27 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
     const int64_t m = (task / L) % M;
     const int64_t n = task / (L * M);
     const Level& lv = in.levels[l];
-    if (!lv.valid) continue;
+    if (lv.height == 0) continue;
     const int64_t level_offset = ((n * s.length + lv.start) * M + m) * D;
     const scalar_t* level_value = in.value + level_offset;
     opmath_t* level_grad = grad.value + level_offset;
     for (int64_t q = 0; q < s.queries; ++q) {
       const int64_t nqm = (n * s.queries + q) * M + m;
       const scalar_t* go = grad.grad_output + nqm * D;
+      const opmath_t* w = in.weights + nqm * L * P;
+      const Softmax<opmath_t> softmax =
+          in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
       for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
       for (int64_t p = 0; p < P; ++p) {
         const int64_t sample = (nqm * L + l) * P + p;
         const opmath_t* loc = in.locations + 2 * sample;
-        if (!bilinear_corners(loc[0], loc[1], lv.height, lv.width, c)) continue;
-        const opmath_t attn = in.weights[sample];
+        const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
+        if (where == Sample::nan) {
+          grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
+              loc[0] + loc[1];  // NaN
+        }
+        if (where != Sample::inside) continue;
+        const opmath_t attn = in.softmax ? softmax(w[l * P + p]) : in.weights[sample];
         opmath_t grad_attn = 0, grad_x = 0, grad_y = 0;
         for (int k = 0; k < 4; ++k) {
           if (c.index[k] < 0) continue;
@@ -254,44 +261,23 @@ void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int
   backward_any(in, grad, begin, end);
 }
 
-at::ScalarType opmath_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// The converted inputs, kept alive while Inputs points into them.
-struct Prepared {
-  at::Tensor value, locations, weights;
-  std::vector<Level> levels;
-  Sizes s;
-};
-
-Prepared prepare(const at::Tensor& value, const at::Tensor& spatial_shapes,
-                 const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                 const at::Tensor& attention_weights) {
-  const Sizes s = check_arguments(value, spatial_shapes, level_start_index, sampling_locations,
-                                  attention_weights);
-  const auto opmath = opmath_dtype(value.scalar_type());
-  return {value.contiguous(), sampling_locations.to(opmath).contiguous(),
-          attention_weights.to(opmath).contiguous(),
-          read_levels(spatial_shapes, level_start_index, s.length), s};
-}
-
 template <typename scalar_t>
-Inputs<scalar_t> view(const Prepared& p) {
+Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax) {
   using opmath_t = at::opmath_type<scalar_t>;
   return {p.value.const_data_ptr<scalar_t>(), p.locations.const_data_ptr<opmath_t>(),
-          p.weights.const_data_ptr<opmath_t>(), p.levels.data(), p.s};
+          p.weights.const_data_ptr<opmath_t>(), levels.data(), p.s, softmax, nullptr};
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
                        const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-                       const at::Tensor& attention_weights) {
+                       const at::Tensor& attention_weights, bool softmax) {
   const Prepared p =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const std::vector<Level> levels = read_levels(p);
   auto output = at::empty({p.s.batch, p.s.queries, p.s.heads * p.s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-        const auto in = view<scalar_t>(p);
+        const auto in = view<scalar_t>(p, levels, softmax);
         scalar_t* out = output.mutable_data_ptr<scalar_t>();
         // One task per (n, q): all heads of a query share its cache lines of the output.
         at::parallel_for(0, p.s.batch * p.s.queries, 1, [&](int64_t begin, int64_t end) {
@@ -303,36 +289,50 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
 
 // One task per (n, m, level): the gradient rows of value that a task writes (its level's
 // pixels, head m of image n) and its location/weight gradients belong to no other task, so
-// there are no atomics and no per-thread copies of grad_value.
+// there are no atomics and no per-thread copies of grad_value, and the result does not
+// depend on the number of threads (deterministic by construction).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
-    const at::Tensor& attention_weights) {
+    const at::Tensor& attention_weights, bool softmax) {
   const Prepared p =
       prepare(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
   const Sizes& s = p.s;
-  TORCH_CHECK(grad_output.numel() == s.batch * s.queries * s.heads * s.channels,
-              "msda_ops: grad_output must be (N, Lq, M*D), got ", grad_output.sizes());
-  const auto go = grad_output.to(value.scalar_type()).contiguous();
-  // Accumulate in opmath precision; converted to each input's dtype at the end.
-  const auto options = value.options().dtype(opmath_dtype(value.scalar_type()));
-  auto grad_value = at::zeros(value.sizes(), options);
-  auto grad_loc = at::zeros(sampling_locations.sizes(), options);
-  auto grad_w = at::zeros(attention_weights.sizes(), options);
+  const std::vector<Level> levels = read_levels(p);
+  const auto go = prepare_grad_output(grad_output, value, s);
+  Gradients grads = zero_gradients(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        const auto in = view<scalar_t>(p);
-        const Grads<scalar_t> grads{go.const_data_ptr<scalar_t>(),
-                                    grad_value.mutable_data_ptr<opmath_t>(),
-                                    grad_loc.mutable_data_ptr<opmath_t>(),
-                                    grad_w.mutable_data_ptr<opmath_t>()};
+        auto in = view<scalar_t>(p, levels, softmax);
+        // The L tasks of a query share its softmax: max and 1/sum once per (n, q, m), never
+        // the normalised weights themselves.
+        const int64_t rows = s.batch * s.queries * s.heads, samples = s.levels * s.points;
+        std::vector<Softmax<opmath_t>> softmax_rows(softmax ? rows : 0);
+        if (softmax) {
+          at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) {
+              softmax_rows[r] = softmax_of(in.weights + r * samples, samples);
+            }
+          });
+          in.softmax_rows = softmax_rows.data();
+        }
+        const Grads<scalar_t> g{go.const_data_ptr<scalar_t>(),
+                                grads.value.mutable_data_ptr<opmath_t>(),
+                                grads.locations.mutable_data_ptr<opmath_t>(),
+                                grads.weights.mutable_data_ptr<opmath_t>()};
         at::parallel_for(0, s.batch * s.heads * s.levels, 1, [&](int64_t begin, int64_t end) {
-          backward_range(in, grads, begin, end);
+          backward_range(in, g, begin, end);
         });
+        if (softmax) {  // weight gradients -> logit gradients, per (n, q, m)
+          at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+            for (int64_t r = begin; r < end; ++r) {
+              softmax_backward(in.weights + r * samples, g.weights + r * samples, samples);
+            }
+          });
+        }
       });
-  return {grad_value.to(value.scalar_type()), grad_loc.to(sampling_locations.scalar_type()),
-          grad_w.to(attention_weights.scalar_type())};
+  return finish(grads, value, sampling_locations, attention_weights);
 }
 
 }  // namespace
