@@ -37,6 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEELS = ROOT / ".whl"
@@ -111,7 +112,7 @@ def steps(out: Path, python: str) -> list[Step]:
     ]  # fmt: skip
 
 
-def _run(step: Step, command: list[str], limit_s: float, log) -> dict[str, object]:
+def _run(step: Step, command: list[str], limit_s: float, log: TextIO) -> dict[str, object]:
     log.write(f"\n===== {step.name}: {' '.join(command)} (limit {limit_s:.0f} s)\n")
     log.flush()
     start = time.monotonic()
@@ -132,7 +133,7 @@ def _run(step: Step, command: list[str], limit_s: float, log) -> dict[str, objec
     return {"status": status, "seconds": round(elapsed, 1), "command": command}
 
 
-def _start_original_build(log) -> subprocess.Popen[bytes] | None:
+def _start_original_build(log: TextIO) -> subprocess.Popen[bytes] | None:
     """Build the original kernel in the background (16 cores there; ours builds meanwhile)."""
     if not (ORIGINAL_OPS / "setup.py").is_file():
         log.write(f"original kernel: no sources in {ORIGINAL_OPS}; anchor skipped\n")
@@ -164,6 +165,31 @@ def environment(python: str) -> dict[str, object]:
     return env
 
 
+def _run_step(
+    step: Step,
+    left: float,
+    original: subprocess.Popen[bytes] | None,
+    started: float,
+    out: Path,
+    log: TextIO,
+) -> dict[str, object]:
+    """Run one step within ``left`` seconds and copy the result files it wrote into ``out``."""
+    if step.name == "bench-msda" and original is not None:
+        # The anchor must be installed before its benchmark starts.
+        try:
+            original.wait(timeout=max(1.0, min(120.0, left - 60)))
+            log.write(f"original kernel build: exit {original.returncode}\n")
+        except subprocess.TimeoutExpired:
+            original.kill()
+            log.write("original kernel build: timed out, anchor skipped\n")
+    result = _run(step, step.command, min(step.limit_s, left), log)
+    for name in RESULT_FILES:  # the benchmarks write into benchmarks/results/
+        path = RESULTS / name
+        if path.is_file() and path.stat().st_mtime >= started:
+            shutil.copyfile(path, out / name)
+    return result
+
+
 def run_day(out: Path, budget_s: float, python: str, only: list[str] | None = None) -> int:
     """Run the steps (all, or those named in ``only``) within ``budget_s`` seconds.
 
@@ -186,21 +212,11 @@ def run_day(out: Path, budget_s: float, python: str, only: list[str] | None = No
             if left < 20:
                 results[step.name] = {"status": "skipped: budget spent"}
                 print(f"{step.name:14s} skipped: budget spent", flush=True)
-                continue
-            if step.name == "bench-msda" and original is not None:
-                # The anchor must be installed before its benchmark starts.
-                try:
-                    original.wait(timeout=max(1.0, min(120.0, left - 60)))
-                    log.write(f"original kernel build: exit {original.returncode}\n")
-                except subprocess.TimeoutExpired:
-                    original.kill()
-                    log.write("original kernel build: timed out, anchor skipped\n")
-            results[step.name] = _run(step, step.command, min(step.limit_s, left), log)
-            for name in RESULT_FILES:  # the benchmarks write into benchmarks/results/
-                fresh = (RESULTS / name).is_file() and (RESULTS / name).stat().st_mtime >= started
-                if fresh:
-                    shutil.copyfile(RESULTS / name, out / name)
+            else:
+                results[step.name] = _run_step(step, left, original, started, out, log)
             (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if original is not None and original.poll() is None:
+            original.kill()  # the benchmark that needed it never started
     failed = [name for name, result in results.items() if result["status"] != "passed"]
     print("all steps passed" if not failed else f"not passed: {', '.join(failed)}")
     return 1 if failed else 0
