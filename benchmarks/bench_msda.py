@@ -232,7 +232,15 @@ def plan(device: str, dry_run: bool, quick: bool) -> dict[str, Any]:
     }
 
 
-def run(device: str, args: argparse.Namespace) -> dict[str, Any]:
+def run(
+    device: str,
+    args: argparse.Namespace,
+    save: Callable[[dict[str, Any]], object] | None = None,
+) -> dict[str, Any]:
+    """Time every case of the plan; ``save`` receives the payload so far after each case.
+
+    Saving as it goes keeps what was measured when a time limit (the GPU day's) stops the run.
+    """
     run_device = "cpu" if args.dry_run else device
     setup = plan(device, args.dry_run, args.quick)
     impls, skipped = implementations(device, args.dry_run)
@@ -244,6 +252,25 @@ def run(device: str, args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, str]] = []
     started = time.perf_counter()
+
+    def payload(complete: bool) -> dict[str, Any]:
+        return {
+            "complete": complete,
+            "shapes": {
+                "levels": setup["levels"],
+                "heads": HEADS,
+                "channels": CHANNELS,
+                "points": POINTS,
+            },
+            "device_peak_gb_per_s": peak / 1e9 if peak else None,
+            "threads": torch.get_num_threads(),
+            "skipped": skipped,
+            "failures": failures,
+            "wall_s": time.perf_counter() - started,
+            "results": rows,
+            "speedups": speedups(rows),
+        }
+
     for case, batch, queries in setup["cases"]:
         for dtype in setup["dtypes"]:
             inputs = random_inputs(
@@ -286,21 +313,9 @@ def run(device: str, args: argparse.Namespace) -> dict[str, Any]:
                             f"{name:16s} {timing['median_s'] * 1e3:9.3f} ms{extra}",
                             flush=True,
                         )
-    return {
-        "shapes": {
-            "levels": setup["levels"],
-            "heads": HEADS,
-            "channels": CHANNELS,
-            "points": POINTS,
-        },
-        "device_peak_gb_per_s": peak / 1e9 if peak else None,
-        "threads": torch.get_num_threads(),
-        "skipped": skipped,
-        "failures": failures,
-        "wall_s": time.perf_counter() - started,
-        "results": rows,
-        "speedups": speedups(rows),
-    }
+        if save is not None:
+            save(payload(complete=False))
+    return payload(complete=True)
 
 
 def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -361,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         args.budget = 0.25 if args.device == "cuda" else 2.0
     if args.dry_run:
         args.repeats, args.rounds = 1, 1
-    payload = run(args.device, args)
+    name = f"msda_{args.device}{f'_t{args.threads}' if args.threads else ''}"
+    payload = run(args.device, args, None if args.dry_run else lambda p: write_results(name, p))
     for s in payload["speedups"]:
         print(
             f"speedup {s['case']} {s['dtype']} {s['mode']} sm={int(s['softmax'])} "
@@ -370,8 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print(f"dry run done in {payload['wall_s']:.1f} s: {len(payload['results'])} timings")
         return 1 if payload["failures"] else 0
-    suffix = f"_t{args.threads}" if args.threads else ""
-    path = write_results(f"msda_{args.device}{suffix}", payload)
+    path = write_results(name, payload)
     print(f"wrote {path}")
     return 1 if payload["failures"] else 0
 
