@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from support.tiny import TINY, tiny_model
 from torch import nn
 
+from support.tiny import TINY, tiny_model
 from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, train_transforms
 from zoo.data.shapes import CLASSES, ShapesSpec, generate
 

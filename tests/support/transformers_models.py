@@ -7,8 +7,9 @@ import re
 from typing import Any
 
 import torch
-from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY, randomize_
 from torch import nn
+
+from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY, randomize_
 
 
 def hf_kwargs(deformable: bool, **extra: Any) -> dict[str, Any]:
