@@ -114,14 +114,20 @@ def _run_train(args: argparse.Namespace) -> int:
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
     from zoo.data.coco import category_names, load_coco
+    from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
 
     info = init_distributed()
     if args.image_size is None:
         args.image_size = 800
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    train_images, train_ann = split_paths(args.data, "train")
-    coco = load_coco(train_ann)
+    # Every problem of both splits, before anything is built or trained.
+    splits = [split_paths(args.data, "train")]
+    if args.eval_every:
+        splits.append(split_paths(args.data, "val"))
+    datasets = check_splits(splits)
+    (train_images, train_ann), train_dict = splits[0], datasets[0]
+    coco = load_coco(train_dict)
     num_classes = args.num_classes or len(coco.cats)
     model = _build_model(args, num_classes, category_names(coco, num_classes))
     model_config = cast("ModelConfig", model.config)
@@ -130,12 +136,18 @@ def _run_train(args: argparse.Namespace) -> int:
     # The model's own input statistics (ImageNet's for every model trained so far).
     stats = (model_config.image_mean, model_config.image_std)
     train_set = CocoDetection(
-        train_images, train_ann, train_transforms(recipe, *stats), num_classes, seed=args.seed
+        train_images,
+        train_ann,
+        train_transforms(recipe, *stats),
+        num_classes,
+        seed=args.seed,
+        dataset=train_dict,
     )
     val_set = None
     if args.eval_every:
-        val_images, val_ann = split_paths(args.data, "val")
-        val_set = CocoDetection(val_images, val_ann, eval_transforms(recipe, *stats), num_classes)
+        (val_images, val_ann), val_dict = splits[1], datasets[1]
+        transforms = eval_transforms(recipe, *stats)
+        val_set = CocoDetection(val_images, val_ann, transforms, num_classes, dataset=val_dict)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -186,17 +198,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
     from zoo.data.coco_eval import evaluate
+    from zoo.data.validate import check_splits
     from zoo.training import init_distributed
     from zoo.training.distributed import ShardSampler
 
     info = init_distributed()
+    images, ann = split_paths(args.data, args.split)
+    (checked,) = check_splits([(images, ann)])  # before the model: data errors come first
     model = zoo.load(local_or_hub(args.model), **parse_overrides(args.overrides))
     model.to(info.device)
-    images, ann = split_paths(args.data, args.split)
     config = cast("ModelConfig", model.config)
     recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
     transforms = eval_transforms(recipe, config.image_mean, config.image_std)
-    dataset = CocoDetection(images, ann, transforms, config.num_classes)
+    dataset = CocoDetection(images, ann, transforms, config.num_classes, dataset=checked)
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
