@@ -219,7 +219,11 @@ def _check_files(
 
 
 def _open(path: Path) -> tuple[tuple[int, int], tuple[str, str] | None]:
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as e:  # a name too long, or with a NUL byte
+        return (0, 0), ("missing-file", f"{path!r} is not a usable file name ({e})")
+    if not exists:
         return (0, 0), ("missing-file", f"{path} does not exist")
     try:
         with Image.open(path) as image:
