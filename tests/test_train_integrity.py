@@ -163,3 +163,16 @@ def test_resumed_metrics_drop_the_steps_after_the_checkpoint(tmp_path: Path) -> 
         ("note", None),
     ]
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["loss"] == 1.0
+
+
+def test_a_damaged_checkpoint_saved_again_is_set_aside(tmp_path: Path) -> None:
+    """A resumed run that saves the step of a damaged checkpoint again keeps the damaged
+    files (as step-N.damaged, which nothing loads) instead of deleting them."""
+    _save(tmp_path, [1, 2])
+    _truncate(tmp_path / "step-00000002" / "state.pt")
+    damaged = (tmp_path / "step-00000002" / "state.pt").read_bytes()
+    with pytest.warns(UserWarning, match=r"step-00000002\.damaged \(.*state\.pt is"):
+        saved = _save(tmp_path, [2])
+    assert (tmp_path / "step-00000002.damaged" / "state.pt").read_bytes() == damaged
+    assert resolve_checkpoint(tmp_path) == tmp_path / "step-00000002"
+    assert _same(load_model(tmp_path), saved[2])

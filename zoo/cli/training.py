@@ -13,6 +13,12 @@ Examples::
     torchrun --nproc-per-node 4 -m zoo train --model ddetr-refine --data DATA --amp bf16
     python -m zoo train --model ddetr --data DATA --resume runs/x
     python -m zoo eval --model runs/x --data DATA
+
+Before anything is built, both splits are validated (:mod:`zoo.data.validate`): errors
+stop the command with one message listing them, bad boxes are fixed with a warning. A
+run holds ``OUT/.lock`` while it trains (:mod:`zoo.training.lock`): a second run on the
+same ``--out`` is refused. ``--resume`` takes the newest intact checkpoint there
+(:func:`zoo.training.checkpoint.resolve_checkpoint`).
 """
 
 from __future__ import annotations

@@ -103,8 +103,8 @@ def save_checkpoint(
         save_pretrained(model, tmp)
         torch.save(state, tmp / STATE)
         write_manifest(tmp)
-        if final.exists():  # the same step saved again (e.g. a rerun): replace it whole
-            shutil.rmtree(final)
+        if final.exists():  # the same step saved again (e.g. a resumed run)
+            _set_aside_or_remove(final)
         os.replace(tmp, final)
         fsync_path(root)
         _write_atomic(root / LATEST, name)
@@ -116,6 +116,20 @@ def save_checkpoint(
         raise
     _prune(root, keep, final)
     return final
+
+
+def _set_aside_or_remove(folder: Path) -> None:
+    """Make room for a new checkpoint of the same step: an intact old one is replaced, a
+    damaged one is kept for inspection as ``step-N.damaged`` (which nothing loads)."""
+    problem = check_manifest(folder, hashes=False)
+    if problem is None:
+        shutil.rmtree(folder)
+        return
+    aside = folder.with_name(f"{folder.name}.damaged")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(folder, aside)
+    warnings.warn(f"damaged checkpoint moved to {aside} ({problem})", stacklevel=3)
 
 
 def _write_failure(root: Path, name: str, error: OSError) -> str:
