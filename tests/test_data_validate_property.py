@@ -332,6 +332,7 @@ def test_any_text_is_a_report(folder: Path, text: str) -> None:
 PLACES = ["top", "image", "annotation", "category"]
 
 
+@pytest.mark.filterwarnings("ignore:.*junk.json.*:UserWarning")  # the fixes' counts
 @SETTINGS
 @given(
     junk=st.lists(

@@ -105,9 +105,7 @@ def _build_model(args: argparse.Namespace, num_classes: int, names: tuple[str, .
         **parse_overrides(args.overrides),
     }
     if args.resume is not None:
-        from zoo.training.checkpoint import resolve_checkpoint
-
-        return zoo.load(resolve_checkpoint(args.resume))
+        return zoo.load(args.resume)  # a checkpoint folder (see _run_train)
     if args.init is not None:
         # zoo.load re-creates the class heads when num_classes differs from the weights'.
         return zoo.load(local_or_hub(args.init), num_classes=num_classes, **overrides)
@@ -122,11 +120,15 @@ def _run_train(args: argparse.Namespace) -> int:
     from zoo.data.coco import category_names, load_coco
     from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
+    from zoo.training.checkpoint import resolve_checkpoint
 
     info = init_distributed()
     if args.image_size is None:
         args.image_size = 800
     torch.manual_seed(args.seed)  # the same initial weights in every process
+    if args.resume is not None:
+        # Once: the newest intact checkpoint (with a warning when it had to skip one).
+        args.resume = resolve_checkpoint(args.resume)
     # Every problem of both splits, before anything is built or trained.
     splits = [split_paths(args.data, "train")]
     if args.eval_every:
