@@ -9,7 +9,7 @@ from PIL import Image
 
 from zoo.cli import main as cli_main
 from zoo.data.coco import load_coco
-from zoo.data.shapes import CLASSES, generate, main
+from zoo.data.shapes import CLASSES, ShapesSpec, generate
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -35,8 +35,8 @@ def test_different_seeds_differ(tmp_path: Path) -> None:
 def test_zoo_shapes_command_writes_the_same_bytes(tmp_path: Path) -> None:
     args = ["--num-train", "2", "--num-val", "1", "--size", "48", "--seed", "4"]
     assert cli_main(["shapes", str(tmp_path / "cli"), *args]) == 0
-    assert main([str(tmp_path / "module"), *args]) == 0
-    assert _files(tmp_path / "cli") == _files(tmp_path / "module")
+    generate(tmp_path / "api", 2, 1, seed=4, spec=ShapesSpec(size=48))
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
 
 
 def test_train_and_val_differ(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_train_and_val_differ(tmp_path: Path) -> None:
 
 def test_annotations_are_valid_coco(tmp_path: Path) -> None:
     argv = [str(tmp_path), "--num-train", "12", "--num-val", "2", "--size", "96", "--seed", "5"]
-    assert main(argv) == 0
+    assert cli_main(["shapes", *argv]) == 0
     coco = load_coco(tmp_path / "annotations" / "train.json")
     assert sorted(coco.cats) == list(range(1, len(CLASSES) + 1))
     assert len(coco.imgs) == 12

@@ -1,7 +1,9 @@
-"""Training resumes exactly: straight run == stopped + resumed run, step by step."""
+"""Training resumes exactly: straight run == stopped + resumed run, step by step, also after
+a damaged checkpoint or a full disk."""
 
 from __future__ import annotations
 
+import errno
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +13,10 @@ from safetensors.torch import load_file
 from support.shapes import shapes_data, shapes_model, shapes_sets
 
 import zoo
+import zoo.training.checkpoint
 from zoo.training import TrainConfig, Trainer, read_metrics, resolve_checkpoint
+from zoo.training import checkpoint as ckpt
+from zoo.training.manifest import CheckpointError
 from zoo.training.optim import param_groups
 
 # 8 images, batch 2: 4 steps per epoch; 2 epochs with a learning-rate drop in between.
@@ -78,3 +83,57 @@ def test_param_groups_follow_the_recipe() -> None:
     assert all(named[id(p)].startswith("backbone.") for p in groups["backbone"]["params"])
     trainable = sum(p.requires_grad for p in model.parameters())
     assert sum(len(g["params"]) for g in groups.values()) == trainable
+
+
+def test_resume_skips_a_truncated_checkpoint(
+    tmp_path: Path, straight: tuple[Path, Path, Trainer]
+) -> None:
+    """The newest checkpoint cut short (a copy interrupted, a full disk): resume warns,
+    falls back to the one before, logs the lost step again, and ends where a straight
+    run ends."""
+    data, straight_out, straight_run = straight
+    _run(tmp_path, data, replace(CONFIG, max_steps=5, checkpoint_every=2))
+    checkpoints = tmp_path / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000004", "step-00000005"]
+    weights = checkpoints / "step-00000005" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.warns(UserWarning, match=r"step-00000005 is damaged: .*model\.safetensors"):
+        resumed = _run(tmp_path, data, CONFIG, resume=tmp_path)
+    steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
+    assert steps == list(range(1, 9))  # step 5 once, though the first run logged it too
+    a, b = _losses(straight_out), _losses(tmp_path)
+    assert all(a[s] == pytest.approx(b[s], rel=1e-6, abs=1e-7) for s in a)
+    for (name, x), y in zip(
+        straight_run.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(x, y), name
+    assert (checkpoints / "step-00000005").is_dir()  # the damaged one is kept
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(
+    tmp_path: Path, straight: tuple[Path, Path, Trainer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, _, _ = straight
+    real_save = ckpt.torch.save
+    saves = []
+
+    def filling_disk(obj: object, path: object) -> None:
+        saves.append(path)
+        if len(saves) > 1:  # the second checkpoint does not fit
+            Path(str(path)).write_bytes(b"\0" * 10)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_save(obj, path)
+
+    monkeypatch.setattr(ckpt.torch, "save", filling_disk)
+    with pytest.raises(CheckpointError, match="step-00000004 \\(the disk is full\\)") as info:
+        _run(tmp_path, data, replace(CONFIG, checkpoint_every=2))
+    assert "previous checkpoint" in str(info.value) and "step-00000002 is intact" in str(info.value)
+    monkeypatch.undo()
+    assert resolve_checkpoint(tmp_path).name == "step-00000002"
+    assert zoo.training.checkpoint.load_state(tmp_path)["step"] == 2
+    # The folder is free again, and the run resumes from the kept checkpoint.
+    resumed = _run(tmp_path, data, CONFIG, resume=tmp_path)
+    assert resumed.step == 8
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")] == list(
+        range(1, 9)
+    )

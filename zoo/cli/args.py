@@ -44,16 +44,18 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset folder in COCO layout")
-    parser.add_argument("--batch-size", type=int, default=2, help="images per process")
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="images per process")
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="largest shorter side (default: train 800 as the official recipe; "
         "eval the model's own image_size)",
     )
     parser.add_argument("--amp", choices=("bf16", "fp16"), default=None, help="mixed precision")
-    parser.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    parser.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data-loading processes"
+    )
     parser.add_argument(
         "--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="model configuration fields"
     )
@@ -67,3 +69,78 @@ def checkpoint_or_name(source: str | Path) -> str | Path:
         return resolve_checkpoint(source)
     except FileNotFoundError:
         return source
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, ±inf
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low`` (else a usage error naming the argument)."""
+
+    def parse(text: str) -> int:
+        value = int(_number(text, int))
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite number > 0."""
+    value = float(_number(text, float))
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0."""
+    value = float(_number(text, float))
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
+    return value
+
+
+def existing_path(text: str) -> Path:
+    """An argparse ``type``: a path that exists (for arguments that are never Hub ids)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file or directory")
+    return path
+
+
+def local_or_hub(source: str) -> str | Path:
+    """A model source for ``zoo.load``: a training checkpoint when ``source`` names one, the
+    path itself when it exists, else a name or Hub id.
+
+    Raises:
+        FileNotFoundError: ``source`` looks like a path (``./x``, ``/x``, ``~/x``, ``a/b/c``,
+            a ``.pth`` file, or ``a/b`` where ``a`` is a local folder) but does not exist:
+            it is a typo, not a Hub repository id.
+    """
+    path = Path(source).expanduser()
+    if path.exists():
+        return checkpoint_or_name(path)
+    parts = Path(source).parts
+    path_like = (
+        source.startswith((".", "/", "~"))
+        or len(parts) > 2
+        or path.suffix in (".pth", ".pt", ".safetensors", ".json")
+        or (len(parts) == 2 and Path(parts[0]).is_dir())
+    )
+    if path_like:
+        raise FileNotFoundError(f"{source}: no such file or directory")
+    return source

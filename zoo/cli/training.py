@@ -13,6 +13,12 @@ Examples::
     torchrun --nproc-per-node 4 -m zoo train --model ddetr-refine --data DATA --amp bf16
     python -m zoo train --model ddetr --data DATA --resume runs/x
     python -m zoo eval --model runs/x --data DATA
+
+Before anything is built, both splits are validated (:mod:`zoo.data.validate`): errors
+stop the command with one message listing them, bad boxes are fixed with a warning. A
+run holds ``OUT/.lock`` while it trains (:mod:`zoo.training.lock`): a second run on the
+same ``--out`` is refused. ``--resume`` takes the newest intact checkpoint there
+(:func:`zoo.training.checkpoint.resolve_checkpoint`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,21 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from zoo.cli.args import Runner, add_data_args, checkpoint_or_name, parse_overrides
+from zoo.cli.args import (
+    Runner,
+    add_data_args,
+    existing_path,
+    int_at_least,
+    local_or_hub,
+    non_negative_float,
+    non_negative_int,
+    parse_overrides,
+    positive_float,
+    positive_int,
+)
+
+# The smallest image the shapes generator draws recognisable shapes on (pixels).
+MIN_SHAPES_SIZE = 16
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
@@ -32,24 +52,39 @@ def declare_train(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--model", required=True, help="variant name (see zoo.list_variants())")
     add_data_args(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/MODEL)")
-    parser.add_argument("--epochs", type=int, default=50)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--lr-backbone", type=float, default=2e-5)
-    parser.add_argument("--lr-drop", type=int, default=40, help="epochs between 10x decays")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--clip-max-norm", type=float, default=0.1)
-    parser.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
+    parser.add_argument("--epochs", type=positive_int, default=50)
+    parser.add_argument("--lr", type=positive_float, default=2e-4)
+    parser.add_argument(
+        "--lr-backbone", type=non_negative_float, default=2e-5, help="0: a frozen backbone"
+    )
+    parser.add_argument(
+        "--lr-drop", type=positive_int, default=40, help="epochs between 10x decays"
+    )
+    parser.add_argument("--weight-decay", type=non_negative_float, default=1e-4)
+    parser.add_argument(
+        "--clip-max-norm", type=non_negative_float, default=0.1, help="0: no clipping"
+    )
+    parser.add_argument(
+        "--num-classes", type=positive_int, default=None, help="default: the dataset's"
+    )
     parser.add_argument(
         "--init",
         default=None,
         help="fine-tune from weights: a name (official weights), Hub id, folder, .pth, "
         "or a training checkpoint / output folder",
     )
-    parser.add_argument("--resume", type=Path, default=None, help="a checkpoint or output folder")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--checkpoint-every", type=int, default=0, help="steps (0: each epoch)")
-    parser.add_argument("--eval-every", type=int, default=1, help="epochs (0: never)")
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--resume", type=existing_path, default=None, help="a checkpoint or output folder"
+    )
+    parser.add_argument("--max-steps", type=positive_int, default=None)
+    parser.add_argument(
+        "--checkpoint-every", type=non_negative_int, default=0, help="steps (0: each epoch)"
+    )
+    parser.add_argument(
+        "--keep-checkpoints", type=positive_int, default=2, help="the newest intact ones"
+    )
+    parser.add_argument("--eval-every", type=non_negative_int, default=1, help="epochs (0: never)")
+    parser.add_argument("--seed", type=non_negative_int, default=42)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
@@ -70,10 +105,10 @@ def _build_model(args: argparse.Namespace, num_classes: int, names: tuple[str, .
         **parse_overrides(args.overrides),
     }
     if args.resume is not None:
-        return zoo.load(checkpoint_or_name(args.resume))
+        return zoo.load(args.resume)  # a checkpoint folder (see _run_train)
     if args.init is not None:
         # zoo.load re-creates the class heads when num_classes differs from the weights'.
-        return zoo.load(checkpoint_or_name(args.init), num_classes=num_classes, **overrides)
+        return zoo.load(local_or_hub(args.init), num_classes=num_classes, **overrides)
     return zoo.create_model(args.model, num_classes=num_classes, **overrides)
 
 
@@ -83,14 +118,24 @@ def _run_train(args: argparse.Namespace) -> int:
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
     from zoo.data.coco import category_names, load_coco
+    from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
+    from zoo.training.checkpoint import resolve_checkpoint
 
     info = init_distributed()
     if args.image_size is None:
         args.image_size = 800
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    train_images, train_ann = split_paths(args.data, "train")
-    coco = load_coco(train_ann)
+    if args.resume is not None:
+        # Once: the newest intact checkpoint (with a warning when it had to skip one).
+        args.resume = resolve_checkpoint(args.resume)
+    # Every problem of both splits, before anything is built or trained.
+    splits = [split_paths(args.data, "train")]
+    if args.eval_every:
+        splits.append(split_paths(args.data, "val"))
+    datasets = check_splits(splits)
+    (train_images, train_ann), train_dict = splits[0], datasets[0]
+    coco = load_coco(train_dict)
     num_classes = args.num_classes or len(coco.cats)
     model = _build_model(args, num_classes, category_names(coco, num_classes))
     model_config = cast("ModelConfig", model.config)
@@ -99,12 +144,18 @@ def _run_train(args: argparse.Namespace) -> int:
     # The model's own input statistics (ImageNet's for every model trained so far).
     stats = (model_config.image_mean, model_config.image_std)
     train_set = CocoDetection(
-        train_images, train_ann, train_transforms(recipe, *stats), num_classes, seed=args.seed
+        train_images,
+        train_ann,
+        train_transforms(recipe, *stats),
+        num_classes,
+        seed=args.seed,
+        dataset=train_dict,
     )
     val_set = None
     if args.eval_every:
-        val_images, val_ann = split_paths(args.data, "val")
-        val_set = CocoDetection(val_images, val_ann, eval_transforms(recipe, *stats), num_classes)
+        (val_images, val_ann), val_dict = splits[1], datasets[1]
+        transforms = eval_transforms(recipe, *stats)
+        val_set = CocoDetection(val_images, val_ann, transforms, num_classes, dataset=val_dict)
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -119,6 +170,7 @@ def _run_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
+        keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
     )
@@ -154,17 +206,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
     from zoo.data.coco_eval import evaluate
+    from zoo.data.validate import check_splits
     from zoo.training import init_distributed
     from zoo.training.distributed import ShardSampler
 
     info = init_distributed()
-    model = zoo.load(checkpoint_or_name(args.model), **parse_overrides(args.overrides))
-    model.to(info.device)
     images, ann = split_paths(args.data, args.split)
+    (checked,) = check_splits([(images, ann)])  # before the model: data errors come first
+    model = zoo.load(local_or_hub(args.model), **parse_overrides(args.overrides))
+    model.to(info.device)
     config = cast("ModelConfig", model.config)
     recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
     transforms = eval_transforms(recipe, config.image_mean, config.image_std)
-    dataset = CocoDetection(images, ann, transforms, config.num_classes)
+    dataset = CocoDetection(images, ann, transforms, config.num_classes, dataset=checked)
     loader = DataLoader(
         dataset,
         batch_size=args.batch_size,
@@ -183,7 +237,21 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def declare_shapes(parser: argparse.ArgumentParser) -> Runner:
-    from zoo.data import shapes
+    parser.add_argument("out", type=Path, help="output folder (COCO layout)")
+    parser.add_argument("--num-train", type=positive_int, default=200)
+    parser.add_argument("--num-val", type=non_negative_int, default=50)
+    parser.add_argument(
+        "--size", type=int_at_least(MIN_SHAPES_SIZE), default=128, help="image side in pixels"
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--max-objects", type=positive_int, default=5)
+    return _run_shapes
 
-    shapes.add_arguments(parser)
-    return shapes.run
+
+def _run_shapes(args: argparse.Namespace) -> int:
+    from zoo.data.shapes import ShapesSpec, generate
+
+    spec = ShapesSpec(size=args.size, max_objects=args.max_objects)
+    generate(args.out, args.num_train, args.num_val, seed=args.seed, spec=spec)
+    print(f"wrote {args.num_train} train and {args.num_val} val images to {args.out}")
+    return 0

@@ -27,14 +27,21 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from zoo.data.transforms import normalised_cxcywh
+from zoo.data.validate import check_splits
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
 
 
-def load_coco(annotation_file: str | Path) -> COCO:
-    """pycocotools' index of ``annotation_file``, without its progress prints."""
+def load_coco(annotation_file: str | Path | dict[str, Any]) -> COCO:
+    """pycocotools' index of ``annotation_file`` (or of an annotation dict), without its
+    progress prints."""
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(str(annotation_file))
+        if not isinstance(annotation_file, dict):
+            return COCO(str(annotation_file))
+        coco = COCO()
+        coco.dataset = annotation_file
+        coco.createIndex()
+        return coco
 
 
 def label_mapping(category_ids: Sequence[int], num_classes: int | None = None) -> list[int]:
@@ -71,6 +78,12 @@ class CocoDetection(Dataset):
             ``tv_tensors.BoundingBoxes``.
         num_classes: the model's class count (see :func:`label_mapping`).
         seed: base seed of the augmentation.
+        validate: check the annotations and image files first
+            (:func:`zoo.data.validate.validate_coco`): errors raise
+            :class:`~zoo.data.validate.DatasetError` listing all of them, fixable boxes are
+            clipped or dropped with a warning.
+        dataset: the annotation dict already validated (by
+            :func:`zoo.data.validate.check_splits`): used instead of reading the file.
     """
 
     def __init__(
@@ -80,9 +93,13 @@ class CocoDetection(Dataset):
         transforms: Transform,
         num_classes: int | None = None,
         seed: int = 0,
+        validate: bool = True,
+        dataset: dict[str, Any] | None = None,
     ) -> None:
         self.images_dir = Path(images_dir)
-        self.coco = load_coco(annotation_file)
+        if dataset is None and validate:
+            (dataset,) = check_splits([(self.images_dir, Path(annotation_file))])
+        self.coco = load_coco(annotation_file if dataset is None else dataset)
         self.ids = sorted(self.coco.imgs)
         self.transforms = transforms
         self.label_to_category = label_mapping(list(self.coco.cats), num_classes)

@@ -11,15 +11,13 @@ Layout written (the one :mod:`zoo.cli` reads)::
     OUT/annotations/train.json   OUT/train/000000.png ...
     OUT/annotations/val.json     OUT/val/000000.png ...
 
-Run ``python -m zoo.data.shapes OUT --num-train 200 --num-val 50 --size 128 --seed 0``.
+Run ``zoo shapes OUT --num-train 200 --num-val 50 --size 128 --seed 0`` (:mod:`zoo.cli.training`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,6 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-_SUMMARY = "Write a synthetic COCO-format dataset of shapes (train and val splits)."
 CLASSES = ("circle", "square", "triangle", "cross", "star")
 
 # A shape must keep this fraction of its own pixels visible after later shapes are
@@ -52,6 +49,18 @@ class ShapesSpec:
     num_distractors: int = 3
     num_lines: int = 4
     noise: float = 12.0
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or not 1 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"ShapesSpec needs size >= 1 and 1 <= min_objects <= max_objects, got size "
+                f"{self.size}, min_objects {self.min_objects}, max_objects {self.max_objects}"
+            )
+        if not 0 < self.min_scale <= self.max_scale <= 1:
+            raise ValueError(
+                f"ShapesSpec needs 0 < min_scale <= max_scale <= 1, got {self.min_scale}, "
+                f"{self.max_scale}"
+            )
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -191,6 +200,9 @@ def generate(
     spec: ShapesSpec | None = None,
 ) -> Path:
     """Write a train and a val split in COCO layout under ``out``; returns ``out``."""
+    for name, count in (("num_train", num_train), ("num_val", num_val), ("seed", seed)):
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {count!r}")
     out = Path(out)
     spec = spec or ShapesSpec(size=size)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
@@ -199,32 +211,3 @@ def generate(
         text = json.dumps(coco, indent=None, separators=(",", ":"), sort_keys=True)
         (out / "annotations" / f"{split}.json").write_text(text)
     return out
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line options (shared by ``python -m zoo.data.shapes`` and ``zoo shapes``)."""
-    parser.add_argument("out", type=Path, help="output folder (COCO layout)")
-    parser.add_argument("--num-train", type=int, default=200)
-    parser.add_argument("--num-val", type=int, default=50)
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-objects", type=int, default=5)
-
-
-def run(args: argparse.Namespace) -> int:
-    """Generate the dataset the parsed options describe."""
-    spec = ShapesSpec(size=args.size, max_objects=args.max_objects)
-    generate(args.out, args.num_train, args.num_val, seed=args.seed, spec=spec)
-    print(f"wrote {args.num_train} train and {args.num_val} val images to {args.out}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry: ``python -m zoo.data.shapes OUT [--num-train ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m zoo.data.shapes", description=_SUMMARY)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,5 @@
-"""Training: the official recipe, mixed precision, DDP, exact resume, atomic checkpoints."""
+"""Training: the official recipe, mixed precision, DDP, exact resume, atomic verified
+checkpoints, one run per output folder."""
 
 from zoo.training.checkpoint import (
     load_checkpoint_weights,
@@ -8,13 +9,19 @@ from zoo.training.checkpoint import (
 )
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import ProcessInfo, init_distributed, process_info
+from zoo.training.lock import RunLock, RunLockedError
 from zoo.training.log import MetricsLog, read_metrics
+from zoo.training.manifest import CheckpointError, CheckpointNotFoundError
 from zoo.training.optim import build_optimizer, build_scheduler, param_groups
 from zoo.training.trainer import Trainer
 
 __all__ = [
+    "CheckpointError",
+    "CheckpointNotFoundError",
     "MetricsLog",
     "ProcessInfo",
+    "RunLock",
+    "RunLockedError",
     "TrainConfig",
     "Trainer",
     "build_optimizer",

@@ -1,4 +1,4 @@
-"""Training checkpoints: written atomically, loaded without unpickling arbitrary objects.
+"""Training checkpoints: written atomically, verified on load, loaded without unpickling.
 
 A checkpoint is a folder ``OUT/checkpoints/step-00001234/`` holding
 
@@ -6,18 +6,25 @@ A checkpoint is a folder ``OUT/checkpoints/step-00001234/`` holding
   ``model.safetensors``, a model card), so ``zoo.load(folder)`` loads it like any model;
 - ``state.pt``: optimizer, scheduler, gradient scaler, epoch, step and the RNG states of
   every process (python, numpy, torch, cuda), only tensors and plain containers, so it
-  loads with ``torch.load(weights_only=True)``.
+  loads with ``torch.load(weights_only=True)``;
+- ``manifest.json``: the size and SHA-256 of every other file, written last.
 
-The folder is written under a temporary name and renamed, then ``OUT/checkpoints/latest``
-(the newest folder's name) is replaced through a temporary file: a process killed at
-any moment leaves the previous checkpoint complete and ``latest`` pointing at it.
+The folder is written under a temporary name, its files flushed to disk, and renamed,
+then ``OUT/checkpoints/latest`` (the newest folder's name) is replaced through a
+temporary file: a process killed at any moment leaves the previous checkpoint complete
+and ``latest`` pointing at it. A checkpoint damaged afterwards (a truncated copy, a
+full disk, bit rot) fails its manifest: :func:`resolve_checkpoint` then falls back to
+the newest intact one with a warning naming the damaged one, which is never deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +32,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from zoo.training.manifest import (
+    CheckpointError,
+    CheckpointNotFoundError,
+    check_manifest,
+    fsync_path,
+    write_manifest,
+)
 from zoo.weights.hub import load
 from zoo.weights.zoo_format import load_pretrained, save_pretrained
 
 STATE = "state.pt"
 LATEST = "latest"
+_STEP = re.compile(r"step-\d{8,}")
 
 
 def capture_rng() -> dict[str, Any]:
@@ -68,56 +83,154 @@ def save_checkpoint(
     """Write a checkpoint of ``model`` (a zoo detector) under ``root``.
 
     ``state`` must hold only tensors and plain containers (optimizer/scheduler state
-    dicts, numbers, RNG states). Keeps the newest ``keep`` checkpoints.
+    dicts, numbers, RNG states). Keeps the newest ``keep`` intact checkpoints.
+
+    Raises:
+        CheckpointError: the write failed (a full disk, say); the previous checkpoint
+            and ``latest`` are untouched and the message names them.
     """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1 (checkpoints to keep), got {keep}")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:08d}"
     final = root / name
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
         save_pretrained(model, tmp)
         torch.save(state, tmp / STATE)
-        if final.exists():  # the same step saved again (e.g. a rerun): replace it whole
-            shutil.rmtree(final)
+        write_manifest(tmp)
+        if final.exists():  # the same step saved again (e.g. a resumed run)
+            _set_aside_or_remove(final)
         os.replace(tmp, final)
+        fsync_path(root)
+        _write_atomic(root / LATEST, name)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(_write_failure(root, name, e)) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _write_atomic(root / LATEST, name)
-    _prune(root, keep)
+    _prune(root, keep, final)
     return final
+
+
+def _set_aside_or_remove(folder: Path) -> None:
+    """Make room for a new checkpoint of the same step: an intact old one is replaced, a
+    damaged one is kept for inspection as ``step-N.damaged`` (which nothing loads)."""
+    problem = check_manifest(folder, hashes=False)
+    if problem is None:
+        shutil.rmtree(folder)
+        return
+    aside = folder.with_name(f"{folder.name}.damaged")
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(folder, aside)
+    warnings.warn(f"damaged checkpoint moved to {aside} ({problem})", stacklevel=3)
+
+
+def _write_failure(root: Path, name: str, error: OSError) -> str:
+    """The message of a failed checkpoint write: what failed, and what is still usable."""
+    reason = "the disk is full" if error.errno == errno.ENOSPC else str(error)
+    latest = root / LATEST
+    previous = latest.read_text().strip() if latest.is_file() else None
+    kept = (
+        f"the previous checkpoint {root / previous} is intact: free space and resume from it"
+        if previous
+        else "no earlier checkpoint exists"
+    )
+    return f"could not write checkpoint {root / name} ({reason}); {kept}"
 
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
+    fsync_path(tmp)
     os.replace(tmp, path)
 
 
-def _prune(root: Path, keep: int) -> None:
-    """Remove all but the newest ``keep`` checkpoints and leftovers of killed writes."""
-    done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
-    for old in done[: max(len(done) - keep, 0)]:
-        shutil.rmtree(old, ignore_errors=True)
+def _step_folders(root: Path) -> list[Path]:
+    """The checkpoint folders of ``root``, oldest first."""
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP.fullmatch(p.name)]
+    return sorted(found, key=_step_of)
+
+
+def _step_of(folder: Path) -> int:
+    return int(folder.name.removeprefix("step-"))
+
+
+def _prune(root: Path, keep: int, current: Path) -> None:
+    """Remove all but the newest ``keep`` intact checkpoints and leftovers of killed writes.
+
+    A damaged checkpoint is never removed (it is evidence, and it is not counted among
+    the ``keep``); neither is ``current``, the one just written. Files are checked by
+    size here (hashing every kept checkpoint at every save would cost more than it finds).
+    """
+    intact = [p for p in _step_folders(root) if check_manifest(p, hashes=False) is None]
+    for old in intact[: max(len(intact) - keep, 0)]:
+        if old != current:
+            shutil.rmtree(old, ignore_errors=True)
     for leftover in root.glob(".tmp-step-*"):
         if not leftover.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder named by ``path``: itself, or the ``latest`` of a checkpoints
-    folder or of a training output folder (``OUT`` or ``OUT/checkpoints``)."""
+    """The intact checkpoint folder named by ``path``: itself, or the ``latest`` of a
+    checkpoints folder or of a training output folder (``OUT`` or ``OUT/checkpoints``).
+
+    When ``latest`` is damaged (see :mod:`zoo.training.manifest`) or names a missing
+    folder, the newest intact older checkpoint is used, with a warning naming the bad
+    one (which stays on disk).
+
+    Raises:
+        CheckpointNotFoundError: ``path`` does not exist or holds no checkpoint.
+        CheckpointError: every checkpoint there is damaged (the message says how).
+    """
     path = Path(path)
-    for root in (path, path / "checkpoints"):
-        if (root / LATEST).is_file():
-            return root / (root / LATEST).read_text().strip()
-    if (path / STATE).is_file():
-        return path
-    raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.exists():
+        raise CheckpointNotFoundError(f"no checkpoint at {path}: no such file or directory")
+    if path.is_dir():
+        for root in (path, path / "checkpoints"):
+            if (root / LATEST).is_file() or (root.is_dir() and _step_folders(root)):
+                return _newest_intact(root)
+        if (path / STATE).is_file():
+            problem = check_manifest(path)
+            if problem is not None:
+                raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
+            return path
+    raise CheckpointNotFoundError(
+        f"no checkpoint at {path}: expected a checkpoint folder (with {STATE}), a "
+        f"checkpoints folder or a training output folder (with checkpoints/{LATEST})"
+    )
+
+
+def _newest_intact(root: Path) -> Path:
+    """The folder ``root/latest`` names if intact, else the newest intact one before it."""
+    steps = _step_folders(root)
+    named = (root / LATEST).read_text().strip() if (root / LATEST).is_file() else None
+    skipped: list[str] = []
+    if named is not None and not (_STEP.fullmatch(named) and (root / named).is_dir()):
+        skipped.append(f"{root / LATEST} names {named!r}, which is not a checkpoint folder there")
+        named = None
+    limit = None if named is None else _step_of(root / named)
+    candidates = [p for p in reversed(steps) if limit is None or _step_of(p) <= limit]
+    for folder in candidates:
+        problem = check_manifest(folder)
+        if problem is None:
+            if skipped:
+                warnings.warn(
+                    f"using checkpoint {folder}: " + "; ".join(skipped) + " (left in place)",
+                    stacklevel=3,
+                )
+            return folder
+        skipped.append(f"checkpoint {folder.name} is damaged: {problem}")
+    if not skipped:
+        raise CheckpointNotFoundError(f"no checkpoint in {root}")
+    raise CheckpointError(f"no intact checkpoint in {root}: " + "; ".join(skipped))
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

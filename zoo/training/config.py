@@ -50,5 +50,25 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp is not None and self.amp not in AMP_DTYPES:
             raise ValueError(f"amp must be one of {AMP_DTYPES} or None, got {self.amp!r}")
-        if self.batch_size < 1 or self.epochs < 0:
-            raise ValueError("batch_size must be >= 1 and epochs >= 0")
+        at_least = {
+            "epochs": (self.epochs, 0),
+            "batch_size": (self.batch_size, 1),
+            "lr_drop": (self.lr_drop, 1),
+            "num_workers": (self.num_workers, 0),
+            "checkpoint_every": (self.checkpoint_every, 0),
+            "eval_every": (self.eval_every, 0),
+            "keep_checkpoints": (self.keep_checkpoints, 1),
+            "seed": (self.seed, 0),
+            "lr_backbone": (self.lr_backbone, 0),
+            "weight_decay": (self.weight_decay, 0),
+            "clip_max_norm": (self.clip_max_norm, 0),
+            "slow_lr_mult": (self.slow_lr_mult, 0),
+        }
+        if self.max_steps is not None:
+            at_least["max_steps"] = (self.max_steps, 1)
+        for name, (value, low) in at_least.items():
+            # "not >=" also refuses NaN.
+            if not value >= low:
+                raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")

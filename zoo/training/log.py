@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,27 @@ class MetricsLog:
                 if key not in ("step", "epoch") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"{event}/{key}", value, fields["step"])
             self.writer.flush()
+
+    def truncate_after(self, step: int) -> None:
+        """Drop the records of steps after ``step`` (and a line cut short by a kill).
+
+        A resumed run calls it: the interrupted run logged steps past its last
+        checkpoint, and the resumed one logs them again.
+        """
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            done = record.get("step") if isinstance(record, dict) else None
+            if not isinstance(done, (int, float)) or done <= step:
+                kept.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, self.path)
 
 
 def read_metrics(path: str | Path, event: str | None = None) -> list[dict[str, Any]]:

@@ -29,16 +29,18 @@ from zoo.data.coco import CocoDetection
 from zoo.data.coco_eval import evaluate
 from zoo.data.collate import DetectionBatch, collate
 from zoo.training.checkpoint import (
+    STATE,
     capture_rng,
-    load_checkpoint_weights,
-    load_state,
+    resolve_checkpoint,
     restore_rng,
     save_checkpoint,
 )
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
+from zoo.training.lock import RunLock, RunLockedError
 from zoo.training.log import MetricsLog
 from zoo.training.optim import build_optimizer, build_scheduler
+from zoo.weights.zoo_format import load_pretrained
 
 Criterion = Callable[[dict[str, Any], list[dict[str, Tensor]]], dict[str, Tensor]]
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -72,8 +74,12 @@ class Trainer:
         model: a zoo detector (``model.config`` is saved with checkpoints).
         criterion: ``(outputs, targets) -> dict`` holding the weighted total ``loss``.
         out_dir: checkpoints under ``out_dir/checkpoints``, metrics in
-            ``out_dir/metrics.jsonl``.
+            ``out_dir/metrics.jsonl``; locked (:class:`~zoo.training.lock.RunLock`) from
+            construction to the end of :meth:`fit`, so two runs never share it.
         info: this process's rank and device (default: from the process group).
+
+    Raises:
+        RunLockedError: another live run holds ``out_dir`` (on every rank under DDP).
     """
 
     def __init__(
@@ -89,6 +95,9 @@ class Trainer:
         self.info = info or process_info()
         self.config = config
         self.out_dir = Path(out_dir)
+        self._lock = RunLock(self.out_dir)
+        self._locked = False
+        self._take_lock()
         self.model = model.to(self.info.device)
         self.criterion = criterion
         self.train_set = train_set
@@ -116,6 +125,30 @@ class Trainer:
         else:
             self.ddp = self.model
 
+    # ------------------------------------------------------------ the run lock
+    def _take_lock(self) -> None:
+        """Rank 0 takes the folder's lock; every rank learns the outcome, so that all of
+        them stop together when it is refused (a lone rank raising would leave the
+        others waiting in a collective forever)."""
+        error = None
+        if self.info.is_main:
+            try:
+                self._lock.acquire()
+            except RunLockedError as e:
+                error = str(e)
+        if self.info.world_size > 1:
+            box = [error]
+            dist.broadcast_object_list(box, src=0)
+            error = box[0]
+        if error is not None:
+            raise RunLockedError(error)
+        self._locked = True  # on every rank (only rank 0 holds the file lock)
+
+    def close(self) -> None:
+        """Release the output folder (:meth:`fit` does it when it returns)."""
+        self._lock.release()
+        self._locked = False
+
     # ------------------------------------------------------------ checkpoints
     def save(self) -> Path | None:
         """Checkpoint the current state (every rank must call it: RNG states are gathered)."""
@@ -141,9 +174,15 @@ class Trainer:
         )
 
     def resume(self, path: str | Path) -> None:
-        """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder)."""
-        load_checkpoint_weights(self.model, path)
-        state = load_state(path)
+        """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder).
+
+        The newest intact checkpoint there is used (see
+        :func:`~zoo.training.checkpoint.resolve_checkpoint`); the metrics logged after
+        its step (by the run that was interrupted) are removed, as they are logged again.
+        """
+        folder = resolve_checkpoint(path)
+        self.model.load_state_dict(load_pretrained(folder).state_dict())
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -155,10 +194,19 @@ class Trainer:
         rng = state["rng"]
         # Each process continues its own random stream when the world size is unchanged.
         restore_rng(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+        self.log.truncate_after(self.step)
 
     # ------------------------------------------------------------ loop
     def fit(self) -> dict[str, float] | None:
         """Train until ``config.epochs`` or ``config.max_steps``; returns the last COCO metrics."""
+        if not self._locked:
+            self._take_lock()
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> dict[str, float] | None:
         cfg = self.config
         if cfg.max_steps is not None and self.step >= cfg.max_steps:
             return self.last_metrics
