@@ -22,6 +22,8 @@ from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors")
+# What only a path can look like (a name or an "org/name" repository id cannot).
+_PATH_SUFFIXES = (*_OFFICIAL_SUFFIXES, ".bin", ".json")
 
 
 class WeightsNotFoundError(OSError):
@@ -56,8 +58,13 @@ def load(
             record, such as ``nheads``).
 
     Raises:
-        ValueError: unknown name, or weights that do not fit the configuration (the
-            message names each tensor with both shapes).
+        WeightsError: (a ``ValueError``) a local file or folder that cannot be loaded:
+            invalid or corrupt ``config.json`` or weights, or weights that do not fit the
+            configuration; the message names the file (and the field or tensor).
+        ConfigError: (a ``ValueError``) ``overrides`` the configuration cannot take.
+        ValueError: unknown name.
+        FileNotFoundError: a path (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x.pth``...) that
+            does not exist.
         WeightsNotFoundError: not cached and the Hub cannot be reached (or offline).
     """
     if num_classes is not None:
@@ -80,6 +87,8 @@ def load(
         model = _load_local(folder, overrides)
         _check_identity(model, source, info.hf_hub_id)
         source = f"{info.hf_hub_id}@{revision or 'main'}"
+    elif _looks_like_path(source):
+        raise FileNotFoundError(f"{source}: no such file or folder")
     elif _REPO_ID.match(source) and not source.startswith("."):
         model = _load_local(download(source, revision, **hub), overrides)
         source = f"{source}@{revision or 'main'}"
@@ -152,6 +161,16 @@ def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
     raise ValueError(
         f"{path} is neither a zoo nor a transformers folder (no config.json) and holds "
         f"{len(checkpoints)} .pth files (want exactly one)"
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    """Whether ``source`` can only be meant as a path (not a name nor an ``org/name`` id)."""
+    return (
+        source.startswith(("/", ".", "~"))
+        or source.endswith(_PATH_SUFFIXES)
+        or source.count("/") > 1
+        or "\\" in source
     )
 
 
