@@ -17,13 +17,11 @@ from torch import nn
 
 from zoo.models.registry import get_variant, identity, list_variants, unknown_name_message
 from zoo.weights.official_format import load_official_checkpoint
+from zoo.weights.sources import OFFICIAL_SUFFIXES, looks_like_path
 from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_folder
 from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors")
-# What only a path can look like (a name or an "org/name" repository id cannot).
-_PATH_SUFFIXES = (*_OFFICIAL_SUFFIXES, ".bin", ".json")
 
 
 class WeightsNotFoundError(OSError):
@@ -87,7 +85,7 @@ def load(
         model = _load_local(folder, overrides)
         _check_identity(model, source, info.hf_hub_id)
         source = f"{info.hf_hub_id}@{revision or 'main'}"
-    elif _looks_like_path(source):
+    elif looks_like_path(source):
         raise FileNotFoundError(f"{source}: no such file or folder")
     elif _REPO_ID.match(source) and not source.startswith("."):
         model = _load_local(download(source, revision, **hub), overrides)
@@ -145,9 +143,9 @@ def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
     """A zoo folder, a transformers folder or an official checkpoint file."""
     reinit = "num_classes" in overrides
     if path.is_file():
-        if path.suffix not in _OFFICIAL_SUFFIXES:
+        if path.suffix not in OFFICIAL_SUFFIXES:
             raise ValueError(
-                f"{path}: expected an official checkpoint ({', '.join(_OFFICIAL_SUFFIXES)}) "
+                f"{path}: expected an official checkpoint ({', '.join(OFFICIAL_SUFFIXES)}) "
                 "or a folder"
             )
         return load_official_checkpoint(path, reinit_class_heads=reinit, **overrides)
@@ -161,16 +159,6 @@ def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
     raise ValueError(
         f"{path} is neither a zoo nor a transformers folder (no config.json) and holds "
         f"{len(checkpoints)} .pth files (want exactly one)"
-    )
-
-
-def _looks_like_path(source: str) -> bool:
-    """Whether ``source`` can only be meant as a path (not a name nor an ``org/name`` id)."""
-    return (
-        source.startswith(("/", ".", "~"))
-        or source.endswith(_PATH_SUFFIXES)
-        or source.count("/") > 1
-        or "\\" in source
     )
 
 
