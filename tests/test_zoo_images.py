@@ -133,7 +133,8 @@ def test_predict_refuses_what_is_no_image_by_name(model) -> None:
     cases: list[tuple[object, type[Exception], str]] = [
         (None, TypeError, "images"),
         (42, TypeError, "images"),
-        ([], ValueError, "empty list"),
+        ([], ValueError, "got no image"),
+        (torch.zeros(0, 3, 8, 8), ValueError, "got no image"),
         ([torch.rand(3, 8, 8), None], TypeError, r"images\[1\]"),
         (torch.zeros(3, 0, 0), ValueError, "empty"),
         (torch.zeros(4, 8, 8), ValueError, r"\(3, H, W\)"),

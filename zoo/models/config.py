@@ -131,6 +131,12 @@ class BackboneConfig:
             raise ConfigError(f"backbone norm must be one of {BACKBONE_NORMS}, got {self.norm!r}")
         if self.width % 8 != 0:
             raise ConfigError(f"backbone width must be a positive multiple of 8, got {self.width}")
+        if self.dilation and self.depth not in (50, 101):
+            # torchvision's basic blocks cannot dilate.
+            raise ConfigError(
+                f"backbone.dilation needs a bottleneck ResNet (depth 50 or 101), got depth "
+                f"{self.depth}"
+            )
         if self.width != 64 and self.depth not in (18, 34):
             raise ConfigError(
                 f"backbone width {self.width} needs a basic-block ResNet (depth 18 or 34), "

@@ -43,6 +43,8 @@ def image_to_tensor(image: Any, name: str = "image") -> Tensor:
         FileNotFoundError, PIL.UnidentifiedImageError: a path that is no readable image.
     """
     if isinstance(image, str | Path):
+        if not str(image):
+            raise ValueError(f"{name}: an empty string names no image file")
         with Image.open(image) as opened:
             return pil_to_tensor(ImageOps.exif_transpose(opened), f"{name} ({image})")
     if isinstance(image, Image.Image):

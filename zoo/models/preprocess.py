@@ -60,15 +60,17 @@ def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     if isinstance(images, Image.Image | str | Path | np.ndarray):
         return [images]
     if isinstance(images, Tensor):
-        return list(images) if images.dim() == 4 else [images]
-    if not isinstance(images, Sequence):
+        items = list(images) if images.dim() == 4 else [images]
+    elif isinstance(images, Sequence):
+        items = list(images)
+    else:
         raise TypeError(
             "images: expected an image (PIL, path, numpy array, tensor) or a list of them, "
             f"got {type(images).__name__}"
         )
-    if len(images) == 0:
-        raise ValueError("images: got an empty list; pass at least one image")
-    return list(images)
+    if len(items) == 0:
+        raise ValueError("images: got no image (an empty list or batch); pass at least one")
+    return items
 
 
 def check_edges(shortest_edge: object, longest_edge: object) -> None:

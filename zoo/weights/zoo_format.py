@@ -65,7 +65,7 @@ def config_from_dict(data: dict[str, Any], **overrides: Any) -> ModelConfig:
             f"{FORMAT_VERSION}: upgrade the package"
         )
     family = data.get("family")
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise ConfigError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
     fields = _object(data.get("config"), "config")
     required = ("backbone", "loss", *_REQUIRED, *_REQUIRED_BY_FAMILY.get(family, ()))
