@@ -1,7 +1,8 @@
 """Property tests of two public entry points on generated bad input (hypothesis).
 
 ``zoo.load`` on a saved folder mutated at random (config fields deleted, retyped, out of
-range; junk JSON; truncated or corrupted safetensors; random bytes as a ``.pth``): it
+range; junk JSON; truncated or corrupted safetensors; random bytes as a ``.pth``; an
+official checkpoint with tensors deleted or cut): it
 loads or raises ``zoo.WeightsError`` naming the file, never another exception.
 ``predict`` on random image-like inputs (shapes with 0, 1 and extreme aspect ratios,
 dtypes, PIL modes, value ranges): valid ones give well-formed detections, invalid ones
@@ -23,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-from support.tiny import NUM_CLASSES, tiny_model
+from support.tiny import NUM_CLASSES, TINY, tiny_model
 
 import zoo
 
@@ -79,10 +80,10 @@ def _mutate(data: dict[str, Any], path: list[str], value: Any) -> None:
         node[path[-1]] = value
 
 
-def _load_or_documented_error(folder: Path, named: Path) -> str:
+def _load_or_documented_error(folder: Path, named: Path, **overrides: Any) -> str:
     """``"loaded"`` or ``"refused"``; any other outcome fails the test."""
     try:
-        model = zoo.load(folder)
+        model = zoo.load(folder, **overrides)
     except zoo.WeightsError as e:
         assert str(named) in str(e) or str(folder) in str(e), str(e)
         return "refused"
@@ -142,6 +143,40 @@ def test_load_on_corrupt_files(
             (folder / "model.safetensors").exists() or named.write_bytes(weights)
         outcome = _load_or_documented_error(folder, named)
     LOAD_CASES[f"{kind}:{outcome}"] = LOAD_CASES.get(f"{kind}:{outcome}", 0) + 1
+
+
+@pytest.fixture(scope="module")
+def official_state() -> dict[str, torch.Tensor]:
+    from support.transformers_models import build_hf, to_official
+
+    return to_official(build_hf("ddetr-refine", seed=2).state_dict(), deformable=True)
+
+
+@settings(SETTINGS, max_examples=15)
+@given(
+    drop=st.lists(st.floats(0, 1), max_size=3),
+    reshape=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 3)), max_size=2),
+)
+def test_load_on_mutated_official_checkpoints(
+    official_state: dict[str, torch.Tensor],
+    drop: list[float],
+    reshape: list[tuple[float, int]],
+) -> None:
+    """Keys deleted, tensors cut to another length: loads or names the file."""
+    keys = sorted(official_state)
+    state = dict(official_state)
+    for where in drop:
+        state.pop(keys[int(where * (len(keys) - 1))], None)
+    for where, length in reshape:
+        key = keys[int(where * (len(keys) - 1))]
+        if key in state and state[key].dim() > 0:
+            state[key] = state[key][:length]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "checkpoint.pth"
+        torch.save({"model": state}, path)
+        # An official .pth does not record the head count.
+        outcome = _load_or_documented_error(path, path, nheads=TINY["nheads"])
+    LOAD_CASES[f"official:{outcome}"] = LOAD_CASES.get(f"official:{outcome}", 0) + 1
 
 
 # --- predict on random image-like inputs ------------------------------------------------

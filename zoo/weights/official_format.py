@@ -57,22 +57,29 @@ def load_official_checkpoint(
     state = {
         k: v for k, v in read_state_dict(path).items() if not k.endswith("num_batches_tracked")
     }
+    given = dict(overrides)
     try:
         if name is None:
             name, inferred = infer_variant(state)
             overrides = {**inferred, **overrides}
         config = variant_config(name, **overrides)
         stored = _num_classes(state, config)
+        new_heads = reinit_class_heads and overrides.get("num_classes", stored) != stored
+        overrides.setdefault("num_classes", stored)
+        model = create_model(name, **overrides)
+        converted, unused = convert_official_state_dict(state, model.config)  # type: ignore[arg-type]
+    except ConfigError as e:
+        with_given = f" with the overrides {given}" if given else ""
+        raise WeightsError(
+            f"{path}: the sizes read off this {name} checkpoint{with_given} make no valid "
+            f"configuration: {e}"
+        ) from e
     # A state dict of something else lacks the keys and shapes read above.
     except (KeyError, IndexError, ValueError) as e:
-        if isinstance(e, WeightsError | ConfigError):
+        if isinstance(e, WeightsError):
             raise
         detail = f"no tensor {e}" if isinstance(e, KeyError) else str(e)
         raise WeightsError(f"{path}: not a DETR or Deformable DETR checkpoint ({detail})") from e
-    new_heads = reinit_class_heads and overrides.get("num_classes", stored) != stored
-    overrides.setdefault("num_classes", stored)
-    model = create_model(name, **overrides)
-    converted, unused = convert_official_state_dict(state, model.config)  # type: ignore[arg-type]
     return load_weights(model, converted, unused, path, strict, new_class_heads=new_heads)
 
 
