@@ -154,6 +154,48 @@ def test_bad_arguments():
         attn(query, torch.rand(2, 3, 3, 3), features, SHAPES, level_start_index(SHAPES))
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n_heads": 0}, "n_heads must be a positive int, got 0"),
+        ({"n_levels": 0}, "n_levels must be a positive int, got 0"),
+        ({"n_points": -1}, "n_points must be a positive int, got -1"),
+        ({"d_model": 0}, "d_model must be a positive int, got 0"),
+        ({"n_heads": 2.0}, "n_heads must be a positive int, got 2.0"),
+    ],
+)
+def test_constructor_names_the_bad_size(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MSDeformAttn(**{"d_model": 8, **kwargs})
+
+
+def test_forward_names_the_input_that_does_not_fit_the_layer():
+    attn, query, ref, features = make_case(box=False)
+    start = level_start_index(SHAPES)
+    cases = [
+        (
+            (query, ref, features, SHAPES[:2], start[:2]),
+            r"input_spatial_shapes must be \(n_levels=3",
+        ),
+        (
+            (query, ref, features, SHAPES, start[:2]),
+            r"input_level_start_index must be \(n_levels=3",
+        ),
+        ((query[..., :6], ref, features, SHAPES, start), r"query must be \(N, L, d_model=8\)"),
+        (
+            (query, ref, features[..., :6], SHAPES, start),
+            r"input_flatten must be \(N, L, d_model=8",
+        ),
+        ((query, ref[:, :, :2], features, SHAPES, start), r"reference_points must be \(N=2, Lq=3"),
+        ((query[:1], ref[:1], features, SHAPES, start), "same batch size"),
+    ]
+    for args, match in cases:
+        with pytest.raises(ValueError, match=match):
+            attn(*args)
+    with pytest.raises(ValueError, match=r"input_padding_mask must be \(N, S\)"):
+        attn(query, ref, features, SHAPES, start, torch.zeros(2, 5, dtype=torch.bool))
+
+
 def test_state_dict_keys_are_the_original_names():
     keys = set(MSDeformAttn().state_dict())
     assert keys == {

@@ -15,10 +15,17 @@ model families and their parts), ``loss/`` (criterion, Hungarian matcher), ``wei
 """
 
 from zoo.loss.criterion import SetCriterion, build_criterion
-from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, LossConfig
+from zoo.models.config import (
+    BackboneConfig,
+    ConfigError,
+    DeformableDetrConfig,
+    DetrConfig,
+    LossConfig,
+)
 from zoo.models.factory import ModelRecord, create_model, list_models
 from zoo.models.families import build_model
 from zoo.models.registry import get_variant, list_variants, variant_config
+from zoo.weights.convert import WeightsError
 from zoo.weights.hub import WeightsNotFoundError, load
 from zoo.weights.official_format import load_official_checkpoint
 from zoo.weights.transformers_format import load_transformers_folder
@@ -26,11 +33,13 @@ from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
 
 __all__ = [
     "BackboneConfig",
+    "ConfigError",
     "DeformableDetrConfig",
     "DetrConfig",
     "LossConfig",
     "ModelRecord",
     "SetCriterion",
+    "WeightsError",
     "WeightsNotFoundError",
     "build_criterion",
     "build_model",

@@ -31,11 +31,43 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--batch-size``, ``--top-k``, ``--image-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number in [0, 1] (``--threshold``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def model_source(text: str) -> str:
+    """argparse type: a model name, Hub id or an existing path; a path that does not
+    exist (``/x.pth``, ``./run``...) is refused here rather than called an unknown model."""
+    from zoo.weights.sources import looks_like_path
+
+    if looks_like_path(text) and not Path(text).expanduser().exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text!r}")
+    return text
+
+
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
     """``--image-size`` and ``--device``, as every command that runs a model on images has."""
     parser.add_argument(
         "--image-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="shorter side the model sees (default: the model's own, 800 for COCO models)",
     )

@@ -10,30 +10,40 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.cli.args import Runner, add_inference_args
+from zoo.cli.args import Runner, add_inference_args, model_source, positive_int, probability
 
 
 def declare_detect(parser: argparse.ArgumentParser) -> Runner:
     """``zoo detect IMAGES... --model M --out DIR``: draw and list detections."""
     parser.add_argument("images", nargs="+", help="image files, folders or globs")
     parser.add_argument(
-        "--model", required=True, help="a name (zoo list), Hub repo, folder or .pth"
+        "--model",
+        required=True,
+        type=model_source,
+        help="a name (zoo list), Hub repo, folder or .pth",
     )
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
-    parser.add_argument("--threshold", type=float, default=0.5, help="minimum score drawn")
+    parser.add_argument(
+        "--threshold", type=probability, default=0.5, help="minimum score drawn, in [0, 1]"
+    )
     add_inference_args(parser)
     parser.add_argument("--out", type=Path, required=True, help="folder for pictures and JSON")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=positive_int, default=4, help="images per batch")
     parser.add_argument(
         "--show-sampling",
         action="store_true",
         help="also draw the deformable sampling points of the top detections (Deformable DETR)",
     )
     parser.add_argument(
-        "--top-k", type=int, default=5, help="detections shown with --show-sampling"
+        "--top-k", type=positive_int, default=5, help="detections shown with --show-sampling"
     )
     parser.add_argument(
         "--one-json", action="store_true", help="write one detections.json for all images"
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit with status 1 when an image could not be read (it is skipped either way)",
     )
     return run_detect
 
@@ -68,5 +78,14 @@ def run_detect(args: argparse.Namespace) -> int:
         image_size=args.image_size,
     )
     found = sum(len(r["detections"]) for r in records)
+    done = {r["image"] for r in records}
+    skipped = [str(p) for p in paths if str(p) not in done]
     print(f"{found} detections in {len(records)} images -> {args.out}")
+    if skipped:
+        print(
+            f"zoo detect: skipped {len(skipped)} of {len(paths)} images that could not be "
+            f"read: {', '.join(skipped)}",
+            file=sys.stderr,
+        )
+        return 1 if args.strict else 0
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from zoo.cli.args import Runner, checkpoint_or_name, parse_overrides
+from zoo.cli.args import Runner, checkpoint_or_name, model_source, parse_overrides
 
 
 def declare_list(parser: argparse.ArgumentParser) -> Runner:
@@ -42,7 +42,9 @@ def run_list(args: argparse.Namespace) -> int:
 
 def declare_convert(parser: argparse.ArgumentParser) -> Runner:
     """``zoo convert SRC DST``: an official .pth or transformers folder to the zoo format."""
-    parser.add_argument("src", help="official .pth, transformers folder, Hub repo or name")
+    parser.add_argument(
+        "src", type=model_source, help="official .pth, transformers folder, Hub repo or name"
+    )
     parser.add_argument("dst", type=Path, help="folder to write (config.json, model.safetensors)")
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -21,6 +22,9 @@ from zoo.detect.drawing import draw_detections, draw_sampling
 from zoo.detect.sampling import predict_with_sampling
 from zoo.models.config import ModelConfig
 from zoo.models.detector import Predictions
+from zoo.models.images import to_rgb_image
+
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -95,8 +99,13 @@ def detect_files(
     detections on a copy enlarged that many times (nearest neighbour), for pictures too
     small to read; the JSON stays in pixels of the original.
 
+    An image that cannot be read (corrupt, truncated, not an image) is skipped with a
+    warning naming it; the others are all processed. With ``one_json`` the file is
+    written even when a later image stops the run, with every image finished before.
+
     Returns:
-        The JSON records (see :func:`detections_record`), in the order of ``paths``.
+        The JSON records (see :func:`detections_record`) of the images read, in the
+        order of ``paths``; a skipped image has none.
     """
     from tqdm import tqdm
 
@@ -105,45 +114,90 @@ def detect_files(
     config = cast(ModelConfig, model.config)
     names = class_names(config.num_classes, config.class_names)
     stems = unique_stems(paths)
-    records = []
+    records: list[dict] = []
     bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
-    for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
-        images = [ImageOps.exif_transpose(Image.open(p)).convert("RGB") for p, _ in chunk]
-        if show_sampling:
-            predictions, views = predict_with_sampling(model, images, threshold, top_k, image_size)
-        else:
-            predictions = model.predict(  # type: ignore[operator]
-                images, threshold=threshold, shortest_edge=image_size
+    try:
+        for chunk in _chunks(list(zip(paths, stems, strict=True)), batch_size):
+            _detect_chunk(
+                model,
+                chunk,
+                out,
+                records,
+                names,
+                threshold,
+                show_sampling,
+                top_k,
+                one_json,
+                image_size,
+                draw_scale,
             )
-        for j, ((path, stem), image, pred) in enumerate(
-            zip(chunk, images, predictions, strict=True)
-        ):
-            pred = Predictions(
-                boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
-            )
-            view = image
-            if draw_scale > 1:
-                size = (image.width * draw_scale, image.height * draw_scale)
-                view = image.resize(size, Image.Resampling.NEAREST)
-            boxes = pred["boxes"] * draw_scale
-            draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
-                out / f"{stem}.png"
-            )
-            if show_sampling:
-                v = views[j]
-                sheet = draw_sampling(
-                    image, v.boxes, v.references, v.locations, v.weights, v.strides
-                )
-                sheet.save(out / f"{stem}_sampling.png")
-            record = detections_record(path, image.size, pred, names)
-            records.append(record)
-            if not one_json:
-                (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-        bar.update(len(chunk))
-    bar.close()
-    if one_json:
-        (out / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if one_json:
+            (out / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
     return records
+
+
+def read_image(path: Path) -> Image.Image | None:
+    """``path`` as an 8-bit RGB image (EXIF rotation applied, 16-bit read by its range),
+    or None, with a warning naming it, when it cannot be read."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return to_rgb_image(ImageOps.exif_transpose(opened))
+    # PIL reports unreadable files as OSError (UnidentifiedImageError, truncated data),
+    # ValueError or SyntaxError (broken headers), and oversized ones as DecompressionBombError.
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        logger.warning("zoo detect: skipping %s: %s: %s", path, type(e).__name__, e)
+        return None
+
+
+def _detect_chunk(
+    model: nn.Module,
+    chunk: list[tuple[Path, str]],
+    out: Path,
+    records: list[dict],
+    names: list[str],
+    threshold: float,
+    show_sampling: bool,
+    top_k: int,
+    one_json: bool,
+    image_size: int | None,
+    draw_scale: int,
+) -> None:
+    """Detect, draw and record the images of ``chunk`` that can be read."""
+    loaded = [(item, read_image(item[0])) for item in chunk]
+    chunk = [item for item, image in loaded if image is not None]
+    images = [image for _, image in loaded if image is not None]
+    if not images:
+        return
+    if show_sampling:
+        predictions, views = predict_with_sampling(model, images, threshold, top_k, image_size)
+    else:
+        predictions = model.predict(  # type: ignore[operator]
+            images, threshold=threshold, shortest_edge=image_size
+        )
+    for j, ((path, stem), image, pred) in enumerate(zip(chunk, images, predictions, strict=True)):
+        pred = Predictions(
+            boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
+        )
+        view = image
+        if draw_scale > 1:
+            size = (image.width * draw_scale, image.height * draw_scale)
+            view = image.resize(size, Image.Resampling.NEAREST)
+        boxes = pred["boxes"] * draw_scale
+        draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
+            out / f"{stem}.png"
+        )
+        if show_sampling:
+            v = views[j]
+            sheet = draw_sampling(image, v.boxes, v.references, v.locations, v.weights, v.strides)
+            sheet.save(out / f"{stem}_sampling.png")
+        record = detections_record(path, image.size, pred, names)
+        records.append(record)
+        if not one_json:
+            (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:

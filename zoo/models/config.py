@@ -10,9 +10,10 @@ pretrained configurations do.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 RESNET_DEPTHS = (18, 34, 50, 101)
 BACKBONE_NORMS = ("frozen_bn", "group")
@@ -20,6 +21,37 @@ BACKBONE_NORMS = ("frozen_bn", "group")
 # saved before the statistics were recorded.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ConfigError(ValueError):
+    """A configuration field with a value it cannot take; the message names the field,
+    the value and what is allowed."""
+
+
+def _check(
+    name: str, value: Any, kind: str, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a ``kind`` ("int", "float", "bool",
+    "str") within [``low``, ``high``]."""
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "str":
+        ok = isinstance(value, str)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    in_range = ok and kind in ("int", "float")
+    if in_range and ((low is not None and value < low) or (high is not None and value > high)):
+        ok = False
+    if not ok:
+        bounds = ""
+        if kind in ("int", "float") and (low is not None or high is not None):
+            lo = "" if low is None else f">= {low:g}"
+            hi = "" if high is None else f"<= {high:g}"
+            bounds = " " + " and ".join(b for b in (lo, hi) if b)
+        a = "an" if kind == "int" else "a"
+        raise ConfigError(f"{name} must be {a} {kind}{bounds}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +74,16 @@ class LossConfig:
     focal_gamma: float = 2.0
     eos_coef: float = 0.1
     aux_loss: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("cost_class", "cost_bbox", "cost_giou", "loss_class", "loss_bbox"):
+            _check(f"loss.{name}", getattr(self, name), "float", 0)
+        _check("loss.loss_giou", self.loss_giou, "float", 0)
+        _check("loss.focal_gamma", self.focal_gamma, "float", 0)
+        _check("loss.focal_alpha", self.focal_alpha, "float", 0, 1)
+        _check("loss.eos_coef", self.eos_coef, "float", 0, 1)
+        _check("loss.focal", self.focal, "bool")
+        _check("loss.aux_loss", self.aux_loss, "bool")
 
     @classmethod
     def detr(cls) -> LossConfig:
@@ -77,14 +119,26 @@ class BackboneConfig:
     norm: str = "frozen_bn"
 
     def __post_init__(self) -> None:
-        if self.depth not in RESNET_DEPTHS:
-            raise ValueError(f"ResNet depth must be one of {RESNET_DEPTHS}, got {self.depth}")
+        _check("backbone.dilation", self.dilation, "bool")
+        _check("backbone.train_backbone", self.train_backbone, "bool")
+        _check("backbone.width", self.width, "int", 8)
+        _check("backbone.norm", self.norm, "str")
+        if self.depth not in RESNET_DEPTHS or isinstance(self.depth, bool):
+            raise ConfigError(
+                f"backbone.depth (ResNet depth) must be one of {RESNET_DEPTHS}, got {self.depth!r}"
+            )
         if self.norm not in BACKBONE_NORMS:
-            raise ValueError(f"backbone norm must be one of {BACKBONE_NORMS}, got {self.norm!r}")
-        if self.width < 8 or self.width % 8 != 0:
-            raise ValueError(f"backbone width must be a positive multiple of 8, got {self.width}")
+            raise ConfigError(f"backbone norm must be one of {BACKBONE_NORMS}, got {self.norm!r}")
+        if self.width % 8 != 0:
+            raise ConfigError(f"backbone width must be a positive multiple of 8, got {self.width}")
+        if self.dilation and self.depth not in (50, 101):
+            # torchvision's basic blocks cannot dilate.
+            raise ConfigError(
+                f"backbone.dilation needs a bottleneck ResNet (depth 50 or 101), got depth "
+                f"{self.depth}"
+            )
         if self.width != 64 and self.depth not in (18, 34):
-            raise ValueError(
+            raise ConfigError(
                 f"backbone width {self.width} needs a basic-block ResNet (depth 18 or 34), "
                 f"got depth {self.depth}"
             )
@@ -120,25 +174,35 @@ class DetectorConfig:
     image_std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
+        if not isinstance(self.backbone, BackboneConfig):
+            raise ConfigError(f"backbone must be a BackboneConfig, got {self.backbone!r}")
+        if not isinstance(self.loss, LossConfig):
+            raise ConfigError(f"loss must be a LossConfig, got {self.loss!r}")
+        for name in ("num_classes", "hidden_dim", "nheads", "dec_layers", "ffn_dim"):
+            _check(name, getattr(self, name), "int", 1)
+        _check("num_queries", self.num_queries, "int", 1)
+        _check("image_size", self.image_size, "int", 1)
+        _check("enc_layers", self.enc_layers, "int", 0)
+        _check("dropout", self.dropout, "float", 0, 1)
         # JSON gives lists; a frozen (hashable) configuration keeps tuples.
+        if isinstance(self.class_names, str) or not isinstance(self.class_names, Sequence):
+            raise ConfigError(
+                f"class_names must be a list of strings (one per class), got {self.class_names!r}"
+            )
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        for k, class_name in enumerate(self.class_names):
+            _check(f"class_names[{k}]", class_name, "str")
         object.__setattr__(self, "image_mean", _rgb("image_mean", self.image_mean))
         object.__setattr__(self, "image_std", _rgb("image_std", self.image_std))
         if min(self.image_std) <= 0:
-            raise ValueError(f"image_std must be positive, got {self.image_std}")
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be >= 1, got {self.image_size}")
+            raise ConfigError(f"image_std must be positive, got {self.image_std}")
         if self.class_names and len(self.class_names) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"class_names has {len(self.class_names)} names for num_classes {self.num_classes}"
             )
         if self.hidden_dim % self.nheads != 0:
-            raise ValueError(
+            raise ConfigError(
                 f"hidden_dim {self.hidden_dim} is not divisible by nheads {self.nheads}"
-            )
-        if self.enc_layers < 0 or self.dec_layers < 1:
-            raise ValueError(
-                f"need enc_layers >= 0 and dec_layers >= 1, got {self.enc_layers}, {self.dec_layers}"
             )
 
 
@@ -173,13 +237,15 @@ class DeformableDetrConfig(DetectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.num_levels < 1:
-            raise ValueError(f"num_levels must be >= 1, got {self.num_levels}")
+        for name in ("num_levels", "enc_points", "dec_points"):
+            _check(name, getattr(self, name), "int", 1)
+        _check("with_box_refine", self.with_box_refine, "bool")
+        _check("two_stage", self.two_stage, "bool")
         if self.hidden_dim % 32 != 0:
             # The input projections use GroupNorm(32, hidden_dim).
-            raise ValueError(f"hidden_dim must be a multiple of 32, got {self.hidden_dim}")
+            raise ConfigError(f"hidden_dim must be a multiple of 32, got {self.hidden_dim}")
         if self.two_stage and not self.with_box_refine:
-            raise ValueError("two_stage needs with_box_refine (as the official release)")
+            raise ConfigError("two_stage needs with_box_refine (as the official release)")
 
 
 ModelConfig = DetrConfig | DeformableDetrConfig
@@ -187,7 +253,9 @@ ModelConfig = DetrConfig | DeformableDetrConfig
 
 def _rgb(name: str, values: Sequence[float]) -> tuple[float, float, float]:
     """Three floats (one per RGB channel) from a tuple or a JSON list."""
-    if len(values) != 3:
-        raise ValueError(f"{name} must hold 3 values (R, G, B), got {tuple(values)}")
+    if isinstance(values, str) or not isinstance(values, Sequence) or len(values) != 3:
+        raise ConfigError(f"{name} must hold 3 values (R, G, B), got {values!r}")
+    for k, v in enumerate(values):
+        _check(f"{name}[{k}]", v, "float")
     r, g, b = (float(v) for v in values)
     return (r, g, b)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 import torch
 from torch import Tensor, nn
 
-from zoo.models.preprocess import ImageInput, preprocess
+from zoo.detect.coco_names import COCO_CATEGORY_NAMES
+from zoo.models.preprocess import ImageInput, check_edges, preprocess
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
@@ -18,11 +19,13 @@ _MAX_SIZE_RATIO = 1333 / 800
 
 
 class Predictions(TypedDict):
-    """Detections of one image: ``boxes`` (K, 4) xyxy in pixels, ``scores`` (K,), ``labels`` (K,)."""
+    """Detections of one image: ``boxes`` (K, 4) xyxy in pixels, ``scores`` (K,), ``labels`` (K,)
+    and, from ``predict`` on a model with class names, ``names`` (K labels' names)."""
 
     boxes: Tensor
     scores: Tensor
     labels: Tensor
+    names: NotRequired[list[str]]
 
 
 def padding_mask_from_pixel_mask(pixel_values: Tensor, pixel_mask: Tensor | None) -> Tensor:
@@ -62,10 +65,20 @@ class Detector(nn.Module):
         """Turn raw outputs into detections; ``sizes`` (N, 2) holds each image's (H, W)."""
         raise NotImplementedError
 
+    def label_names(self) -> list[str] | None:
+        """The names of the class outputs: ``config.class_names``, COCO's for a 91-way
+        head (the official models), else None."""
+        config = cast("ModelConfig", self.config)
+        if config.class_names:
+            return list(config.class_names)
+        if config.num_classes == len(COCO_CATEGORY_NAMES):
+            return list(COCO_CATEGORY_NAMES)
+        return None
+
     @torch.no_grad()
     def predict(
         self,
-        images: Sequence[ImageInput],
+        images: ImageInput | Sequence[ImageInput],
         threshold: float = 0.5,
         shortest_edge: int | None = None,
         longest_edge: int | None = None,
@@ -73,21 +86,37 @@ class Detector(nn.Module):
         """Detect objects in images of any sizes.
 
         Args:
-            images: CHW float tensors in [0, 1] or PIL images; normalised with the
+            images: one image or a list of them (or an (N, C, H, W) tensor): PIL images
+                of any mode (16-bit read by its range), paths to image files, numpy
+                arrays (H, W, 3) RGB (uint8, uint16 or float in [0, 1]), tensors
+                (3, H, W) float in [0, 1] or uint8; see
+                :func:`zoo.models.images.image_to_tensor`. Normalised with the
                 configuration's ``image_mean`` and ``image_std``.
-            threshold: keep detections scoring above this.
+            threshold: keep detections scoring above this (a number in [0, 1]).
             shortest_edge, longest_edge: resize like the official evaluation (shorter
                 side to ``shortest_edge`` unless the longer would exceed ``longest_edge``).
                 Default: the configuration's ``image_size`` (800 for the official
                 models) and 1333/800 of it.
 
         Returns:
-            Per image, ``boxes`` (K, 4) as (x0, y0, x1, y1) in pixels of that image,
-            ``scores`` (K,) and ``labels`` (K,).
+            A list with one entry per image, also for a single image: ``boxes`` (K, 4)
+            as (x0, y0, x1, y1) in pixels of that image, clipped to it, ``scores``
+            (K,), ``labels`` (K,) and, when the model has class names (see
+            :meth:`label_names`), ``names`` (K strings).
+
+        Raises:
+            TypeError, ValueError: an input that is no image, or a bad size or threshold;
+                the message names the argument.
         """
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+            raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
         config = cast("ModelConfig", self.config)
         shortest, longest = inference_size(config.image_size, shortest_edge)
-        longest_edge = longest if longest_edge is None else longest_edge
+        if longest_edge is None:
+            check_edges(shortest, 1)
+            longest_edge = longest
         param = next(self.parameters())
         batch = preprocess(
             images,
@@ -103,4 +132,14 @@ class Detector(nn.Module):
             outputs = self(batch.pixel_values.to(param.dtype), batch.pixel_mask)
         finally:
             self.train(was_training)
-        return self.postprocess(outputs, batch.original_sizes, threshold)
+        detections = self.postprocess(outputs, batch.original_sizes, threshold)
+        names = self.label_names()
+        for pred, (h, w) in zip(detections, batch.original_sizes.tolist(), strict=True):
+            # Predicted boxes may reach past the border (a centre near the edge with a
+            # large size); users want boxes inside the image.
+            boxes = pred["boxes"]
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+            if names is not None:
+                pred["names"] = [names[k] for k in pred["labels"].tolist()]
+        return detections

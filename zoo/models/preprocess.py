@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from torch import Tensor
 
-ImageInput = Any  # a (3, H, W) float tensor in [0, 1], or a PIL image
+from zoo.models.images import image_to_tensor
+
+# A PIL image, a path, a numpy array (H, W[, C]) or a tensor ([C,] H, W): see
+# :func:`zoo.models.images.image_to_tensor`.
+ImageInput = Any
 
 
 @dataclass
@@ -28,7 +35,8 @@ def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int)
     short, long = min(height, width), max(height, width)
     target = shortest_edge
     if long / short * target > longest_edge:
-        target = round(longest_edge * short / long)
+        # At least one pixel: a 1 x 10000 strip must not shrink to nothing.
+        target = max(1, round(longest_edge * short / long))
     if short == target:
         return height, width
     # int() truncates like the official transform, so sizes match its evaluation exactly.
@@ -37,13 +45,39 @@ def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int)
     return target, int(target * width / height)
 
 
-def to_tensor(image: ImageInput) -> Tensor:
-    """A (3, H, W) float tensor in [0, 1] from a tensor or a PIL image."""
-    if isinstance(image, Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"expected a (3, H, W) tensor, got shape {tuple(image.shape)}")
-        return image if image.is_floating_point() else image.float() / 255
-    return TF.to_dtype(TF.to_image(image.convert("RGB")), torch.float32, scale=True)
+def to_tensor(image: ImageInput, name: str = "image") -> Tensor:
+    """A (3, H, W) float tensor in [0, 1]: :func:`zoo.models.images.image_to_tensor`."""
+    return image_to_tensor(image, name)
+
+
+def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
+    """``images`` as a list: one image (PIL, path, array, 2-D/3-D tensor), a (N, C, H, W)
+    tensor (N images) or a sequence of images.
+
+    Raises:
+        ValueError: no image at all.
+    """
+    if isinstance(images, Image.Image | str | Path | np.ndarray):
+        return [images]
+    if isinstance(images, Tensor):
+        items = list(images) if images.dim() == 4 else [images]
+    elif isinstance(images, Sequence):
+        items = list(images)
+    else:
+        raise TypeError(
+            "images: expected an image (PIL, path, numpy array, tensor) or a list of them, "
+            f"got {type(images).__name__}"
+        )
+    if len(items) == 0:
+        raise ValueError("images: got no image (an empty list or batch); pass at least one")
+    return items
+
+
+def check_edges(shortest_edge: object, longest_edge: object) -> None:
+    """Raise ``ValueError`` unless both resize targets are positive integers."""
+    for name, value in (("shortest_edge", shortest_edge), ("longest_edge", longest_edge)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int (pixels), got {value!r}")
 
 
 def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -59,7 +93,7 @@ def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
 
 
 def preprocess(
-    images: Sequence[ImageInput],
+    images: ImageInput | Sequence[ImageInput],
     shortest_edge: int,
     longest_edge: int,
     *,
@@ -71,14 +105,20 @@ def preprocess(
     ``config.image_mean``/``image_std``) and pad.
 
     Args:
-        images: (3, H, W) tensors in [0, 1] (or uint8) or PIL images, of any sizes.
+        images: one image or a list (see :func:`image_list`), of any sizes: PIL images,
+            paths, numpy arrays or tensors (see :func:`zoo.models.images.image_to_tensor`).
         shortest_edge, longest_edge: see :func:`resized_size`.
+
+    Raises:
+        TypeError, ValueError: an argument that is no image or no size; the message
+            names it (``images[i]``, ``shortest_edge``...).
     """
-    if len(images) == 0:
-        raise ValueError("preprocess needs at least one image")
+    check_edges(shortest_edge, longest_edge)
+    items = image_list(images)
     tensors, sizes = [], []
-    for image in images:
-        t = to_tensor(image).to(device)
+    for i, image in enumerate(items):
+        name = "images" if image is images else f"images[{i}]"
+        t = to_tensor(image, name).to(device)
         h, w = int(t.shape[-2]), int(t.shape[-1])
         sizes.append((h, w))
         t = TF.resize(t, list(resized_size(h, w, shortest_edge, longest_edge)), antialias=True)

@@ -8,11 +8,13 @@ The per-family renaming rules are data of :mod:`zoo.models.families`; the format
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -33,6 +35,26 @@ HeadKey = tuple[str, str, int, str]  # (decoder-copy prefix or "", head name, la
 # Every class head of a zoo model: DETR's, Deformable DETR's shared one, or one per
 # decoder layer (plus the two-stage encoder's, the last of ``heads.class_embed``).
 CLASS_HEAD = re.compile(r"^(heads\.)?class_embed(\.\d+)?\.(weight|bias)$")
+
+
+class WeightsError(ValueError):
+    """A model file or folder that cannot be loaded: unreadable, corrupt, or holding a
+    configuration or weights that do not fit. The message starts with the file."""
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``config.json``).
+
+    Raises:
+        WeightsError: unreadable, not JSON, or not an object; the message names the file.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: not a readable JSON file ({e})") from e
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object {{...}}, got a {type(data).__name__}")
+    return data
 
 
 @dataclass
@@ -72,15 +94,27 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     Pickles load with ``torch.load(weights_only=True)``: tensors and plain containers
     only (plus the ``args`` namespace the official training scripts save); a
     ``{"model": state_dict, ...}`` checkpoint gives its ``model``.
+
+    Raises:
+        WeightsError: a file that cannot be read (empty, truncated, text, not a
+            checkpoint, objects other than tensors); the message names the file.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_file(str(path))
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    # Corrupt files fail in many ways (EOFError, UnpicklingError, SafetensorError,
+    # RuntimeError, KeyError...); every one means the same to the user.
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from e
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict):
-        raise ValueError(f"{path} holds no state dict")
+        raise WeightsError(f"{path}: holds no state dict (got {type(checkpoint).__name__})")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
+    if bad:
+        raise WeightsError(f"{path}: the state dict holds entries that are no tensors: {bad[:5]}")
     return state
 
 
@@ -194,7 +228,7 @@ def load_weights(
     report = load_converted(model, state, unused, new_class_heads)
     if not report.ok:
         if strict:
-            raise ValueError(f"weights of {source} do not fit {type(model).__name__}: {report}")
+            raise WeightsError(f"weights of {source} do not fit {type(model).__name__}: {report}")
         warnings.warn(f"loading {source}: {report}", stacklevel=3)
     if report.reinitialized:
         logger.warning(

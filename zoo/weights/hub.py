@@ -17,11 +17,11 @@ from torch import nn
 
 from zoo.models.registry import get_variant, identity, list_variants, unknown_name_message
 from zoo.weights.official_format import load_official_checkpoint
+from zoo.weights.sources import OFFICIAL_SUFFIXES, looks_like_path
 from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_folder
 from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-_OFFICIAL_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
 class WeightsNotFoundError(OSError):
@@ -56,8 +56,13 @@ def load(
             record, such as ``nheads``).
 
     Raises:
-        ValueError: unknown name, or weights that do not fit the configuration (the
-            message names each tensor with both shapes).
+        WeightsError: (a ``ValueError``) a local file or folder that cannot be loaded:
+            invalid or corrupt ``config.json`` or weights, or weights that do not fit the
+            configuration; the message names the file (and the field or tensor).
+        ConfigError: (a ``ValueError``) ``overrides`` the configuration cannot take.
+        ValueError: unknown name.
+        FileNotFoundError: a path (``./x``, ``/x``, ``~/x``, ``a/b/c``, ``x.pth``...) that
+            does not exist.
         WeightsNotFoundError: not cached and the Hub cannot be reached (or offline).
     """
     if num_classes is not None:
@@ -80,6 +85,8 @@ def load(
         model = _load_local(folder, overrides)
         _check_identity(model, source, info.hf_hub_id)
         source = f"{info.hf_hub_id}@{revision or 'main'}"
+    elif looks_like_path(source):
+        raise FileNotFoundError(f"{source}: no such file or folder")
     elif _REPO_ID.match(source) and not source.startswith("."):
         model = _load_local(download(source, revision, **hub), overrides)
         source = f"{source}@{revision or 'main'}"
@@ -136,9 +143,9 @@ def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
     """A zoo folder, a transformers folder or an official checkpoint file."""
     reinit = "num_classes" in overrides
     if path.is_file():
-        if path.suffix not in _OFFICIAL_SUFFIXES:
+        if path.suffix not in OFFICIAL_SUFFIXES:
             raise ValueError(
-                f"{path}: expected an official checkpoint ({', '.join(_OFFICIAL_SUFFIXES)}) "
+                f"{path}: expected an official checkpoint ({', '.join(OFFICIAL_SUFFIXES)}) "
                 "or a folder"
             )
         return load_official_checkpoint(path, reinit_class_heads=reinit, **overrides)

@@ -13,11 +13,12 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from zoo.models.config import ModelConfig
+from zoo.models.config import ConfigError, ModelConfig
 from zoo.models.factory import create_model
 from zoo.models.families import family_of
 from zoo.models.registry import variant_config
 from zoo.weights.convert import (
+    WeightsError,
     load_weights,
     read_state_dict,
     rename_key,
@@ -56,15 +57,29 @@ def load_official_checkpoint(
     state = {
         k: v for k, v in read_state_dict(path).items() if not k.endswith("num_batches_tracked")
     }
-    if name is None:
-        name, inferred = infer_variant(state)
-        overrides = {**inferred, **overrides}
-    config = variant_config(name, **overrides)
-    stored = _num_classes(state, config)
-    new_heads = reinit_class_heads and overrides.get("num_classes", stored) != stored
-    overrides.setdefault("num_classes", stored)
-    model = create_model(name, **overrides)
-    converted, unused = convert_official_state_dict(state, model.config)  # type: ignore[arg-type]
+    given = dict(overrides)
+    try:
+        if name is None:
+            name, inferred = infer_variant(state)
+            overrides = {**inferred, **overrides}
+        config = variant_config(name, **overrides)
+        stored = _num_classes(state, config)
+        new_heads = reinit_class_heads and overrides.get("num_classes", stored) != stored
+        overrides.setdefault("num_classes", stored)
+        model = create_model(name, **overrides)
+        converted, unused = convert_official_state_dict(state, model.config)  # type: ignore[arg-type]
+    except ConfigError as e:
+        with_given = f" with the overrides {given}" if given else ""
+        raise WeightsError(
+            f"{path}: the sizes read off this {name} checkpoint{with_given} make no valid "
+            f"configuration: {e}"
+        ) from e
+    # A state dict of something else lacks the keys and shapes read above.
+    except (KeyError, IndexError, ValueError) as e:
+        if isinstance(e, WeightsError):
+            raise
+        detail = f"no tensor {e}" if isinstance(e, KeyError) else str(e)
+        raise WeightsError(f"{path}: not a DETR or Deformable DETR checkpoint ({detail})") from e
     return load_weights(model, converted, unused, path, strict, new_class_heads=new_heads)
 
 

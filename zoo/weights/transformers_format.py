@@ -8,7 +8,6 @@ keys, tied heads stored once). Keys are renamed, q/k/v projections packed into
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ from torch import Tensor, nn
 from zoo.models.config import BackboneConfig, ModelConfig
 from zoo.models.families import FAMILIES, KeyRules, build_model, family_of
 from zoo.weights.convert import (
+    WeightsError,
     load_weights,
+    read_json_object,
     read_state_dict,
     rename_key,
     resolve_heads,
@@ -168,11 +169,14 @@ def load_transformers_folder(
         The model in eval mode; ``model.load_report`` holds the :class:`~zoo.weights.convert.LoadReport`.
     """
     folder = Path(path)
-    hf_config = json.loads((folder / "config.json").read_text())
+    hf_config = read_json_object(folder / "config.json")
+    try:
+        stored = config_from_transformers(hf_config)
+    except (KeyError, TypeError, ValueError) as e:
+        detail = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise WeightsError(f"{folder / 'config.json'}: {detail}") from e
     config = config_from_transformers(hf_config, **overrides)
-    new_heads = reinit_class_heads and (
-        config.num_classes != config_from_transformers(hf_config).num_classes
-    )
+    new_heads = reinit_class_heads and config.num_classes != stored.num_classes
     model = build_model(config)
     state, unused = convert_state_dict(read_state_dict(weights_file(folder)), config)
     load_weights(model, state, unused, folder, strict, new_class_heads=new_heads)

@@ -20,16 +20,20 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from zoo.models.config import BackboneConfig, LossConfig, ModelConfig
-from zoo.models.families import build_model, family_named
+from zoo.models.config import BackboneConfig, ConfigError, LossConfig, ModelConfig
+from zoo.models.families import FAMILIES, build_model, family_named
 from zoo.models.registry import variant_of
-from zoo.weights.convert import load_weights
+from zoo.weights.convert import WeightsError, load_weights, read_json_object
 from zoo.weights.model_card import model_card
 
 FORMAT = "zoo"
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+# Fields every format-1 config.json has held since the first release; the others
+# (backbone width and norm, class names, input statistics) came later and default.
+_REQUIRED = ("num_classes", "hidden_dim", "nheads", "enc_layers", "dec_layers", "ffn_dim")
+_REQUIRED_BY_FAMILY = {"deformable": ("num_levels", "enc_points", "dec_points")}
 
 
 def config_to_dict(config: ModelConfig) -> dict[str, Any]:
@@ -44,23 +48,58 @@ def config_to_dict(config: ModelConfig) -> dict[str, Any]:
 
 
 def config_from_dict(data: dict[str, Any], **overrides: Any) -> ModelConfig:
-    """The configuration stored by :func:`config_to_dict`, with ``overrides`` applied."""
-    if data.get("format") != FORMAT:
-        raise ValueError(f"not a zoo config.json (format {data.get('format')!r})")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"config.json has format version {data['format_version']}; this zoo reads up to "
+    """The configuration stored by :func:`config_to_dict`, with ``overrides`` applied.
+
+    Raises:
+        ConfigError: a missing or unknown field, or a value the field cannot take.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        got = data.get("format") if isinstance(data, dict) else data
+        raise ConfigError(f"not a zoo config.json (format {got!r}, expected {FORMAT!r})")
+    version = data.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ConfigError(f"format_version must be an int, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ConfigError(
+            f"config.json has format version {version}; this zoo reads up to "
             f"{FORMAT_VERSION}: upgrade the package"
         )
-    fields = dict(data["config"])
-    fields["backbone"] = BackboneConfig(**fields["backbone"])
-    fields["loss"] = LossConfig(**fields["loss"])
-    if overrides.get("num_classes", fields["num_classes"]) != fields["num_classes"]:
+    family = data.get("family")
+    if not isinstance(family, str) or family not in FAMILIES:
+        raise ConfigError(f"family must be one of {sorted(FAMILIES)}, got {family!r}")
+    fields = _object(data.get("config"), "config")
+    required = ("backbone", "loss", *_REQUIRED, *_REQUIRED_BY_FAMILY.get(family, ()))
+    missing = [name for name in required if name not in fields]
+    if missing:
+        raise ConfigError(f"config is missing the field(s) {', '.join(missing)}")
+    config_type = family_named(family).config_type
+    fields["backbone"] = _build(BackboneConfig, _object(fields["backbone"], "config.backbone"))
+    fields["loss"] = _build(LossConfig, _object(fields["loss"], "config.loss"))
+    stored = _build(config_type, fields, "config.")
+    if overrides.get("num_classes", stored.num_classes) != stored.num_classes:
         # A new class count (fine-tuning) makes the stored names meaningless.
         fields["class_names"] = ()
     # Configs saved before the input statistics were recorded get the dataclass defaults
     # (ImageNet's), which every model of that time was trained with.
-    return family_named(data["family"]).config_type(**{**fields, **overrides})
+    return config_type(**{**fields, **overrides})
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object of fields, got {value!r}")
+    return dict(value)
+
+
+def _build(cls: Any, fields: dict[str, Any], prefix: str = "") -> Any:
+    """``cls(**fields)``; unknown fields are a :class:`ConfigError` listing the known."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown field(s) {', '.join(prefix + u for u in unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return cls(**fields)
 
 
 def is_zoo_folder(folder: str | Path) -> bool:
@@ -68,7 +107,7 @@ def is_zoo_folder(folder: str | Path) -> bool:
     path = Path(folder) / CONFIG_FILE
     if not path.is_file():
         return False
-    return json.loads(path.read_text()).get("format") == FORMAT
+    return read_json_object(path).get("format") == FORMAT
 
 
 def save_pretrained(model: nn.Module, folder: str | Path) -> Path:
@@ -96,18 +135,33 @@ def load_pretrained(
 
     ``overrides`` change configuration fields; with ``reinit_class_heads`` a new
     ``num_classes`` re-creates the class heads and loads the rest strictly.
+
+    Raises:
+        WeightsError: an unreadable or invalid ``config.json`` or ``model.safetensors``
+            (the message names the file, the field and what is allowed), or weights that
+            do not fit the configuration.
+        ConfigError: ``overrides`` that the configuration cannot take.
     """
     folder = Path(folder)
-    data = json.loads((folder / CONFIG_FILE).read_text())
+    config_path = folder / CONFIG_FILE
+    data = read_json_object(config_path)
+    try:
+        stored = config_from_dict(data).num_classes
+    except ConfigError as e:
+        raise WeightsError(f"{config_path}: {e}") from e
     config = config_from_dict(data, **overrides)
-    stored = config_from_dict(data).num_classes
     model = build_model(config)
-    path = str(folder / WEIGHTS_FILE)
-    state = load_file(path)
-    with safe_open(path, framework="pt") as f:
-        aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
-    for alias, kept in aliases.items():
-        state[alias] = state[kept]
+    path = folder / WEIGHTS_FILE
+    try:
+        state = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            aliases = json.loads((f.metadata() or {}).get("aliases", "{}"))
+        for alias, kept in aliases.items():
+            state[alias] = state[kept]
+    # safetensors reports corruption as SafetensorError, a missing file as OSError, bad
+    # alias metadata as JSON/Key/Attribute errors: to the user all say "this file".
+    except Exception as e:
+        raise WeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from e
     new_heads = reinit_class_heads and config.num_classes != stored
     return load_weights(model, state, [], folder, strict, new_class_heads=new_heads)
 

@@ -30,8 +30,7 @@ class MSDeformAttn(nn.Module):
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
         super().__init__()
-        if d_model % n_heads != 0:
-            raise ValueError(f"d_model must be divisible by n_heads, got {d_model} and {n_heads}")
+        _check_layer_args(d_model=d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points)
         self.d_model = d_model
         self.n_levels = n_levels
         self.n_heads = n_heads
@@ -114,6 +113,10 @@ class MSDeformAttn(nn.Module):
             sampling_locations (N, Lq, M, L, P, 2) as normalised (x, y),
             attention_weights (N, Lq, M, L, P) summing to 1 over L*P)``.
         """
+        _check_forward_inputs(
+            self, query, reference_points, input_flatten, input_spatial_shapes,
+            input_level_start_index, input_padding_mask,
+        )  # fmt: skip
         n, len_q, _ = query.shape
         _, len_in, _ = input_flatten.shape
         m, n_levels, n_points = self.n_heads, self.n_levels, self.n_points
@@ -160,4 +163,58 @@ class MSDeformAttn(nn.Module):
         return (
             f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
             f"n_points={self.n_points}"
+        )
+
+
+def _check_layer_args(**sizes: int) -> None:
+    """Raise ``ValueError`` unless every size is a positive int and d_model % n_heads == 0."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if sizes["d_model"] % sizes["n_heads"] != 0:
+        raise ValueError(
+            f"d_model must be divisible by n_heads, got {sizes['d_model']} and {sizes['n_heads']}"
+        )
+
+
+def _check_forward_inputs(
+    layer: MSDeformAttn,
+    query: Tensor,
+    reference_points: Tensor,
+    input_flatten: Tensor,
+    spatial_shapes: Tensor,
+    level_start_index: Tensor,
+    padding_mask: Tensor | None,
+) -> None:
+    """Shapes of ``forward``'s inputs against the layer's sizes, named in the message
+    (the op itself checks the values: the level sizes against S, dtypes, devices)."""
+    c, levels = layer.d_model, layer.n_levels
+    for name, t in (("query", query), ("input_flatten", input_flatten)):
+        if t.dim() != 3 or t.shape[-1] != c:
+            raise ValueError(f"{name} must be (N, L, d_model={c}), got shape {tuple(t.shape)}")
+    if query.shape[0] != input_flatten.shape[0]:
+        raise ValueError(
+            f"query and input_flatten must have the same batch size, got {query.shape[0]} "
+            f"and {input_flatten.shape[0]}"
+        )
+    if tuple(spatial_shapes.shape) != (levels, 2):
+        raise ValueError(
+            f"input_spatial_shapes must be (n_levels={levels}, 2), got shape "
+            f"{tuple(spatial_shapes.shape)}"
+        )
+    if tuple(level_start_index.shape) != (levels,):
+        raise ValueError(
+            f"input_level_start_index must be (n_levels={levels},), got shape "
+            f"{tuple(level_start_index.shape)}"
+        )
+    n, len_q = query.shape[:2]
+    if reference_points.dim() != 4 or tuple(reference_points.shape[:3]) != (n, len_q, levels):
+        raise ValueError(
+            f"reference_points must be (N={n}, Lq={len_q}, n_levels={levels}, 2 or 4), got "
+            f"shape {tuple(reference_points.shape)}"
+        )
+    if padding_mask is not None and tuple(padding_mask.shape) != tuple(input_flatten.shape[:2]):
+        raise ValueError(
+            f"input_padding_mask must be (N, S) = {tuple(input_flatten.shape[:2])}, got shape "
+            f"{tuple(padding_mask.shape)}"
         )
