@@ -31,17 +31,6 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--batch-size``, ``--top-k``, ``--image-size``)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def probability(text: str) -> float:
     """argparse type: a number in [0, 1] (``--threshold``)."""
     try:
@@ -166,13 +155,11 @@ def local_or_hub(source: str) -> str | Path:
     path = Path(source).expanduser()
     if path.exists():
         return checkpoint_or_name(path)
+    from zoo.weights.sources import looks_like_path
+
     parts = Path(source).parts
-    path_like = (
-        source.startswith((".", "/", "~"))
-        or len(parts) > 2
-        or path.suffix in (".pth", ".pt", ".safetensors", ".json")
-        or (len(parts) == 2 and Path(parts[0]).is_dir())
-    )
+    # "a/b" is an org/name Hub id unless "a" is a local folder (then it is a mistyped path).
+    path_like = looks_like_path(source) or (len(parts) == 2 and Path(parts[0]).is_dir())
     if path_like:
         raise FileNotFoundError(f"{source}: no such file or directory")
     return source
