@@ -1,8 +1,31 @@
-"""Datasets for training and evaluation: COCO format, augmentation, batching, synthetic shapes."""
+"""Datasets for training and evaluation: COCO format, augmentation, batching, synthetic shapes.
 
-from zoo.data.coco import CocoDetection, category_names, label_mapping, load_coco, split_paths
-from zoo.data.collate import DetectionBatch, collate
-from zoo.data.transforms import ResizeRecipe, eval_transforms, train_transforms
+The names below are imported on first use (module ``__getattr__``), so that the ``zoo``
+command line can declare ``zoo shapes`` (:mod:`zoo.data.shapes`) without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoo.data.coco import CocoDetection, category_names, label_mapping, load_coco, split_paths
+    from zoo.data.collate import DetectionBatch, collate
+    from zoo.data.transforms import ResizeRecipe, eval_transforms, train_transforms
+
+_LAZY: dict[str, str] = {
+    "CocoDetection": "zoo.data.coco",
+    "category_names": "zoo.data.coco",
+    "label_mapping": "zoo.data.coco",
+    "load_coco": "zoo.data.coco",
+    "split_paths": "zoo.data.coco",
+    "DetectionBatch": "zoo.data.collate",
+    "collate": "zoo.data.collate",
+    "ResizeRecipe": "zoo.data.transforms",
+    "eval_transforms": "zoo.data.transforms",
+    "train_transforms": "zoo.data.transforms",
+}
 
 __all__ = [
     "CocoDetection",
@@ -16,3 +39,12 @@ __all__ = [
     "split_paths",
     "train_transforms",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
