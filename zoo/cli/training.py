@@ -144,6 +144,13 @@ def declare_eval(parser: argparse.ArgumentParser) -> Runner:
     add_data_args(parser)
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", type=Path, default=None, help="also write the metrics here (JSON)")
+    parser.add_argument(
+        "--save-detections",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the detections as COCO results JSON (image_id, category_id, bbox xywh, score)",
+    )
     return _run_eval
 
 
@@ -153,7 +160,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
-    from zoo.data.coco_eval import evaluate
+    from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
     from zoo.training import init_distributed
     from zoo.training.distributed import ShardSampler
 
@@ -173,12 +180,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
-    metrics = evaluate(model, loader, dataset.coco, dataset.label_to_category, info.device, dtype)
+    predictions = predict_batches(model, loader, info.device, dtype)
+    # Collective under torch.distributed: every rank sends its share.
+    results = gather_results(to_coco_results(predictions, dataset.label_to_category))
     if info.is_main:
+        # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
+        metrics = coco_metrics(dataset.coco, results, verbose=True)
         print(json.dumps(metrics))
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(metrics, indent=1))
+        if args.save_detections is not None:
+            args.save_detections.parent.mkdir(parents=True, exist_ok=True)
+            args.save_detections.write_text(json.dumps(results) + "\n")
+            print(f"{len(results)} detections (COCO results) -> {args.save_detections}")
     return 0
 
 
