@@ -59,7 +59,7 @@ def plot_metrics(records: Sequence[dict[str, Any]], out: str | Path, title: str 
 
     Left panel: ``loss`` of every ``train`` record (light) and its moving average; right
     panel: AP, AP50 and AP75 of every ``eval`` record. A kind of record that is absent
-    leaves its panel with a note saying so.
+    has no panel.
 
     Raises:
         ModuleNotFoundError: matplotlib is missing.
@@ -76,8 +76,12 @@ def plot_metrics(records: Sequence[dict[str, Any]], out: str | Path, title: str 
     evals = [r for r in records if r.get("event") == "eval"]
     if not train and not evals:
         raise ValueError("plot_metrics: no 'train' or 'eval' record to draw")
-    fig, (ax_loss, ax_ap) = plt.subplots(1, 2, figsize=(10, 4))
-    if train:
+    # One panel per kind of record present: a run logged without losses gets AP only.
+    kinds = [k for k, records_of in (("loss", train), ("ap", evals)) if records_of]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
+    panels = dict(zip(kinds, axes[0], strict=True))
+    if "loss" in panels:
+        ax_loss = panels["loss"]
         steps = [r["step"] for r in train]
         losses = [float(r["loss"]) for r in train]
         ax_loss.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8)
@@ -85,12 +89,9 @@ def plot_metrics(records: Sequence[dict[str, Any]], out: str | Path, title: str 
         ax_loss.plot(steps, smooth(losses, window), color="tab:blue", label=f"mean of {window}")
         ax_loss.set_yscale("log")
         ax_loss.legend()
-    else:
-        ax_loss.text(
-            0.5, 0.5, "no training losses logged", ha="center", transform=ax_loss.transAxes
-        )
-    ax_loss.set(title="training loss", xlabel="step")
-    if evals:
+        ax_loss.set(title="training loss", xlabel="step")
+    if "ap" in panels:
+        ax_ap = panels["ap"]
         steps = [r["step"] for r in evals]
         for key in AP_KEYS:
             if all(key in r for r in evals):
@@ -98,9 +99,7 @@ def plot_metrics(records: Sequence[dict[str, Any]], out: str | Path, title: str 
         ax_ap.set_ylim(0, 1)
         ax_ap.legend()
         ax_ap.grid(alpha=0.3)
-    else:
-        ax_ap.text(0.5, 0.5, "no evaluation logged", ha="center", transform=ax_ap.transAxes)
-    ax_ap.set(title="COCO box AP (validation)", xlabel="step")
+        ax_ap.set(title="COCO box AP (validation)", xlabel="step")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
