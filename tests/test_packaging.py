@@ -164,3 +164,13 @@ def test_both_wheels_install_and_run_outside_the_checkout(
         [str(venv / "bin" / "zoo"), "list"], cwd=elsewhere, env=env, capture_output=True, text=True
     )
     assert listed.returncode == 0 and "shapes-demo" in listed.stdout
+    # The benchmarks import the installed packages (the checkout's matcher_rs/ has no _core).
+    for script in ("bench_matcher.py", "bench_models.py"):
+        bench = subprocess.run(
+            [str(py), str(ROOT / "benchmarks" / script), "--help"],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert bench.returncode == 0, bench.stderr
