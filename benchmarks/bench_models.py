@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the GPU machine, whose tree lacks the compiled matcher_rs._core) must win.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from harness import results_path, time_fn, write_json
+from harness import format_table, results_path, time_fn, write_json
 
 import zoo
 from msda_ops import ops as msda_ops_ops
@@ -726,8 +726,44 @@ def main(argv: list[str] | None = None) -> int:
     # A quick run without --output goes to a scratch file, never over the committed results.
     device = torch.device(args.device).type
     path = write_json(results_path(args.output, f"models_{device}_quick", scratch=True), payload)
+    rows = [
+        {"kind": kind, **{k: e.get(k) for k in ("batch", "dtype", "compiled", "speedup")}}
+        for kind in ("inference", "training")
+        for e in payload.get(kind, [])
+    ]
+    print(format_table(rows, ["kind", "batch", "dtype", "compiled", "speedup"]))
     print(f"wrote {path}")
+    if plot_speedups(rows, path.with_suffix(".png")):
+        print(f"wrote {path.with_suffix('.png')}")
     return 0
+
+
+def plot_speedups(rows: list[dict[str, Any]], path: Path) -> bool:
+    """One bar per measurement: transformers time / zoo time (False: no matplotlib or data)."""
+    rows = [r for r in rows if r.get("speedup") is not None]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return False
+    if not rows:
+        return False
+    labels = [
+        f"{r['kind']}\nb={r['batch']} {r['dtype']}" + (" compiled" if r["compiled"] else "")
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r["speedup"] for r in rows], color="tab:blue")
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set(ylabel="speedup (transformers time / zoo time)", title="zoo vs transformers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":
