@@ -189,7 +189,7 @@ gpu-day:
 	python3 benchmarks/gpu_day.py --out "$${OUT:-gpu-day-out}"
 
 # ---------------------------------------------------------------- jobs
-# MODEL: a zoo name, Hub id or folder (default: the bundled demo/shapes-ddetr). IMAGES:
+# MODEL: a zoo name, Hub id or folder (default: the bundled zoo/pretrained/shapes-ddetr). IMAGES:
 # files, folders or globs, each single-quoted so that Python, not the shell, expands them.
 demo: setup
 	$(PY) -m zoo.demo $(if $(MODEL),--model '$(MODEL)') $(if $(IMAGES),--images $(foreach img,$(IMAGES),'$(img)'))
@@ -198,10 +198,11 @@ demo: setup
 demo-engines: setup
 	$(PY) benchmarks/bench_engines.py
 
-# The bundled demo model (demo/shapes-ddetr), trained from scratch on synthetic shapes by
+# The bundled demo model ($(DEMO_MODEL)), trained from scratch on synthetic shapes by
 # the project's own pipeline: data, training, COCO evaluation, export. CPU: about an hour.
 DEMO_DATA := runs/shapes-data
 DEMO_RUN := runs/shapes-ddetr
+DEMO_MODEL := zoo/pretrained/shapes-ddetr
 DEMO_MODEL_ARGS := depth=18 width=24 norm=group hidden_dim=64 nheads=4 enc_layers=2 \
 	dec_layers=3 ffn_dim=256 num_queries=30 num_levels=3 dropout=0.0
 demo-model: setup
@@ -209,10 +210,10 @@ demo-model: setup
 	$(PY) -m zoo train --model ddetr-two-stage --data $(DEMO_DATA) --image-size 128 \
 		--overrides $(DEMO_MODEL_ARGS) --batch-size 16 --workers 1 --lr 1e-3 --lr-backbone 1e-3 \
 		--epochs 20 --lr-drop 16 --seed 0 --out $(DEMO_RUN)
-	$(PY) -m zoo convert $(DEMO_RUN) demo/shapes-ddetr
-	$(PY) -m zoo eval --model demo/shapes-ddetr --data $(DEMO_DATA) --batch-size 16 \
-		--workers 1 --out demo/shapes-ddetr/eval.json
-	grep '"event": "eval"' $(DEMO_RUN)/metrics.jsonl > demo/shapes-ddetr/training_evals.jsonl
+	$(PY) -m zoo convert $(DEMO_RUN) $(DEMO_MODEL)
+	$(PY) -m zoo eval --model $(DEMO_MODEL) --data $(DEMO_DATA) --batch-size 16 \
+		--workers 1 --out $(DEMO_MODEL)/eval.json
+	grep '"event": "eval"' $(DEMO_RUN)/metrics.jsonl > $(DEMO_MODEL)/training_evals.jsonl
 
 bench: setup
 	$(PY) benchmarks/bench_msda.py

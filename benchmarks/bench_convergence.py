@@ -10,23 +10,21 @@ evaluated step at which it reached DETR's final AP and that step's fraction of D
 
 Results: ``benchmarks/results/convergence_cpu.json`` and ``convergence_cpu.png``. Run
 ``make bench-convergence`` (about 40 minutes on a 2-core CPU) or
-``python benchmarks/bench_convergence.py --quick`` for a smoke run of a minute or two.
+``python benchmarks/bench_convergence.py --quick`` for a smoke run of a minute or two
+(written to a scratch file, see ``harness.SCRATCH``, unless ``--output`` is given).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import RESULTS, write_results
+from harness import format_table, results_path, write_json
 
 import zoo
 from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, train_transforms
@@ -177,12 +175,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--name", default="convergence_cpu", help="results file name")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results file (.json path or a name in results/); default results/NAME.json, "
+        "or a scratch file with --quick",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.num_train, args.num_val, args.size, args.epochs = 32, 8, 64, 2
         args.width, args.hidden, args.enc_layers, args.dec_layers = 8, 32, 1, 1
         args.queries, args.workers, args.batch_size = 10, 0, 8
-        args.name += "_quick"
     recipe = ResizeRecipe.for_image_size(args.size)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,10 +203,21 @@ def main(argv: list[str] | None = None) -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "name")}
     summary = summarize(results)
     payload = {"settings": settings, "summary": summary, "results": results}
-    path = write_results(args.name, payload)
+    path = write_json(results_path(args.output, args.name, scratch=args.quick), payload)
+    rows = [
+        {
+            "variant": k,
+            "steps": v["steps"][-1] if v["steps"] else None,
+            "final AP50": v["AP50"][-1] if v["AP50"] else None,
+            "final AP": v["AP"][-1] if v["AP"] else None,
+            "train_seconds": v["train_seconds"],
+        }
+        for k, v in results.items()
+    ]
+    print(format_table(rows, ["variant", "steps", "final AP50", "final AP", "train_seconds"]))
     print(json.dumps(summary, indent=1))
     print(f"wrote {path}")
-    png = RESULTS / f"{args.name}.png"
+    png = path.with_suffix(".png")
     if plot(results, png):
         print(f"wrote {png}")
     else:

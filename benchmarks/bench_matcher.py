@@ -18,20 +18,19 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+# Python puts this script's folder (benchmarks/) first; matcher_rs and zoo come from the
+# installed packages (the repository root must not shadow them: its matcher_rs/ has no
+# compiled _core in a non-editable install).
+from harness import format_table, results_path, time_fn, write_json
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 from torchvision.ops import box_convert, generalized_box_iou
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from harness import time_fn, write_results
 
 import matcher_rs
 from zoo.loss.matcher import HungarianMatcher
@@ -263,7 +262,15 @@ def bench_matcher_step(repeats: int) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes only (smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes only (smoke run, written to scratch)"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="results file (.json path or a name in benchmarks/results/); default "
+        "results/matcher_cpu.json, or a scratch file with --quick",
+    )
     args = parser.parse_args(argv)
     # One intra-op thread: on a small shared machine more threads only contend, and both
     # matcher designs then run their tensor ops alike (the solvers pick their own threads).
@@ -276,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
         square = bench_square([100, 300, 1000, 2000, 4000])
         detr = bench_detr_batches([2, 8, 32, 64], [100, 300, 900], [1, 7, 20, 100])
         step = bench_matcher_step(repeats=10)
-    path = write_results(
-        "matcher_cpu",
+    path = write_json(
+        results_path(args.output, "matcher_cpu", scratch=args.quick),
         {
             "anchors": {
                 "scipy": importlib.import_module("scipy").__version__,
@@ -291,7 +298,34 @@ def main(argv: list[str] | None = None) -> None:
             "matcher_step": step,
         },
     )
+    print(format_table(square, ["n", "scipy_s", "matcher_rs_s", "speedup_vs_scipy"]))
     print(f"wrote {path}")
+    png = path.with_suffix(".png")
+    if plot_square(square, png):
+        print(f"wrote {png}")
+
+
+def plot_square(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Seconds per square matrix against its size, one line per solver (False: no matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sizes = [r["n"] for r in rows]
+    for key in [k for k in rows[0] if k.endswith("_s")]:
+        ax.plot(sizes, [r[key] for r in rows], marker="o", label=key[:-2])
+    ax.set(xscale="log", yscale="log", xlabel="n (n x n cost matrix)", ylabel="seconds")
+    ax.set_title("linear sum assignment, 1 thread")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

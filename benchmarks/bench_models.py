@@ -26,7 +26,7 @@ Run::
     python benchmarks/bench_models.py --device cuda --train            # -> results/models_cuda.json
     python benchmarks/bench_models.py --device cuda --train --compile --output models_cuda_compile
     python benchmarks/bench_models.py --device cpu --batch-sizes 1 --dtypes float32 --repeats 3
-    python benchmarks/bench_models.py --device cpu --quick --train     # smoke run, writes nothing
+    python benchmarks/bench_models.py --device cpu --quick --train     # smoke run, scratch file
 
 CPU bfloat16: on a virtual machine whose CPU advertises AMX without the kernel enabling it,
 oneDNN's bfloat16 matmuls die with SIGILL (any ``nn.Linear``, not this code); run with
@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import math
 import os
 import platform
@@ -60,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # the GPU machine, whose tree lacks the compiled matcher_rs._core) must win.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from harness import RESULTS, environment, time_fn, write_results
+from harness import format_table, results_path, time_fn, write_json
 
 import zoo
 from msda_ops import ops as msda_ops_ops
@@ -549,7 +548,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--quick", action="store_true", help=f"smoke run at {QUICK_SIZE}, writes nothing by default"
     )
     p.add_argument(
-        "--output", default=None, help="results name (default models_<device>; quick: none)"
+        "--output",
+        default=None,
+        help="results name in results/ or a .json path (default models_<device>; quick: a "
+        "scratch file)",
     )
     args = p.parse_args(argv)
     quick = args.quick
@@ -718,15 +720,50 @@ def _train_entry(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run, print, write ``benchmarks/results/<output>.json`` unless quick."""
+    """Entry point: run, print, write ``benchmarks/results/<output>.json`` (quick: scratch)."""
     args = parse_args(argv)
     payload = run(args)
-    if args.output:
-        path = write_results(args.output, payload)
-        print(f"wrote {path.relative_to(RESULTS.parent.parent)}")
-    else:
-        print(json.dumps({"environment": environment(), **payload}, indent=1)[:4000])
+    # A quick run without --output goes to a scratch file, never over the committed results.
+    device = torch.device(args.device).type
+    path = write_json(results_path(args.output, f"models_{device}_quick", scratch=True), payload)
+    rows = [
+        {"kind": kind, **{k: e.get(k) for k in ("batch", "dtype", "compiled", "speedup")}}
+        for kind in ("inference", "training")
+        for e in payload.get(kind, [])
+    ]
+    print(format_table(rows, ["kind", "batch", "dtype", "compiled", "speedup"]))
+    print(f"wrote {path}")
+    if plot_speedups(rows, path.with_suffix(".png")):
+        print(f"wrote {path.with_suffix('.png')}")
     return 0
+
+
+def plot_speedups(rows: list[dict[str, Any]], path: Path) -> bool:
+    """One bar per measurement: transformers time / zoo time (False: no matplotlib or data)."""
+    rows = [r for r in rows if r.get("speedup") is not None]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return False
+    if not rows:
+        return False
+    labels = [
+        f"{r['kind']}\nb={r['batch']} {r['dtype']}" + (" compiled" if r["compiled"] else "")
+        for r in rows
+    ]
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r["speedup"] for r in rows], color="tab:blue")
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=8)
+    ax.set(ylabel="speedup (transformers time / zoo time)", title="zoo vs transformers")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

@@ -113,3 +113,44 @@ def device_peak_bandwidth(device: int = 0) -> float | None:
         if name in props.name:
             return peak
     return None
+
+
+# Where smoke (--quick) and ad-hoc runs write, so that they never overwrite the committed
+# results in RESULTS; --output names a file explicitly.
+SCRATCH = Path(os.environ.get("TMPDIR", "/tmp")) / "detr-zoo-bench"
+
+
+def results_path(output: str | Path | None, default: str, *, scratch: bool) -> Path:
+    """The JSON file a benchmark run writes.
+
+    Args:
+        output: ``--output``: a path ending in ``.json``, or a name in ``results/``.
+        default: the committed results' name (``results/<default>.json``).
+        scratch: a smoke or ad-hoc run: without ``output`` it goes to :data:`SCRATCH`.
+    """
+    if output is not None:
+        text = str(output)
+        return Path(text) if text.endswith(".json") else RESULTS / f"{text}.json"
+    return (SCRATCH if scratch else RESULTS) / f"{default}.json"
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> Path:
+    """Write ``{"environment": ..., **payload}`` to ``path`` (folders created)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
+    return path
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A plain-text table of ``rows`` (dicts) in ``columns``; floats with 3 significant digits."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}"
+        return "-" if value is None else str(value)
+
+    table = [columns, *[[cell(row.get(c)) for c in columns] for row in rows]]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

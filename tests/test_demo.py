@@ -1,6 +1,6 @@
 """``make demo`` / ``python -m zoo.demo``: the offline detection demo, against a stand-in model.
 
-The bundled model (``demo/shapes-ddetr``) is trained separately; these tests save a tiny
+The bundled model (``zoo/pretrained/shapes-ddetr``) is trained separately; these tests save a tiny
 random Deformable DETR with the shapes class names instead and point the demo at it.
 """
 
@@ -331,7 +331,7 @@ def test_make_demo_passes_globs_intact() -> None:
     assert line.endswith("-m zoo.demo --model 'ddetr' --images 'a/*.jpg' 'b' 'c.png'")
 
 
-BUNDLED_WEIGHTS = REPO / "demo" / "shapes-ddetr" / "model.safetensors"
+BUNDLED_WEIGHTS = REPO / "zoo" / "pretrained" / "shapes-ddetr" / "model.safetensors"
 
 
 @pytest.mark.skipif(not BUNDLED_WEIGHTS.is_file(), reason="the bundled demo model is not trained")

@@ -1,4 +1,4 @@
-"""The bundled demo model (demo/shapes-ddetr) still detects shapes: COCO AP50 on fresh images.
+"""The bundled demo model (zoo/pretrained/shapes-ddetr) still detects shapes: COCO AP50 on fresh images.
 
 The images come from a seed the model never trained or was validated on (``make
 demo-model`` uses seed 0), and pycocotools scores them against the generator's own
@@ -18,7 +18,7 @@ from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms
 from zoo.data.coco_eval import evaluate
 from zoo.data.shapes import CLASSES, generate
 
-BUNDLED = Path(__file__).resolve().parents[1] / "demo" / "shapes-ddetr"
+BUNDLED = Path(__file__).resolve().parents[1] / "zoo" / "pretrained" / "shapes-ddetr"
 
 
 @pytest.mark.skipif(not (BUNDLED / "model.safetensors").is_file(), reason="not trained yet")

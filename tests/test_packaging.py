@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,19 @@ def _metadata(whl: Path) -> tuple[list[str], dict[str, list[str]]]:
     for key, value in msg.items():
         fields.setdefault(key, []).append(value)
     return names, fields
+
+
+@pytest.fixture(scope="module")
+def root_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("root_wheel")
+    maturin = Path(sys.executable).with_name("maturin")
+    subprocess.run(
+        [str(maturin), "build", "--release", "--quiet", "--out", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    return next(out.glob("detr_zoo-*.whl"))
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +73,17 @@ def test_msda_ops_wheel_ships_sources_and_depends_on_torch_and_ninja(msda_wheel:
     assert msda_wheel.name.endswith("-py3-none-any.whl")
 
 
-def test_root_wheel_is_abi3_with_stubs(tmp_path: Path) -> None:
-    maturin = Path(sys.executable).with_name("maturin")
-    subprocess.run(
-        [str(maturin), "build", "--release", "--quiet", "--out", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    whl = next(tmp_path.glob("detr_zoo-*.whl"))
+def test_root_wheel_is_abi3_with_stubs(root_wheel: Path) -> None:
+    whl = root_wheel
     assert "-cp310-abi3-" in whl.name
     names, meta = _metadata(whl)
     assert "matcher_rs/_core.pyi" in names
     assert "matcher_rs/py.typed" in names
     assert any(n.startswith("matcher_rs/_core") and n.endswith(".so") for n in names)
     assert "zoo/__init__.py" in names
+    # The bundled demo model travels as package data (zoo.load("shapes-demo"), the demo).
+    for data in ("config.json", "model.safetensors"):
+        assert f"zoo/pretrained/shapes-ddetr/{data}" in names
     # Rust sources and the msda_ops tree do not leak into this wheel.
     assert not any(n.endswith((".rs", "Cargo.toml")) for n in names)
     assert not any(n.startswith("msda_ops/") for n in names)
@@ -83,3 +94,85 @@ def test_root_wheel_is_abi3_with_stubs(tmp_path: Path) -> None:
     test_extra = [r for r in meta["Requires-Dist"] if "extra ==" in r and "test" in r.split(";")[1]]
     assert {r.split(">")[0].strip() for r in test_extra} >= {"pytest", "hypothesis", "scipy"}
     assert not {"pytest", "hypothesis", "scipy", "transformers", "timm"} & names_only
+
+
+@pytest.mark.slow
+def test_both_wheels_install_and_run_outside_the_checkout(
+    msda_wheel: Path, root_wheel: Path, tmp_path: Path
+) -> None:
+    """The user's install: both wheels in a fresh venv, then the demo from another folder.
+
+    pip resolves the two wheels given in one command (detr-zoo's msda-ops requirement met
+    by the msda_ops wheel beside it, torch & co. from PyPI) in a dry run; the install
+    itself takes our two wheels without dependencies and borrows torch and the other
+    dependencies from the development venv through a .pth line (no 2 GB download). Path
+    lines in a .pth do not run that venv's own .pth files, so its editable zoo and msda_ops
+    stay out: the test checks that zoo, msda_ops and matcher_rs come from the new venv.
+    """
+    venv = tmp_path / "venv"
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = [str(py), "-m", "pip", "--disable-pip-version-check", "-q"]
+    wheels = [str(msda_wheel), str(root_wheel)]
+    try:
+        report = tmp_path / "report.json"
+        subprocess.run(
+            [*pip, "install", "--dry-run", "--ignore-installed", "--report", str(report), *wheels],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    except subprocess.CalledProcessError as error:
+        pytest.fail(f"pip could not resolve the two wheels together: {error.stderr.decode()}")
+    resolved = {
+        item["metadata"]["name"].lower(): item["download_info"]["url"]
+        for item in json.loads(report.read_text())["install"]
+    }
+    assert resolved["msda-ops"].startswith("file://") and resolved["torch"].startswith("http")
+    subprocess.run([*pip, "install", "--no-deps", *wheels], check=True)
+    site_packages = next((venv / "lib").glob("python3*/site-packages"))
+    shared = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
+    (site_packages / "shared-deps.pth").write_text(f"{shared}\n")
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    check = (
+        "import zoo, msda_ops, matcher_rs, sys\n"
+        "for m in (zoo, msda_ops, matcher_rs): assert m.__file__.startswith(sys.argv[1]), m\n"
+        "model = zoo.load('shapes-demo')\n"
+        "print(sum(p.numel() for p in model.parameters()))"
+    )
+    out = subprocess.run(
+        [str(py), "-c", check, str(site_packages)],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 1_000_000
+    demo = subprocess.run(
+        [str(py), "-m", "zoo.demo", "--out", "demo-output"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "found" in demo.stdout and (elsewhere / "demo-output" / "detections.json").is_file()
+    listed = subprocess.run(
+        [str(venv / "bin" / "zoo"), "list"], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and "shapes-demo" in listed.stdout
+    # The benchmarks import the installed packages (the checkout's matcher_rs/ has no _core).
+    for script in ("bench_matcher.py", "bench_models.py"):
+        bench = subprocess.run(
+            [str(py), str(ROOT / "benchmarks" / script), "--help"],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert bench.returncode == 0, bench.stderr

@@ -4,7 +4,7 @@ The package in rooms: ``models/`` (configurations, the registry of named variant
 model families and their parts), ``loss/`` (criterion, Hungarian matcher), ``weights/``
 (``zoo.load``, the Hub, official ``.pth`` and transformers conversion, the zoo format),
 ``detect/`` (detection on image files, drawing), ``data/`` (datasets, COCO evaluation),
-``training/``, ``cli/`` (the ``zoo`` command) and ``demo.py``.
+``training/``, ``cli/`` (the ``zoo`` command), ``export.py`` (ONNX, ``.pt2``) and ``demo.py``.
 
 >>> import zoo
 >>> zoo.list_variants()
@@ -12,24 +12,59 @@ model families and their parts), ``loss/`` (criterion, Hungarian matcher), ``wei
 >>> model = zoo.create_model("ddetr", num_classes=3, depth=18)  # random weights
 >>> model = zoo.load("ddetr-two-stage")  # official weights from the Hub (or its cache)
 >>> zoo.save_pretrained(model, "my-detector")  # config.json + model.safetensors + README.md
+
+The public names are imported on first use (module ``__getattr__``): ``import zoo`` and
+``zoo --help`` do not import torch.
 """
 
-from zoo.loss.criterion import SetCriterion, build_criterion
-from zoo.models.config import (
-    BackboneConfig,
-    ConfigError,
-    DeformableDetrConfig,
-    DetrConfig,
-    LossConfig,
-)
-from zoo.models.factory import ModelRecord, create_model, list_models
-from zoo.models.families import build_model
-from zoo.models.registry import get_variant, list_variants, variant_config
-from zoo.weights.convert import WeightsError
-from zoo.weights.hub import WeightsNotFoundError, load
-from zoo.weights.official_format import load_official_checkpoint
-from zoo.weights.transformers_format import load_transformers_folder
-from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from zoo.loss.criterion import SetCriterion, build_criterion
+    from zoo.models.config import (
+        BackboneConfig,
+        ConfigError,
+        DeformableDetrConfig,
+        DetrConfig,
+        LossConfig,
+    )
+    from zoo.models.factory import ModelRecord, create_model, list_models
+    from zoo.models.families import build_model
+    from zoo.models.registry import get_variant, list_variants, variant_config
+    from zoo.weights.convert import WeightsError
+    from zoo.weights.hub import WeightsNotFoundError, load
+    from zoo.weights.official_format import load_official_checkpoint
+    from zoo.weights.transformers_format import load_transformers_folder
+    from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
+
+# Public name -> the module defining it.
+_LAZY: dict[str, str] = {
+    "SetCriterion": "zoo.loss.criterion",
+    "build_criterion": "zoo.loss.criterion",
+    "BackboneConfig": "zoo.models.config",
+    "ConfigError": "zoo.models.config",
+    "DeformableDetrConfig": "zoo.models.config",
+    "DetrConfig": "zoo.models.config",
+    "LossConfig": "zoo.models.config",
+    "ModelRecord": "zoo.models.factory",
+    "create_model": "zoo.models.factory",
+    "list_models": "zoo.models.factory",
+    "build_model": "zoo.models.families",
+    "get_variant": "zoo.models.registry",
+    "list_variants": "zoo.models.registry",
+    "variant_config": "zoo.models.registry",
+    "WeightsError": "zoo.weights.convert",
+    "WeightsNotFoundError": "zoo.weights.hub",
+    "load": "zoo.weights.hub",
+    "load_official_checkpoint": "zoo.weights.official_format",
+    "load_transformers_folder": "zoo.weights.transformers_format",
+    "load_pretrained": "zoo.weights.zoo_format",
+    "push_to_hub": "zoo.weights.zoo_format",
+    "save_pretrained": "zoo.weights.zoo_format",
+}
 
 __all__ = [
     "BackboneConfig",
@@ -56,3 +91,16 @@ __all__ = [
     "variant_config",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

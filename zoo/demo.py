@@ -1,8 +1,8 @@
-"""``make demo``: object detection offline, with the small model bundled in the repository.
+"""``make demo``: object detection offline, with the small model bundled in the package.
 
 With no arguments the demo renders a few synthetic shapes images (:mod:`zoo.data.shapes`,
 a fixed seed), detects the shapes with the bundled Deformable DETR
-(``demo/shapes-ddetr``), writes the annotated pictures and a JSON of the detections, and
+(``zoo/pretrained/shapes-ddetr``, ``zoo.load("shapes-demo")``), writes the annotated pictures and a JSON of the detections, and
 prints one line per image comparing the detections with the known ground truth::
 
     python -m zoo.demo                                   # -> demo-output/
@@ -32,8 +32,8 @@ from torch import nn
 from zoo.cli.args import add_inference_args
 from zoo.data.shapes import CLASSES, ShapesSpec, render_image
 
-# The bundled model lives beside the package in the repository (not in a wheel).
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "demo" / "shapes-ddetr"
+# The bundled model is package data (in the wheel too): zoo.load("shapes-demo") loads it.
+DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "shapes-ddetr"
 DEFAULT_OUT = Path("demo-output")
 IOU_MATCH = 0.5
 

@@ -3,8 +3,12 @@
 Every command is one entry of :data:`COMMANDS`: its name, its help and the function
 that declares its arguments and returns the function running it. The commands live by
 group: :mod:`zoo.cli.training` (``train``, ``eval``, ``shapes``), :mod:`zoo.cli.models`
-(``list``, ``convert``), :mod:`zoo.cli.detect` (``detect``); :mod:`zoo.cli.args` holds
-the parsing they share.
+(``list``, ``convert``), :mod:`zoo.cli.detect` (``detect``), :mod:`zoo.cli.export`
+(``export``), :mod:`zoo.cli.plot` (``plot``); :mod:`zoo.cli.args` holds the parsing they share.
+
+Declaring the commands imports no torch: ``zoo --help`` answers at once, and each command
+imports what it needs when it runs. A run-time error prints one line on stderr and exits
+with status 1 (``--debug`` shows the traceback); usage errors exit with status 2.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from zoo.cli import detect, models, training
+import zoo
+from zoo.cli import detect, export, models, plot, training
 from zoo.cli.args import Declare
 
 COMMANDS: tuple[tuple[str, str, Declare], ...] = (
@@ -27,29 +32,96 @@ COMMANDS: tuple[tuple[str, str, Declare], ...] = (
         "convert official or transformers weights to the zoo format",
         models.declare_convert,
     ),
+    ("export", "export a model to ONNX (or a torch.export .pt2)", export.declare_export),
+    ("plot", "draw a training run's loss and AP curves (PNG)", plot.declare_plot),
 )
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows each option's default, unless it is None/False or the help already says it.
+
+    (:class:`argparse.ArgumentDefaultsHelpFormatter` also prints ``(default: None)``.)
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or default is None
+            or default is False
+            or default == []
+            or default is argparse.SUPPRESS
+            or action.option_strings == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _help_for_defaults(parser: argparse.ArgumentParser) -> None:
+    # argparse prints no help line (so no default) for an option declared without help.
+    for action in parser._actions:
+        if action.help is None and action.option_strings and action.default not in (None, False):
+            action.help = "(default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser with every command of :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(prog="zoo", description="DETR and Deformable DETR model zoo")
+    parser = argparse.ArgumentParser(
+        prog="zoo", description="DETR and Deformable DETR model zoo", formatter_class=HelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {zoo.__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of a run-time error"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text, declare in COMMANDS:
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        sub_parser.set_defaults(run=declare(sub_parser))
+        sub_parser = sub.add_parser(
+            name, help=help_text, description=help_text, formatter_class=HelpFormatter
+        )
+        # --debug also after the command name; SUPPRESS keeps the top-level value otherwise.
+        sub_parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        sub_parser.set_defaults(command_runner=declare(sub_parser))
+        _help_for_defaults(sub_parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m zoo`` and of the ``zoo`` console script."""
+    """Entry point of ``python -m zoo`` and of the ``zoo`` console script.
+
+    Returns the exit status: 0, 1 after a run-time error (one line on stderr), or the
+    command's own; argparse exits with 2 on a usage error.
+    """
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args))
+        return int(args.command_runner(args))
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()
+        text = message[0] if message else ""
+        print(
+            f"zoo {args.command}: {type(error).__name__}: {text} (--debug: traceback)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
-        import torch.distributed as dist
+        _end_distributed()
 
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+
+def _end_distributed() -> None:
+    # torch is only loaded when a command used it; a process group is only up if one did.
+    if "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

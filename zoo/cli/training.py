@@ -174,16 +174,56 @@ def _run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
     )
-    out = args.out or Path("runs") / args.model
+    # A resumed run continues in its own folder unless --out says otherwise.
+    out = args.out or (
+        run_folder(args.resume) if args.resume is not None else Path("runs") / args.model
+    )
     trainer = Trainer(
         model, zoo.build_criterion(model.config), train_set, config, out, val_set, info
     )
+    if info.is_main:
+        print(startup_summary(args, model, len(train_set), val_set, info, out))
     if args.resume is not None:
         trainer.resume(args.resume)
+        if info.is_main:
+            print(
+                f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}) of "
+                f"{args.resume}"
+            )
     metrics = trainer.fit()
     if info.is_main:
         print(json.dumps({"out": str(out), "step": trainer.step, "metrics": metrics}))
     return 0
+
+
+def run_folder(resume: Path) -> Path:
+    """The output folder of the run a checkpoint (or run folder) ``resume`` belongs to."""
+    from zoo.training.checkpoint import resolve_checkpoint
+
+    checkpoint = resolve_checkpoint(resume)  # OUT/checkpoints/step-N
+    return checkpoint.parents[1] if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def startup_summary(
+    args: argparse.Namespace, model: Any, num_train: int, val_set: Any, info: Any, out: Path
+) -> str:
+    """What ``zoo train`` is about to do: model, size, data, steps, device, output folder."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    per_epoch = -(-num_train // info.world_size) // args.batch_size
+    steps = per_epoch * args.epochs
+    if args.max_steps is not None:
+        steps = min(steps, args.max_steps)
+    val = f"{len(val_set)} val images" if val_set is not None else "no evaluation"
+    amp = f", {args.amp} autocast" if args.amp else ""
+    return (
+        f"model: {args.model} ({type(model).__name__}, {params / 1e6:.2f} M parameters, "
+        f"{trainable / 1e6:.2f} M trainable, {model.config.num_classes} classes)\n"
+        f"data: {args.data} ({num_train} train images, {val}), image size {args.image_size}\n"
+        f"steps: {steps} ({per_epoch} per epoch x {args.epochs} epochs, batch "
+        f"{args.batch_size} x {info.world_size} processes)\n"
+        f"device: {info.device}{amp}; output: {out}"
+    )
 
 
 def declare_eval(parser: argparse.ArgumentParser) -> Runner:
@@ -196,6 +236,13 @@ def declare_eval(parser: argparse.ArgumentParser) -> Runner:
     add_data_args(parser)
     parser.add_argument("--split", default="val")
     parser.add_argument("--out", type=Path, default=None, help="also write the metrics here (JSON)")
+    parser.add_argument(
+        "--save-detections",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the detections as COCO results JSON (image_id, category_id, bbox xywh, score)",
+    )
     return _run_eval
 
 
@@ -205,7 +252,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
-    from zoo.data.coco_eval import evaluate
+    from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
     from zoo.data.validate import check_splits
     from zoo.training import init_distributed
     from zoo.training.distributed import ShardSampler
@@ -227,12 +274,20 @@ def _run_eval(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
-    metrics = evaluate(model, loader, dataset.coco, dataset.label_to_category, info.device, dtype)
+    predictions = predict_batches(model, loader, info.device, dtype)
+    # Collective under torch.distributed: every rank sends its share.
+    results = gather_results(to_coco_results(predictions, dataset.label_to_category))
     if info.is_main:
+        # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
+        metrics = coco_metrics(dataset.coco, results, verbose=True)
         print(json.dumps(metrics))
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(metrics, indent=1))
+        if args.save_detections is not None:
+            args.save_detections.parent.mkdir(parents=True, exist_ok=True)
+            args.save_detections.write_text(json.dumps(results) + "\n")
+            print(f"{len(results)} detections (COCO results) -> {args.save_detections}")
     return 0
 
 

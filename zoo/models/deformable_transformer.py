@@ -75,8 +75,10 @@ class DeformableEncoder(_LayerStack):
         dtype, device = vr.dtype, vr.device
         refs = []
         for lvl, (h, w) in enumerate(levels.shapes):
-            ys = torch.linspace(0.5, h - 0.5, h, dtype=dtype, device=device)
-            xs = torch.linspace(0.5, w - 0.5, w, dtype=dtype, device=device)
+            # arange + 0.5 equals linspace(0.5, h - 0.5, h) exactly and keeps h symbolic
+            # under torch.export (linspace specialises it).
+            ys = torch.arange(h, dtype=dtype, device=device) + 0.5
+            xs = torch.arange(w, dtype=dtype, device=device) + 0.5
             ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
             ref_y = ref_y.reshape(-1)[None] / (vr[:, None, lvl, 1] * h)
             ref_x = ref_x.reshape(-1)[None] / (vr[:, None, lvl, 0] * w)

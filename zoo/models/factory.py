@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from zoo.models.families import build_model
-from zoo.models.registry import get_variant, list_variants, variant_config
+from zoo.models.registry import (
+    get_bundled,
+    get_variant,
+    list_bundled,
+    list_variants,
+    variant_config,
+)
 
 
 @dataclass(frozen=True)
 class ModelRecord:
     """One row of :func:`list_models`: a named model and its published weights.
 
-    ``revision`` is the pinned Hub commit (None: not pinned, the default branch is
+    ``revision`` is the pinned Hub commit ("bundled": weights shipped in the package;
+    None: not pinned, the default branch is
     used); ``num_params`` counts the parameters of the default configuration.
     """
 
@@ -52,7 +62,30 @@ def list_models() -> list[ModelRecord]:
                 license=info.license,
             )
         )
+    for name in list_bundled():
+        bundled = get_bundled(name)
+        assert bundled is not None
+        records.append(
+            ModelRecord(
+                name=name,
+                repo_id=None,
+                revision="bundled",
+                coco_ap=None,
+                num_params=_safetensors_numel(bundled.path / "model.safetensors"),
+                license="Apache-2.0",
+            )
+        )
     return records
+
+
+def _safetensors_numel(path: Path) -> int:
+    """Elements of every tensor of a safetensors file, read from its header (0 if absent)."""
+    if not path.is_file():
+        return 0
+    with path.open("rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+    return sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
 
 
 @functools.cache

@@ -45,6 +45,14 @@ def _projection(in_channels: int, hidden_dim: int, stride: int) -> nn.Sequential
     return nn.Sequential(conv, nn.GroupNorm(32, hidden_dim))
 
 
+def _shape_tensor(x: Tensor) -> Tensor:
+    """int64 (2,): ``x``'s last two sizes (H, W), kept symbolic by exporters."""
+    if torch.jit.is_tracing():
+        # torch.onnx's TorchScript tracer records a Shape node here (it bakes torch.tensor).
+        return torch._shape_as_tensor(x)[-2:].to(x.device)
+    return torch.tensor(x.shape[-2:], dtype=torch.long, device=x.device)
+
+
 def valid_ratios(padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
     """(N, H, W) bool padding mask -> (N, 2) real fraction of the width and the height."""
     _, h, w = padding_mask.shape
@@ -92,13 +100,15 @@ class MultiScaleInput(nn.Module):
             maps.append(source)
             masks.append(downsample_mask(padding_mask, source.shape[-2:]))
         dtype = maps[0].dtype
-        shapes = [(int(m.shape[-2]), int(m.shape[-1])) for m in maps]
+        # Sizes stay symbolic under torch.export and traced under torch.onnx (no int()),
+        # so exported models keep a dynamic image size.
+        shapes = [(m.shape[-2], m.shape[-1]) for m in maps]
         pos = [
             self.position_encoding(mask, dtype).flatten(2).transpose(1, 2)
             + self.level_embed[lvl].view(1, 1, -1)
             for lvl, mask in enumerate(masks)
         ]
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=maps[0].device)
+        spatial_shapes = torch.stack([_shape_tensor(m) for m in maps])
         return FlatLevels(
             src=torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1),
             pos=torch.cat(pos, 1),

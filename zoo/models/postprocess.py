@@ -13,6 +13,17 @@ if TYPE_CHECKING:
     from zoo.models.detector import Predictions
 
 
+def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
+    """(N, K, 4) xyxy pixel boxes clipped to each image: x in [0, W], y in [0, H].
+
+    ``sizes`` (N, 2) holds (H, W). A predicted box may reach past the border (its centre
+    and size are free); detections and COCO results stay inside the image.
+    """
+    h, w = sizes.to(boxes.dtype).unbind(-1)
+    upper = torch.stack([w, h, w, h], dim=-1)[:, None, :]
+    return torch.minimum(boxes.clamp(min=0), upper)
+
+
 def _keep(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float) -> list[Predictions]:
     out: list[Predictions] = []
     for b, s, lab in zip(boxes, scores, labels, strict=True):
@@ -30,7 +41,8 @@ def postprocess_softmax(outputs: dict, sizes: Tensor, threshold: float = 0.5) ->
     """
     prob = outputs["pred_logits"].softmax(-1)[..., :-1]
     scores, labels = prob.max(-1)
-    return _keep(scale_boxes(outputs["pred_boxes"], sizes), scores, labels, threshold)
+    boxes = clip_boxes(scale_boxes(outputs["pred_boxes"], sizes), sizes)
+    return _keep(boxes, scores, labels, threshold)
 
 
 def postprocess_topk(
@@ -51,4 +63,4 @@ def postprocess_topk(
     query = torch.div(index, c, rounding_mode="floor")
     labels = index % c
     boxes = torch.gather(outputs["pred_boxes"], 1, query[..., None].expand(-1, -1, 4))
-    return _keep(scale_boxes(boxes, sizes), scores, labels, threshold)
+    return _keep(clip_boxes(scale_boxes(boxes, sizes), sizes), scores, labels, threshold)

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from zoo.models.config import BackboneConfig, ModelConfig
@@ -77,6 +78,39 @@ def register_variant(
     return decorator
 
 
+@dataclass(frozen=True)
+class BundledModel:
+    """A trained model shipped inside the package: ``folder`` (zoo format) under ``zoo/``."""
+
+    name: str
+    description: str
+    folder: str
+
+    @property
+    def path(self) -> Path:
+        return Path(__file__).resolve().parents[1] / self.folder
+
+
+_BUNDLED: dict[str, BundledModel] = {}
+
+
+def register_bundled(name: str, *, description: str, folder: str) -> None:
+    """Register a model whose weights travel with the package (loadable offline by name)."""
+    if name in _BUNDLED or name in _REGISTRY:
+        raise ValueError(f"model name {name!r} is already registered")
+    _BUNDLED[name] = BundledModel(name, description, folder)
+
+
+def list_bundled() -> list[str]:
+    """Names of the models shipped with the package, sorted."""
+    return sorted(_BUNDLED)
+
+
+def get_bundled(name: str) -> BundledModel | None:
+    """The bundled model ``name``, or None when no bundled model has that name."""
+    return _BUNDLED.get(name)
+
+
 def list_variants(family: str | None = None) -> list[str]:
     """Names of the registered variants (of one ``family`` if given), sorted."""
     return sorted(n for n, v in _REGISTRY.items() if family is None or v.family == family)
@@ -91,9 +125,10 @@ def get_variant(name: str) -> VariantInfo:
 
 def unknown_name_message(name: str, what: str = "model") -> str:
     """Why ``name`` is not a registered ``what``, with the registered names closest to it."""
-    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+    names = sorted(_REGISTRY) if what == "variant" else sorted({*_REGISTRY, *_BUNDLED})
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else "."
-    message = f"unknown {what} {name!r}{hint} Registered: {', '.join(sorted(_REGISTRY))}"
+    message = f"unknown {what} {name!r}{hint} Registered: {', '.join(names)}"
     if what == "model":
         message += " (or pass a local folder, a .pth checkpoint or a Hub repository id 'org/name')"
     return message

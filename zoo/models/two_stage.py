@@ -29,8 +29,9 @@ def encoder_proposals(memory: Tensor, levels: FlatLevels) -> tuple[Tensor, Tenso
         pad = levels.padding_mask[:, start : start + h * w].view(n, h, w)
         valid_h = (~pad[:, :, 0]).sum(1)
         valid_w = (~pad[:, 0, :]).sum(1)
-        ys = torch.linspace(0, h - 1, h, dtype=memory.dtype, device=memory.device)
-        xs = torch.linspace(0, w - 1, w, dtype=memory.dtype, device=memory.device)
+        # arange, not linspace: the same values, and h, w stay symbolic under torch.export.
+        ys = torch.arange(h, dtype=memory.dtype, device=memory.device)
+        xs = torch.arange(w, dtype=memory.dtype, device=memory.device)
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         grid = torch.stack([grid_x, grid_y], -1)  # (H, W, 2) as (x, y)
         scale = torch.stack([valid_w, valid_h], -1).view(n, 1, 1, 2)

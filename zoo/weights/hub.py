@@ -15,7 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.models.registry import get_variant, identity, list_variants, unknown_name_message
+from zoo.models.registry import (
+    get_bundled,
+    get_variant,
+    identity,
+    list_variants,
+    unknown_name_message,
+)
 from zoo.weights.official_format import load_official_checkpoint
 from zoo.weights.sources import OFFICIAL_SUFFIXES, looks_like_path
 from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_folder
@@ -76,6 +82,14 @@ def load(
     path = Path(name_or_path).expanduser()
     if path.exists():
         model = _load_local(path, overrides)
+    elif (bundled := get_bundled(source)) is not None:
+        if not (bundled.path / "config.json").is_file():
+            raise ValueError(
+                f"the bundled model {source!r} is missing from this installation "
+                f"({bundled.path}); reinstall the package"
+            )
+        model = _load_local(bundled.path, overrides)
+        source = f"{source} (bundled: {bundled.path})"
     elif source in list_variants():
         info = get_variant(source)
         if info.hf_hub_id is None:
