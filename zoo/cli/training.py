@@ -186,10 +186,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.resume is not None:
         trainer.resume(args.resume)
         if info.is_main:
-            print(
-                f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}) of "
-                f"{args.resume}"
-            )
+            print(f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}) of {args.resume}")
     metrics = trainer.fit()
     if info.is_main:
         print(json.dumps({"out": str(out), "step": trainer.step, "metrics": metrics}))
