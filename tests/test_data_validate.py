@@ -160,7 +160,9 @@ def test_bad_boxes_are_fixed_with_counts(data: Path) -> None:
     assert any(torch.allclose(b, expected, atol=1e-6) for b in boxes)
 
 
-def test_training_stops_before_step_one(data: Path, tmp_path: Path) -> None:
+def test_training_stops_before_step_one(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     coco, path = _edit(data)
     coco["annotations"][0]["category_id"] = 42
     path.write_text(json.dumps(coco))
@@ -169,8 +171,12 @@ def test_training_stops_before_step_one(data: Path, tmp_path: Path) -> None:
     val_path.write_text(json.dumps(val))
     out = tmp_path / "run"
     argv = ["train", "--model", "ddetr", "--data", str(data), "--out", str(out), "--workers", "0"]
+    # Without --debug: exit 1 and every problem on stderr, each with its id.
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "2 problems" in err and "annotation" in err and "gone.png" in err
     with pytest.raises(DatasetError) as info:
-        main(argv)
+        main([*argv, "--debug"])
     # Both splits' problems in one message, before anything was written.
     assert {(p.kind, p.where) for p in info.value.problems} == {
         ("unknown-category", f"train.json annotation {coco['annotations'][0]['id']}"),
@@ -178,7 +184,7 @@ def test_training_stops_before_step_one(data: Path, tmp_path: Path) -> None:
     }
     assert not out.exists()
     with pytest.raises(DatasetError, match=r"gone\.png does not exist"):
-        main(["eval", "--model", "ddetr", "--data", str(data), "--workers", "0"])
+        main(["eval", "--model", "ddetr", "--data", str(data), "--workers", "0", "--debug"])
 
 
 def test_no_images_does_not_train_zero_steps(data: Path, tmp_path: Path) -> None:
@@ -186,4 +192,4 @@ def test_no_images_does_not_train_zero_steps(data: Path, tmp_path: Path) -> None
     path.write_text(json.dumps({**coco, "images": [], "annotations": []}))
     argv = ["train", "--model", "ddetr", "--data", str(data), "--out", str(tmp_path / "run")]
     with pytest.raises(DatasetError, match="images: is empty"):
-        main([*argv, "--eval-every", "0"])
+        main([*argv, "--eval-every", "0", "--debug"])

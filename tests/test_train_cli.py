@@ -53,6 +53,9 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert len(read_metrics(out / "metrics.jsonl", "train")) == 2
     assert len(read_metrics(out / "metrics.jsonl", "eval")) == 1
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # The evaluation redrew the run's curves (matplotlib is in the test environment).
+    with Image.open(out / "curves.png") as curves:
+        assert curves.format == "PNG" and min(curves.size) > 100
     # The trained model knows its classes (the dataset's names) and its input size.
     trained = load_model(out).config
     assert trained.class_names == CLASSES and trained.image_size == 64

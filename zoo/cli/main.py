@@ -91,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m zoo`` and of the ``zoo`` console script.
 
-    Returns the exit status: 0, 1 after a run-time error (one line on stderr), or the
-    command's own; argparse exits with 2 on a usage error.
+    Returns the exit status: 0, 1 after a run-time error (its message on stderr, without
+    the traceback unless ``--debug``), or the command's own; argparse exits with 2 on a
+    usage error.
     """
     args = build_parser().parse_args(argv)
     try:
@@ -103,12 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        message = str(error).strip().splitlines()
-        text = message[0] if message else ""
+        first, *rest = str(error).strip().splitlines() or [""]
         print(
-            f"zoo {args.command}: {type(error).__name__}: {text} (--debug: traceback)",
+            f"zoo {args.command}: {type(error).__name__}: {first} (--debug: traceback)",
             file=sys.stderr,
         )
+        # The rest of a message that lists problems (a dataset's, one per line) matters too.
+        for line in rest:
+            print(f"  {line}", file=sys.stderr)
         return 1
     finally:
         _end_distributed()

@@ -13,6 +13,7 @@ skipped, and augmentation is seeded per sample (:class:`zoo.data.coco.CocoDetect
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -250,7 +251,8 @@ class Trainer:
         total = self.batches_done + len(loader)
         bar = tqdm(
             loader,
-            desc=f"epoch {self.epoch}",
+            # 1-based like "eval after epoch N"; the records keep the 0-based epoch index.
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
             initial=self.batches_done,
             total=total,
             disable=not (cfg.progress and self.info.is_main),
@@ -326,7 +328,20 @@ class Trainer:
             self.log.write("eval", epoch=self.epoch, step=self.step, **metrics)
             summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             tqdm.write(f"eval after epoch {self.epoch} (step {self.step}): {summary}")
+            self._plot_curves()
         return metrics
+
+    def _plot_curves(self) -> None:
+        """Redraw ``OUT/curves.png`` (loss and AP) when matplotlib is there; a plot that
+        fails warns and never stops the run."""
+        from zoo.curves import have_matplotlib, plot_run
+
+        if not have_matplotlib():
+            return
+        try:
+            plot_run(self.out_dir)
+        except Exception as exc:  # a picture is not worth a training run
+            warnings.warn(f"could not draw {self.out_dir / 'curves.png'}: {exc}", stacklevel=2)
 
 
 def _plain(value: Any) -> Any:
