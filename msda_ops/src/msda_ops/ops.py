@@ -67,42 +67,44 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     ctx.softmax = bool(inputs[5]) if len(inputs) > 5 else False
 
 
-def _backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-    value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
-    grad_value, grad_locations, grad_weights = torch.ops.msda_ops.ms_deform_attn_backward(
-        grad_output, value, spatial_shapes, level_start_index, locations, weights, ctx.softmax
-    )
-    needs = ctx.needs_input_grad
-    return (
-        grad_value if needs[0] else None,
-        None,
-        None,
-        grad_locations if needs[3] else None,
-        grad_weights if needs[4] else None,
-        None,
-    )
-
-
-def _setup_backward_context(ctx: Any, inputs: tuple[Tensor, ...], output: Any) -> None:
+def _no_context(ctx: Any, inputs: tuple[Tensor, ...], output: Any) -> None:
     pass
 
 
-def _double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-    raise RuntimeError(
-        "msda_ops: the kernel backward is not differentiable (double backward); "
-        "use ms_deform_attn(..., backend='reference') for higher-order gradients"
-    )
+def register_python_side(forward: str, backward: str, backend: str) -> None:
+    """Fake tensors and autograd for a forward/backward op pair with this module's schemas.
 
+    The forward's backward is ``backward`` (so compiled graphs contain both); differentiating
+    ``backward`` again raises. Shared by the compiled kernels and the Triton backend.
+    """
+    namespace, name = backward.split("::")
+    backward_op = getattr(getattr(torch.ops, namespace), name)
 
-def _register_python_side() -> None:
-    """Fake tensors and autograd for the ops just defined by the C++ library."""
-    forward, backward = "msda_ops::ms_deform_attn_forward", "msda_ops::ms_deform_attn_backward"
+    def gradients(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        value, spatial_shapes, level_start_index, locations, weights = ctx.saved_tensors
+        grad_value, grad_locations, grad_weights = backward_op(
+            grad_output, value, spatial_shapes, level_start_index, locations, weights, ctx.softmax
+        )
+        needs = ctx.needs_input_grad
+        return (
+            grad_value if needs[0] else None,
+            None,
+            None,
+            grad_locations if needs[3] else None,
+            grad_weights if needs[4] else None,
+            None,
+        )
+
+    def no_double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
+        raise RuntimeError(
+            f"msda_ops: the {backend} backward is not differentiable (double backward); "
+            "use ms_deform_attn(..., backend='reference') for higher-order gradients"
+        )
+
     torch.library.register_fake(forward)(_forward_fake)
     torch.library.register_fake(backward)(_backward_fake)
-    torch.library.register_autograd(forward, _backward, setup_context=_setup_context)
-    torch.library.register_autograd(
-        backward, _double_backward, setup_context=_setup_backward_context
-    )
+    torch.library.register_autograd(forward, gradients, setup_context=_setup_context)
+    torch.library.register_autograd(backward, no_double_backward, setup_context=_no_context)
 
 
 def _load(kind: str) -> None:
@@ -112,7 +114,9 @@ def _load(kind: str) -> None:
     build.load_library(kind)
     if kind == "cpu":
         try:
-            _register_python_side()
+            register_python_side(
+                "msda_ops::ms_deform_attn_forward", "msda_ops::ms_deform_attn_backward", "kernel"
+            )
         except Exception as exc:  # an op without autograd must not be used: fall back
             raise build.BuildError(f"registering the ops with torch failed: {exc}") from exc
 

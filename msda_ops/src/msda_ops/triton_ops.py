@@ -30,6 +30,7 @@ import triton
 from torch import Tensor
 
 from msda_ops import triton_kernels
+from msda_ops.ops import register_python_side
 
 FORWARD = "msda_triton::ms_deform_attn_forward"
 BACKWARD = "msda_triton::ms_deform_attn_backward"
@@ -196,68 +197,5 @@ def ms_deform_attn_backward(
     )
 
 
-@ms_deform_attn_forward.register_fake
-def _(
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-    softmax: bool,
-) -> Tensor:
-    n, _, m, d = value.shape
-    return value.new_empty((n, sampling_locations.shape[1], m * d))
-
-
-@ms_deform_attn_backward.register_fake
-def _(
-    grad_output: Tensor,
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-    softmax: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    contiguous = torch.contiguous_format
-    return (
-        torch.empty_like(value, memory_format=contiguous),
-        torch.empty_like(sampling_locations, memory_format=contiguous),
-        torch.empty_like(attention_weights, memory_format=contiguous),
-    )
-
-
-def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
-    ctx.save_for_backward(*inputs[:5])
-    ctx.softmax = inputs[5]
-
-
-def _backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
-    value, shapes, starts, loc, weights = ctx.saved_tensors
-    grad_value, grad_loc, grad_w = ms_deform_attn_backward(
-        grad_output, value, shapes, starts, loc, weights, ctx.softmax
-    )
-    needs = ctx.needs_input_grad
-    return (
-        grad_value if needs[0] else None,
-        None,
-        None,
-        grad_loc if needs[3] else None,
-        grad_w if needs[4] else None,
-        None,
-    )
-
-
-def _no_double_backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
-    raise RuntimeError(
-        "msda_ops: the triton backward is not differentiable (double backward); "
-        "use ms_deform_attn(..., backend='reference') for higher-order gradients"
-    )
-
-
-def _no_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-    pass
-
-
-ms_deform_attn_forward.register_autograd(_backward, setup_context=_setup_context)
-ms_deform_attn_backward.register_autograd(_no_double_backward, setup_context=_no_context)
+# Shapes for fake tensors and autograd exactly as for the compiled kernels' ops.
+register_python_side(FORWARD, BACKWARD, "triton")
