@@ -123,7 +123,7 @@ def _say(text: str, end: str = "\n") -> None:
 
 
 @contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
+def environment(values: dict[str, str]) -> Iterator[None]:
     """Set environment variables for the duration of the block."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -265,7 +265,7 @@ def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: b
     )
     arch = {"TORCH_CUDA_ARCH_LIST": cuda_arch_list()} if kind == "cuda" else {}
     try:
-        with _environment(arch):
+        with environment(arch):
             cpp_extension.load(
                 name=name,
                 sources=[str(s) for s in srcs],

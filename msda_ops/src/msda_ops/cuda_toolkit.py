@@ -85,22 +85,16 @@ def compile_check(archs: list[int], out: Path) -> int:
         return 2
     arch_list = ";".join(f"{arch // 10}.{arch % 10}" for arch in archs)
     names = ", ".join(p.name for p in build.sources("cuda"))
-    saved = {key: os.environ.get(key) for key in ("TORCH_CUDA_ARCH_LIST", "MSDA_OPS_CACHE_DIR")}
-    os.environ.update(TORCH_CUDA_ARCH_LIST=arch_list, MSDA_OPS_CACHE_DIR=str(out.resolve()))
+    settings = {"TORCH_CUDA_ARCH_LIST": arch_list, "MSDA_OPS_CACHE_DIR": str(out.resolve())}
     try:
-        library = build.compile_library("cuda")
+        with build.environment(settings):
+            library = build.compile_library("cuda")
     except build.BuildError as exc:
         print(f"nvcc {names} sm_{',sm_'.join(map(str, archs))}: FAILED: {exc}", file=sys.stderr)
         log = Path(str(exc).rsplit("log: ", 1)[-1].rstrip(")"))
         if log.is_file():
             print(log.read_text()[-20000:], file=sys.stderr)
         return 1
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
     print(f"nvcc {names} sm_{',sm_'.join(map(str, archs))}: ok ({library})")
     return 0
 
