@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import device_peak_bandwidth, time_fn, write_results
+from harness import device_peak_bandwidth, format_table, results_path, time_fn, write_json
 from msda_ops.testing import random_inputs
 
 from msda_ops import ms_deform_attn
@@ -360,7 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--impls", nargs="+", default=None, help="only these implementations")
-    parser.add_argument("--quick", action="store_true", help="GPU: N=2 only")
+    parser.add_argument(
+        "--quick", action="store_true", help="GPU: N=2 only; writes a scratch file by default"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="a .json path or a name in benchmarks/results/ (default: msda_<device>[_tN]; "
+        "--quick: a scratch file)",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -376,19 +384,62 @@ def main(argv: list[str] | None = None) -> int:
         args.budget = 0.25 if args.device == "cuda" else 2.0
     if args.dry_run:
         args.repeats, args.rounds = 1, 1
-    name = f"msda_{args.device}{f'_t{args.threads}' if args.threads else ''}"
-    payload = run(args.device, args, None if args.dry_run else lambda p: write_results(name, p))
-    for s in payload["speedups"]:
-        print(
-            f"speedup {s['case']} {s['dtype']} {s['mode']} sm={int(s['softmax'])} "
-            f"{s['ours']} vs {s['versus']}: {s['speedup']:.2f}x"
+    default = f"msda_{args.device}{f'_t{args.threads}' if args.threads else ''}"
+    path = results_path(args.output, default, scratch=args.quick)
+    payload = run(args.device, args, None if args.dry_run else lambda p: write_json(path, p))
+    print(
+        format_table(
+            payload["speedups"], ["case", "dtype", "mode", "softmax", "ours", "versus", "speedup"]
         )
+    )
     if args.dry_run:
         print(f"dry run done in {payload['wall_s']:.1f} s: {len(payload['results'])} timings")
         return 1 if payload["failures"] else 0
-    path = write_results(name, payload)
+    write_json(path, payload)
     print(f"wrote {path}")
+    png = path.with_suffix(".png")
+    if plot_speedups(payload["speedups"], png):
+        print(f"wrote {png}")
     return 1 if payload["failures"] else 0
+
+
+def plot_speedups(rows: list[dict[str, Any]], path: Path) -> bool:
+    """Each anchor's time over our fastest backend, one bar per (case, dtype, mode, softmax)
+    and anchor, on a log axis (False: no matplotlib, or nothing to draw)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return False
+    versus = sorted({r["versus"] for r in rows})
+    groups = sorted({(r["case"], r["dtype"], r["mode"], r["softmax"]) for r in rows})
+    if not groups:
+        return False
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) * len(versus)), 4))
+    width = 0.8 / len(versus)
+    for i, name in enumerate(versus):
+        found = {
+            (r["case"], r["dtype"], r["mode"], r["softmax"]): r["speedup"]
+            for r in rows
+            if r["versus"] == name
+        }
+        heights = [found.get(g, 0.0) for g in groups]
+        ax.bar([j + i * width for j in range(len(groups))], heights, width, label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_ylabel("anchor time / our time (> 1: ours faster)")
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
+    ax.set_xticklabels(
+        [f"{c} {d} {m}{' sm' if sm else ''}" for c, d, m, sm in groups], rotation=60, ha="right"
+    )
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 if __name__ == "__main__":

@@ -43,3 +43,22 @@ def test_gpu_benchmark_dry_run():
     assert expected <= timed, proc.stdout
     for anchor in ("sensetime", "deformops-cuda", "deformops-triton"):
         assert any(line.startswith(f"anchor {anchor}: skipped (") for line in lines), proc.stdout
+
+
+def test_speedup_plot_draws_one_bar_group_per_case(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_msda
+    from PIL import Image
+
+    row = {"case": "encoder-n1", "dtype": "float32", "mode": "fwd", "softmax": False}
+    rows = [
+        {**row, "ours": "kernel", "versus": "reference", "speedup": 12.0},
+        {**row, "mode": "bwd", "ours": "kernel", "versus": "sensetime", "speedup": 0.5},
+    ]
+    png = tmp_path / "msda.png"
+    assert bench_msda.plot_speedups(rows, png)
+    with Image.open(png) as image:
+        assert image.format == "PNG" and min(image.size) > 100
+    assert not bench_msda.plot_speedups([], tmp_path / "empty.png")
+    assert not (tmp_path / "empty.png").exists()
