@@ -125,6 +125,8 @@ def test_bad_overrides_name_the_field_not_the_file(saved: Path) -> None:
         zoo.load(saved, nheads=0)
     with pytest.raises(zoo.ConfigError, match="num_classes must be an int >= 1"):
         zoo.load(saved, num_classes=0)
+    with pytest.raises(zoo.ConfigError, match=r"'hiden_dim' \(did you mean 'hidden_dim'\?\)"):
+        zoo.load(saved, hiden_dim=64)
 
 
 def test_transformers_config_without_a_field_names_it(tmp_path: Path) -> None:

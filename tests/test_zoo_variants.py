@@ -60,6 +60,9 @@ def test_overrides_and_bad_configs() -> None:
         zoo.create_model("ddetr-two-stage", with_box_refine=False)
     with pytest.raises(KeyError, match="unknown variant"):
         zoo.create_model("yolo")
+    # A mistyped field names itself, the closest real one and every field there is.
+    with pytest.raises(zoo.ConfigError, match=r"'depthh' \(did you mean 'depth'\?\).*hidden_dim"):
+        zoo.create_model("ddetr", depthh=18)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

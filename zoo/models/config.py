@@ -10,8 +10,10 @@ pretrained configurations do.
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -26,6 +28,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class ConfigError(ValueError):
     """A configuration field with a value it cannot take; the message names the field,
     the value and what is allowed."""
+
+
+def check_field_names(
+    config_type: Any, given: Iterable[str], where: str, also: Iterable[str] = ()
+) -> None:
+    """Raise :class:`ConfigError` for a name in ``given`` that is no field of the dataclass
+    ``config_type`` (nor in ``also``), naming the closest field and listing them all."""
+    known = {f.name for f in dataclasses.fields(config_type)} | set(also)
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{where}: unknown configuration field {key!r}{hint}; "
+                f"known fields: {', '.join(sorted(known))}"
+            )
 
 
 def _check(

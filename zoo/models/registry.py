@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from zoo.models.config import BackboneConfig, ModelConfig
+from zoo.models.config import BackboneConfig, ModelConfig, check_field_names
 
 # The configuration fields that make a variant what it is, sizes aside; weights loaded
 # under a variant's name must agree on them.
@@ -159,6 +159,7 @@ def variant_config(name: str, **overrides: Any) -> ModelConfig:
     """
     config = get_variant(name).config
     backbone_fields = {f.name for f in dataclasses.fields(BackboneConfig)}
+    check_field_names(type(config), overrides, name, also=backbone_fields)
     backbone_overrides = {k: overrides.pop(k) for k in list(overrides) if k in backbone_fields}
     if backbone_overrides:
         base = overrides.pop("backbone", config.backbone)

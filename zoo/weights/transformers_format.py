@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from zoo.models.config import BackboneConfig, ModelConfig
+from zoo.models.config import BackboneConfig, ModelConfig, check_field_names
 from zoo.models.families import FAMILIES, KeyRules, build_model, family_of
 from zoo.weights.convert import (
     WeightsError,
@@ -86,6 +86,7 @@ def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfi
     if hf.get("two_stage", False):
         # Two-stage queries are the top proposals; transformers counts them separately.
         fields["num_queries"] = hf.get("two_stage_num_proposals", fields["num_queries"])
+    check_field_names(family.config_type, overrides, "overrides")
     return family.config_type(**{**fields, **overrides})
 
 

@@ -20,7 +20,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from zoo.models.config import BackboneConfig, ConfigError, LossConfig, ModelConfig
+from zoo.models.config import (
+    BackboneConfig,
+    ConfigError,
+    LossConfig,
+    ModelConfig,
+    check_field_names,
+)
 from zoo.models.families import FAMILIES, build_model, family_named
 from zoo.models.registry import variant_of
 from zoo.weights.convert import WeightsError, load_weights, read_json_object
@@ -76,6 +82,7 @@ def config_from_dict(data: dict[str, Any], **overrides: Any) -> ModelConfig:
     fields["backbone"] = _build(BackboneConfig, _object(fields["backbone"], "config.backbone"))
     fields["loss"] = _build(LossConfig, _object(fields["loss"], "config.loss"))
     stored = _build(config_type, fields, "config.")
+    check_field_names(config_type, overrides, "overrides")
     if overrides.get("num_classes", stored.num_classes) != stored.num_classes:
         # A new class count (fine-tuning) makes the stored names meaningless.
         fields["class_names"] = ()
