@@ -113,7 +113,8 @@ def steps(out: Path, python: str) -> list[Step]:
             "bench-models",
             [python, "benchmarks/bench_models.py", "--device", "cuda", "--train", "--compile"],
             120,
-            [python, "benchmarks/bench_models.py", "--help"],
+            # A CPU smoke run at a small size: builds, checks and times both models once.
+            [python, "benchmarks/bench_models.py", "--quick", "--device", "cpu", "--train"],
             bench_env,
         ),
     ]  # fmt: skip
