@@ -12,7 +12,7 @@ from msda_ops.testing import random_inputs
 from torch import Tensor
 
 import msda_ops
-from msda_ops import MSDeformAttn, ms_deform_attn, ms_deform_attn_reference, ops
+from msda_ops import MSDeformAttn, ms_deform_attn, ops
 from msda_ops import onnx as msda_onnx
 
 # onnx and onnxruntime are imported by the tests that use them: `make test-gpu` collects
@@ -199,52 +199,22 @@ def test_layer_exports_on_the_default_backend(tmp_path, dynamo):
         torch.testing.assert_close(run_onnx(path, run), expected, rtol=0, atol=1e-5)
 
 
-def _op_has_softmax() -> bool:
-    return len(torch.ops.msda_ops.ms_deform_attn_forward.default._schema.arguments) == 6
-
-
-@torch.library.custom_op("msda_onnx_test::ms_deform_attn_softmax", mutates_args=())
-def softmax_stand_in(
-    value: Tensor,
-    spatial_shapes: Tensor,
-    level_start_index: Tensor,
-    sampling_locations: Tensor,
-    attention_weights: Tensor,
-    softmax: bool = False,
-) -> Tensor:
-    """The op's 6-argument schema, for as long as the kernel op has only 5."""
-    weights = attention_weights
-    if softmax:
-        weights = weights.flatten(-2).softmax(-1).view_as(weights)
-    args = (value, spatial_shapes, level_start_index, sampling_locations, weights)
-    return ms_deform_attn_reference(*args)
-
-
-@softmax_stand_in.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, softmax):
-    n, _, m, d = value.shape
-    return value.new_empty(n, sampling_locations.shape[1], m * d)
-
-
 class SoftmaxOp(torch.nn.Module):
+    """The kernel op on raw logits (its trailing ``softmax`` argument set)."""
+
     def forward(self, value, spatial_shapes, level_start_index, locations, logits) -> Tensor:
         args = (value, spatial_shapes, level_start_index, locations, logits)
-        if _op_has_softmax():
-            return torch.ops.msda_ops.ms_deform_attn_forward(*args, True)
-        return softmax_stand_in(*args, True)
+        return torch.ops.msda_ops.ms_deform_attn_forward(*args, True)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 @pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
 def test_softmax_argument_lowers_to_a_softmax_over_levels_and_points(tmp_path, dynamo):
     path = tmp_path / "softmax.onnx"
-    stand_in = "msda_onnx_test::ms_deform_attn_softmax"
-    torch.onnx.register_custom_op_symbolic(stand_in, msda_onnx.symbolic, 1)
-    table = {torch.ops.msda_onnx_test.ms_deform_attn_softmax.default: msda_onnx.translation()}
     args = list(op_inputs(EXPORT, 3, 0))
     args[4] = torch.randn(args[4].shape, generator=torch.Generator().manual_seed(0)) * 3  # logits
     if dynamo:
-        kwargs = {"dynamic_shapes": op_dynamic_shapes(), "custom_translation_table": table}
+        kwargs = {"dynamic_shapes": op_dynamic_shapes()}
     else:
         kwargs = {"input_names": NAMES, "dynamic_axes": OP_AXES}
     msda_onnx.export(SoftmaxOp(), tuple(args), path, dynamo=dynamo, **kwargs)
