@@ -104,9 +104,9 @@ def test_double_backward_raises_clearly():
 def _spy_reference(monkeypatch):
     calls = []
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(1)
-        return ms_deform_attn_reference(*args)
+        return ms_deform_attn_reference(*args, **kwargs)
 
     monkeypatch.setattr(functional, "ms_deform_attn_reference", spy)
     return calls

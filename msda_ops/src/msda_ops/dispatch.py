@@ -108,10 +108,3 @@ def auto_backend(device_type: str, half_or_float: bool) -> str:
     if device_type == "cuda":
         return _auto_cuda(half_or_float)
     return "reference"
-
-
-@torch.compiler.assume_constant_result
-def kernel_fuses_softmax() -> bool:
-    """Whether the loaded kernel ops take ``softmax`` (older builds apply it in Python)."""
-    schema = torch.ops.msda_ops.ms_deform_attn_forward.default._schema
-    return any(arg.name == "softmax" for arg in schema.arguments)

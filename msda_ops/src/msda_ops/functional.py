@@ -141,18 +141,6 @@ def ms_deform_attn(
         triton_ops.check_tensors(value, sampling_locations, attention_weights)
         return torch.ops.msda_triton.ms_deform_attn_forward(*args, softmax)
     if chosen == "kernel":
-        if not softmax:
-            return torch.ops.msda_ops.ms_deform_attn_forward(*args)
-        if dispatch.kernel_fuses_softmax():
-            return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax=True)
-        # A kernel library from before the fused softmax: normalise here instead.
-        weights = _softmax_over_samples(attention_weights)
-        return torch.ops.msda_ops.ms_deform_attn_forward(*args[:4], weights)
-    if softmax:
-        return ms_deform_attn_reference(*args, softmax=True)
-    return ms_deform_attn_reference(*args)
-
-
-def _softmax_over_samples(logits: Tensor) -> Tensor:
-    """Softmax over the L*P samples of each (query, head): (N, Lq, M, L, P) -> same."""
-    return logits.flatten(3).softmax(-1).view_as(logits)
+        # The build cache is keyed by the sources, so a loaded library always has `softmax`.
+        return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax)
+    return ms_deform_attn_reference(*args, softmax=softmax)
