@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from zoo.cli import main as cli_main
+from zoo.data.areas import bucket_counts, size_buckets
 from zoo.data.coco import load_coco
-from zoo.data.shapes import CLASSES, ShapesSpec, generate
+from zoo.data.shapes import CLASSES, ShapesSpec, generate, render_image
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -76,3 +78,44 @@ def test_boxes_are_tight_around_a_shape(tmp_path: Path) -> None:
         # Noise varies every pixel a little; a shape is a flat colour covering its area.
         _, counts = np.unique(inside.reshape(-1, 3), axis=0, return_counts=True)
         assert counts.max() >= 0.5 * ann["area"]
+
+
+def test_size_buckets_scale_cocos_thresholds_with_the_image_area() -> None:
+    # COCO: 32^2 and 96^2 px at 640 px; at 128 px the side is a fifth, the area 1/25.
+    assert size_buckets(640) == (1024.0, 9216.0)
+    assert size_buckets(128) == pytest.approx((1024 / 25, 9216 / 25))
+    assert bucket_counts([1.0, 40.9, 41.0, 368.6, 369.0, 1e4], 128) == {
+        "small": 2,
+        "medium": 2,
+        "large": 2,
+    }
+    with pytest.raises(ValueError, match="image_size"):
+        size_buckets(0)
+
+
+def test_multi_size_setting_fills_every_bucket(tmp_path: Path) -> None:
+    spec = ShapesSpec.multi_size(128)
+    rng = np.random.default_rng(0)
+    areas: list[float] = []
+    for _ in range(150):
+        _, objects = render_image(rng, spec)
+        assert spec.min_objects - 2 <= len(objects) <= spec.max_objects  # a few hidden
+        areas += [o["area"] for o in objects]
+    counts = bucket_counts(areas, 128)
+    shares = {k: v / len(areas) for k, v in counts.items()}
+    # The docstring's "a fifth small, half medium, the rest large", with sampling slack.
+    assert 0.14 <= shares["small"] <= 0.26, shares
+    assert 0.42 <= shares["medium"] <= 0.62, shares
+    assert 0.2 <= shares["large"] <= 0.36, shares
+    # Log-uniform sizes: the default setting has no small objects at all.
+    rng = np.random.default_rng(0)
+    default = [o["area"] for _ in range(60) for o in render_image(rng, ShapesSpec(size=128))[1]]
+    assert bucket_counts(default, 128)["small"] == 0
+
+
+def test_zoo_shapes_multi_size_is_the_api_setting(tmp_path: Path) -> None:
+    args = ["--num-train", "2", "--num-val", "1", "--seed", "4", "--multi-size"]
+    assert cli_main(["shapes", str(tmp_path / "cli"), *args]) == 0
+    generate(tmp_path / "api", 2, 1, seed=4, spec=ShapesSpec.multi_size(128))
+    assert _files(tmp_path / "cli") == _files(tmp_path / "api")
+    assert cli_main(["shapes", str(tmp_path / "bad"), "--multi-size", "--max-objects", "1"]) == 1

@@ -12,6 +12,7 @@ from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, load_coco
 from zoo.data.coco_eval import coco_metrics, to_coco_results
 from zoo.data.shapes import generate
 from zoo.models.box_ops import scale_boxes
+from zoo.training import TrainConfig
 
 # COCOeval interpolates precision at 101 recall points: recall 0..0.5 at precision 1
 # and nothing beyond covers 51 of them.
@@ -108,3 +109,36 @@ def test_missing_box_and_false_positive_ranked_first(two_boxes: Path) -> None:
 
 def test_no_predictions_scores_zero(two_boxes: Path) -> None:
     assert coco_metrics(load_coco(two_boxes), [])["AP"] == 0.0
+
+
+def test_area_thresholds_move_the_buckets(two_boxes: Path) -> None:
+    """Both ground-truth boxes are 10,000 px²: large for COCO, small under (2e4, 5e4)."""
+    gt = load_coco(two_boxes)
+    predictions = {
+        1: {
+            "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [100.0, 100.0, 200.0, 162.0]]),
+            "scores": torch.tensor([0.9, 0.8]),
+            "labels": torch.tensor([0, 0]),
+        }
+    }
+    results = to_coco_results(predictions, [4])
+    coco = coco_metrics(gt, results)
+    scaled = coco_metrics(gt, results, area_thresholds=(2e4, 5e4))
+    assert scaled["APs"] == pytest.approx(coco["APl"]) and scaled["APs"] > 0
+    assert scaled["APl"] == -1.0 and scaled["APm"] == -1.0
+    # The all-areas figures do not depend on the buckets.
+    assert {k: scaled[k] for k in ("AP", "AP50", "AP75")} == {
+        k: coco[k] for k in ("AP", "AP50", "AP75")
+    }
+    # Medium spans 5e3..2e4: both boxes there.
+    assert coco_metrics(gt, results, area_thresholds=(5e3, 2e4))["APm"] == pytest.approx(
+        coco["APl"]
+    )
+
+
+@pytest.mark.parametrize("bad", [(96.0**2, 32.0**2), (0, 10), (1.0, float("nan")), (1.0,), "ab"])
+def test_bad_area_thresholds_are_named(two_boxes: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="area_thresholds"):
+        coco_metrics(load_coco(two_boxes), [], area_thresholds=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="area_thresholds"):
+        TrainConfig(eval_area_thresholds=bad)  # type: ignore[arg-type]

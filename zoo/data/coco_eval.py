@@ -17,6 +17,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
+from zoo.data.areas import COCO_AREA_THRESHOLDS, check_area_thresholds
 from zoo.data.collate import DetectionBatch
 from zoo.models.detector import Detector, Predictions
 
@@ -65,13 +66,20 @@ def gather_results(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def coco_metrics(
-    coco_gt: COCO, results: list[dict[str, Any]], verbose: bool = False
+    coco_gt: COCO,
+    results: list[dict[str, Any]],
+    verbose: bool = False,
+    area_thresholds: Sequence[float] = COCO_AREA_THRESHOLDS,
 ) -> dict[str, float]:
     """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` of ``results`` against ``coco_gt``.
 
     An area range without ground truth scores -1, as in pycocotools; no results at all
-    score 0. ``verbose`` prints pycocotools' summary table.
+    score 0. ``verbose`` prints pycocotools' summary table. ``area_thresholds``
+    (small, medium) bound the APs/APm/APl buckets in pixels of area: COCO's 32^2 and
+    96^2 by default; images much smaller than COCO's want them scaled
+    (:func:`zoo.data.areas.size_buckets`).
     """
+    small, medium = check_area_thresholds(area_thresholds)
     if not results:
         return dict.fromkeys(METRIC_NAMES, 0.0)
     sink: contextlib.AbstractContextManager = (
@@ -80,6 +88,8 @@ def coco_metrics(
     with sink:
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+        # Same order and labels as pycocotools' default (all, small, medium, large).
+        evaluator.params.areaRng = [[0.0, 1e10], [0.0, small], [small, medium], [medium, 1e10]]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
@@ -133,17 +143,19 @@ def evaluate(
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
     verbose: bool = False,
+    area_thresholds: Sequence[float] = COCO_AREA_THRESHOLDS,
 ) -> dict[str, float]:
     """COCO box metrics of ``model`` on ``batches`` (this rank's share when distributed).
 
-    Every rank must call this; each gets the same metrics back.
+    Every rank must call this; each gets the same metrics back. ``area_thresholds``: see
+    :func:`coco_metrics`.
     """
     predictions = predict_batches(model, batches, device, autocast_dtype)
     results = gather_results(to_coco_results(predictions, label_to_category))
     distributed = dist.is_available() and dist.is_initialized()
     metrics: dict[str, float] | None = None
     if not distributed or dist.get_rank() == 0:
-        metrics = coco_metrics(coco_gt, results, verbose=verbose)
+        metrics = coco_metrics(coco_gt, results, verbose, area_thresholds)
     if distributed:
         box: list[dict[str, float] | None] = [metrics]
         dist.broadcast_object_list(box, src=0)

@@ -11,7 +11,13 @@ Layout written (the one :mod:`zoo.cli` reads)::
     OUT/annotations/train.json   OUT/train/000000.png ...
     OUT/annotations/val.json     OUT/val/000000.png ...
 
-Run ``zoo shapes OUT --num-train 200 --num-val 50 --size 128 --seed 0`` (:mod:`zoo.cli.training`).
+Two settings: the default (:class:`ShapesSpec`), objects of 12-45% of the image side, on
+which the demo model is trained; and :meth:`ShapesSpec.multi_size`, objects from 4% to 40%
+of the side drawn log-uniformly, so that COCO's small, medium and large buckets, scaled to
+the image (:func:`zoo.data.areas.size_buckets`), each hold a good share of the objects.
+
+Run ``zoo shapes OUT --num-train 200 --num-val 50 --size 128 --seed 0`` (:mod:`zoo.cli.training`),
+``--multi-size`` for the second setting.
 """
 
 from __future__ import annotations
@@ -37,8 +43,9 @@ class ShapesSpec:
     """What one split looks like.
 
     ``min_objects``..``max_objects`` shapes per image, each spanning
-    ``min_scale``..``max_scale`` of the image side; ``num_distractors`` unannotated
-    blobs and ``num_lines`` lines of clutter at most.
+    ``min_scale``..``max_scale`` of the image side (its circumscribed circle's diameter),
+    drawn uniformly or, with ``log_scale``, log-uniformly (as many objects per octave of
+    size); ``num_distractors`` unannotated blobs and ``num_lines`` lines of clutter at most.
     """
 
     size: int = 128
@@ -49,6 +56,19 @@ class ShapesSpec:
     num_distractors: int = 3
     num_lines: int = 4
     noise: float = 12.0
+    log_scale: bool = False
+
+    @classmethod
+    def multi_size(cls, size: int = 128) -> ShapesSpec:
+        """Objects from small to large in COCO's buckets scaled to ``size``.
+
+        Diameters from 4% to 40% of the side, log-uniform, 2 to 8 per image. At 128
+        pixels about a fifth of the annotated objects are small, half medium and the
+        rest large (``tests/test_data_shapes.py`` checks the shares).
+        """
+        return cls(
+            size=size, min_objects=2, max_objects=8, min_scale=0.04, max_scale=0.4, log_scale=True
+        )
 
     def __post_init__(self) -> None:
         if self.size < 1 or not 1 <= self.min_objects <= self.max_objects:
@@ -133,7 +153,11 @@ def render_image(
     kinds: list[int] = []
     for i in range(int(rng.integers(spec.min_objects, spec.max_objects + 1))):
         kind = int(rng.integers(len(CLASSES)))
-        r = float(rng.uniform(spec.min_scale, spec.max_scale)) * s / 2
+        if spec.log_scale:
+            scale = math.exp(rng.uniform(math.log(spec.min_scale), math.log(spec.max_scale)))
+        else:
+            scale = rng.uniform(spec.min_scale, spec.max_scale)
+        r = float(scale) * s / 2
         cx, cy = (float(v) for v in rng.uniform(r * 0.5, s - r * 0.5, size=2))
         geometry = (cx, cy, r, float(rng.uniform(0, 2 * math.pi)))
         mask_image = Image.new("L", (s, s), 0)

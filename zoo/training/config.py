@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zoo.data.areas import check_area_thresholds
+
 AMP_DTYPES = ("bf16", "fp16")
 
 
@@ -22,6 +24,9 @@ class TrainConfig:
         max_steps: stop (and checkpoint) after this many optimizer steps in total.
         checkpoint_every: also checkpoint every this many steps (0: at epoch ends only).
         eval_every: evaluate every this many epochs (0: never).
+        eval_area_thresholds: the (small, medium) area thresholds, in pixels, of the
+            APs/APm/APl buckets: COCO's 32^2 and 96^2 unless the images are much
+            smaller (:func:`zoo.data.areas.size_buckets`).
         keep_checkpoints: how many checkpoints to keep (the newest).
         tensorboard: also log the metrics for TensorBoard in ``OUT/tensorboard``.
     """
@@ -42,6 +47,7 @@ class TrainConfig:
     max_steps: int | None = None
     checkpoint_every: int = 0
     eval_every: int = 1
+    eval_area_thresholds: tuple[float, float] = (32.0**2, 96.0**2)
     keep_checkpoints: int = 2
     progress: bool = True
     tensorboard: bool = False
@@ -70,5 +76,7 @@ class TrainConfig:
             # "not >=" also refuses NaN.
             if not value >= low:
                 raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value!r}")
+        # Checked here, at construction, not at the first evaluation hours later.
+        check_area_thresholds(self.eval_area_thresholds)
         if not self.lr > 0:
             raise ValueError(f"TrainConfig.lr must be > 0, got {self.lr!r}")

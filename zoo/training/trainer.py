@@ -322,6 +322,7 @@ class Trainer:
             self.val_set.label_to_category,
             self.info.device,
             self.amp_dtype,
+            area_thresholds=self.config.eval_area_thresholds,
         )
         self.last_metrics = metrics
         if self.info.is_main:
