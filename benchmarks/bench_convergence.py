@@ -51,15 +51,15 @@ VARIANTS = ("detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-tw
 LABELS = {"detr-r50": "detr"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 
-# The paper's figures on COCO (Zhu et al. 2021, Table 1, ResNet-50): DETR at 500
-# epochs, the Deformable DETR rows at 50. Single-scale: the official repository's
-# model zoo (39.4 AP; the multi-scale model there scores 44.5).
+# The published figures on COCO val2017 (ResNet-50), from the official repository's
+# "Main Results" table (fundamentalvision/Deformable-DETR; the paper's Table 1 has the DETR
+# row and slightly older Deformable DETR runs): DETR at 500 epochs, the others at 50.
 PAPER = {
     "detr": {"epochs": 500, "AP": 42.0, "APs": 20.5, "APm": 45.8, "APl": 61.1},
-    "ddetr": {"epochs": 50, "AP": 43.8, "APs": 26.4, "APm": 47.1, "APl": 58.0},
-    "ddetr-refine": {"epochs": 50, "AP": 45.4, "APs": 26.8, "APm": 48.3, "APl": 61.7},
-    "ddetr-two-stage": {"epochs": 50, "AP": 46.2, "APs": 28.8, "APm": 49.2, "APl": 61.7},
-    "ddetr-single-scale": {"epochs": 50, "AP": 39.4},
+    "ddetr-single-scale": {"epochs": 50, "AP": 39.4, "APs": 20.6, "APm": 43.0, "APl": 55.5},
+    "ddetr": {"epochs": 50, "AP": 44.5, "APs": 27.1, "APm": 47.6, "APl": 59.6},
+    "ddetr-refine": {"epochs": 50, "AP": 46.2, "APs": 28.3, "APm": 49.2, "APl": 61.5},
+    "ddetr-two-stage": {"epochs": 50, "AP": 46.9, "APs": 29.6, "APm": 50.1, "APl": 61.6},
 }
 
 
