@@ -103,3 +103,57 @@ def test_every_variant_builds_at_the_benchmark_size() -> None:
         assert config.backbone.norm == "group" and config.image_size == 64
         sizes[name] = (config.hidden_dim, config.enc_layers, config.dec_layers, config.num_queries)
     assert len(set(sizes.values())) == 1  # equal sizes: the comparison is fair
+
+
+def _run(seed: int, detr_ap: float, ms_ap: float) -> dict:
+    curves = {
+        "detr": _curve([100, 500], [0.0, detr_ap], [0.0, 0.01]),
+        "ddetr-single-scale": _curve([50, 100], [0.1, 0.2], [0.0, 0.02]),
+        "ddetr": _curve([50, 100], [0.2, ms_ap], [0.05, 0.1]),
+    }
+    for res in curves.values():
+        res["epochs"] = list(range(1, len(res["steps"]) + 1))
+    return {
+        "settings": {"seed": seed},
+        "paper": bc.PAPER,
+        "results": curves,
+        "summary": bc.summarize(curves),
+        "wall_seconds": 600.0,
+        "protocol": {"concurrency": "2 variants at once"},
+        "environment": {"cpu_count": 2, "processor": "x86_64", "torch": "2.x"},
+    }
+
+
+def test_report_tables_mean_spread_and_agreement() -> None:
+    import report_convergence as rc
+
+    text = rc.report([_run(0, 0.15, 0.3), _run(1, 0.25, 0.5)])
+    lines = text.splitlines()
+
+    def row(label: str, table: int = 0) -> str:
+        """The ``table``-th row (in order of the tables) whose first cell is ``label``."""
+        return [x for x in lines if x.startswith(f"| {label} |")][table]
+
+    # Final metrics: mean and half the spread of the two seeds' final AP.
+    assert row("Deformable DETR, multi-scale").startswith(
+        "| Deformable DETR, multi-scale | 2 | 0.400 ± 0.100 |"
+    )
+    assert row("DETR").startswith("| DETR | 2 | 0.200 ± 0.050 |")
+    # ddetr reaches DETR's final AP at 50 of 500 steps (seed 0) and 100 of 500 (seed 1).
+    assert row("Deformable DETR, multi-scale", 1) == (
+        "| Deformable DETR, multi-scale | 0.10 | 0.20 | 0.15 | 0.10 | yes, yes |"
+    )
+    # multi-scale minus single-scale AP: 0.1 and 0.3; the paper's +5.1 (44.5 - 39.4).
+    assert row("multi-scale against single-scale, AP") == (
+        "| multi-scale against single-scale, AP | 0.100 | 0.300 | 0.200 | 0.200 | +5.1 | yes |"
+    )
+    # APs: 0.08 in both seeds against the paper's +6.5.
+    assert "| +6.5 | yes |" in row("multi-scale against single-scale, APs")
+    # Seeds on both sides of zero are flagged: -0.05 and +0.3.
+    mixed = rc.report([_run(0, 0.15, 0.15), _run(1, 0.25, 0.5)]).splitlines()
+    line = next(x for x in mixed if x.startswith("| multi-scale against single-scale, AP |"))
+    assert line.endswith("| +5.1 | yes (the seeds disagree) |")
+    # No refinement run: its rows are there, empty, and nothing fails.
+    assert row("box refinement against none, AP").startswith(
+        "| box refinement against none, AP | — | — | — | — |"
+    )
