@@ -194,3 +194,26 @@ def test_a_second_process_says_it_is_waiting(tmp_path, monkeypatch):
     assert waiter.returncode == 0, err
     assert out.strip() == str(library)
     assert "compiling" not in err
+
+
+def test_constant_under_compile_marks_as_torch_does():
+    """Our mark is exactly the attribute torch's decorator sets (else torch changed it)."""
+    import torch
+
+    def ours():
+        return 1
+
+    def theirs():
+        return 1
+
+    ops.constant_under_compile(ours)
+    torch.compiler.assume_constant_result(theirs)
+    assert vars(ours) == vars(theirs) and vars(ours)
+    assert vars(ops.kernel_available) == vars(theirs) == vars(dispatch.auto_backend)
+
+
+def test_import_does_not_load_dynamo():
+    # torch.compile imports Dynamo when it is used; importing the op alone must not (1.7 s).
+    code = "import sys, msda_ops; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

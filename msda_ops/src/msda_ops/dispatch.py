@@ -96,7 +96,7 @@ def _auto_cuda(half_or_float: bool) -> str:
     return "reference"
 
 
-@torch.compiler.assume_constant_result
+@ops.constant_under_compile
 def auto_backend(device_type: str, half_or_float: bool) -> str:
     """The backend ``auto`` runs for ``device_type`` ("kernel", "triton" or "reference").
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import warnings
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -146,8 +147,22 @@ def load(kind: str) -> bool:
 
 _warned: set[str] = set()
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-@torch.compiler.assume_constant_result
+
+def constant_under_compile(fn: F) -> F:
+    """``torch.compiler.assume_constant_result`` without importing ``torch._dynamo``.
+
+    torch's decorator imports Dynamo (1.7 s, nearly half of ``import msda_ops``) only to
+    set one attribute on ``fn``; Dynamo reads it when it traces a call. This sets the same
+    attribute; ``tests/test_msda_dispatch.py`` checks that it is exactly what torch's
+    decorator sets, so a torch that changes the mechanism fails the test, not users.
+    """
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
+@constant_under_compile
 def kernel_available(device_type: str, required: bool = False) -> bool:
     """Whether the compiled kernel serves ``device_type``; builds it on first call.
 
