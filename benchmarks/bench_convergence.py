@@ -308,6 +308,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--queries", type=int, default=30)
     parser.add_argument("--workers", type=int, default=0, help="data loader processes per run")
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once (processes)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads per job (default: CPUs / jobs)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--name", default="convergence_cpu", help="results file name")
@@ -328,6 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
     for flag in ("jobs", "epochs", "num_train", "num_val", "batch_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -343,7 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     # The longest run first, so that it never waits for a free process at the end.
     order = sorted(args.variants, key=lambda n: -epochs_for(n, args))
     jobs = min(args.jobs, len(order))
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     settings = {k: v for k, v in vars(args).items() if k not in ("no_progress", "name")}
     settings.update(workdir=str(args.workdir) if args.workdir else None, threads_per_job=threads)
     small, medium = size_buckets(args.size)
