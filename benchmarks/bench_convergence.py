@@ -7,20 +7,24 @@ Protocol (``make bench-convergence``; every number below is a flag):
   40% of the side, so COCO's small/medium/large buckets, scaled to 128-pixel images
   (:func:`zoo.data.areas.size_buckets`: small < 40.96 px², large >= 368.64 px²), each hold
   a share. The bucket counts are recorded with the results.
-- Models: the demo model's size for every variant (ResNet-18 of width 24 with GroupNorm,
-  from scratch; hidden 64, 2 encoder and 3 decoder layers, 30 queries): DETR (C5 only),
-  Deformable DETR single-scale (C5 only), multi-scale (C3-C5), + iterative box refinement,
-  + two-stage (on top of refinement, as in the paper).
-- Training: the same batch (16), learning rate (1e-3, backbone included: it is random),
-  seed and data order for every variant; DETR for ``--detr-epochs`` (60), the others for
-  ``--epochs`` (12), the rate dropped 10x after two thirds of each run. COCO AP, AP50,
-  AP75, APs/m/l on the validation images after every epoch.
+- Models: the demo model's size for every variant (ResNet-18 of width 24 with GroupNorm;
+  hidden 64, 2 encoder and 3 decoder layers, 30 queries): DETR (C5 only), Deformable DETR
+  single-scale (C5 only), multi-scale (C3-C5), + iterative box refinement, + two-stage (on
+  top of refinement, as in the paper). Every backbone starts from the bundled demo model's
+  (trained on the default shapes setting, a different seed and size range), the stand-in
+  for the papers' ImageNet-pretrained ResNet-50, and trains at a tenth of the rate as there;
+  ``--backbone scratch`` starts from random weights instead.
+- Training: the same batch (16), learning rate (1e-3), seed and data order for every
+  variant; DETR for ``--detr-epochs`` (120), the others for ``--epochs`` (24): DETR gets
+  5x the steps, as the papers' 500 against 50 epochs give it 10x. The rate drops 10x after
+  two thirds of each run. COCO AP, AP50, AP75, APs/m/l on the validation images after
+  every epoch.
 
 The claims under test (Zhu et al., ICLR 2021): Deformable DETR reaches DETR's final AP
-in a fraction of DETR's training (10x fewer epochs in the paper; here DETR gets 5x the
-steps, so the question is whether the fraction is at most 0.2); it is better on small
-objects; multi-scale beats single-scale; box refinement and two-stage each add AP.
-``summary`` in the results answers each; the README quotes it.
+in a fraction of DETR's training (10x fewer epochs in the paper; here the question is
+whether the fraction is at most 0.2); it is better on small objects; multi-scale beats
+single-scale; box refinement and two-stage each add AP. ``summary`` in the results
+answers each; ``report_convergence.py`` turns result files into the README's tables.
 
 Variants run in ``--jobs`` processes at once (default 2, one thread each on a 2-core
 CPU); each variant's training is seeded and independent of the others.
@@ -28,8 +32,8 @@ CPU); each variant's training is seeded and independent of the others.
 Results: ``benchmarks/results/convergence_cpu.json`` and three plots beside it (``.png``:
 AP against steps; ``_small.png``: AP on small objects against steps; ``_ablation.png``:
 final AP and APs/m/l per variant). The JSON is rewritten after every finished variant, so
-an interrupted run keeps what it finished. ``--quick``: a miniature of the protocol in a
-minute or two, written to a scratch file (``harness.SCRATCH``) unless ``--output`` is given.
+an interrupted run keeps what it finished. ``--quick``: a miniature of the protocol in
+seconds, written to a scratch file (``harness.SCRATCH``) unless ``--output`` is given.
 """
 
 from __future__ import annotations
@@ -91,6 +95,32 @@ def model_overrides(args: argparse.Namespace, name: str) -> dict[str, Any]:
         # Single-scale: C5 alone, as the paper's ablation; the others C3-C5.
         sizes.update(num_levels=1 if name == "ddetr-single-scale" else 3)
     return sizes
+
+
+def backbone_lr(args: argparse.Namespace) -> float:
+    """A tenth of ``lr`` for a pretrained backbone (the papers' ratio); ``lr`` from scratch."""
+    if args.lr_backbone is not None:
+        return float(args.lr_backbone)
+    return args.lr if args.backbone == "scratch" else args.lr / 10
+
+
+def load_backbone(model: Any, source: str) -> None:
+    """Copy the backbone of model ``source`` (a name or folder for ``zoo.load``) into ``model``.
+
+    The stand-in for the papers' ImageNet-pretrained ResNet: every variant starts from the
+    same trained feature extractor. Raises ValueError when the backbones differ in shape.
+    """
+    import zoo
+
+    donor = zoo.load(source).backbone.state_dict()
+    target = model.backbone.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in target.items()}
+    if {k: tuple(v.shape) for k, v in donor.items()} != shapes:
+        raise ValueError(
+            f"--backbone {source}: its backbone does not match the benchmark's "
+            f"(ResNet-{model.config.backbone.depth}, width {model.config.backbone.width})"
+        )
+    model.backbone.load_state_dict(donor)
 
 
 def epochs_for(name: str, args: argparse.Namespace) -> int:
@@ -188,6 +218,8 @@ def run_variant(
     root, work = Path(data), Path(out)
     epochs = epochs_for(name, args)
     model = zoo.create_model(name, **model_overrides(args, name))
+    if args.backbone != "scratch":
+        load_backbone(model, args.backbone)
     train = CocoDetection(
         root / "train",
         root / "annotations" / "train.json",
@@ -199,8 +231,7 @@ def run_variant(
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
-        # The backbone is random here: no pretrained features to protect with a lower rate.
-        lr_backbone=args.lr,
+        lr_backbone=backbone_lr(args),
         max_steps=args.max_steps,
         lr_drop=max(epochs * 2 // 3, 1),
         num_workers=args.workers,
@@ -294,14 +325,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--size", type=int, default=128, help="image side")
-    parser.add_argument("--epochs", type=int, default=12, help="the deformable variants'")
+    parser.add_argument("--epochs", type=int, default=24, help="the deformable variants'")
     parser.add_argument(
-        "--detr-epochs", type=int, default=60, help="DETR's own budget (0: --epochs)"
+        "--detr-epochs", type=int, default=120, help="DETR's own budget (0: --epochs)"
     )
     parser.add_argument("--max-steps", type=int, default=None, help="stop every run here")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--width", type=int, default=24, help="ResNet-18 width")
+    parser.add_argument(
+        "--backbone",
+        default="shapes-demo",
+        help="where every variant's backbone starts: a model whose backbone has the "
+        "benchmark's size (default the bundled demo model's, trained on the default shapes "
+        "setting), or 'scratch' (random)",
+    )
+    parser.add_argument(
+        "--lr-backbone", type=float, default=None, help="default lr/10, or lr from scratch"
+    )
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--enc-layers", type=int, default=2)
     parser.add_argument("--dec-layers", type=int, default=3)
@@ -327,7 +368,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.num_train, args.num_val, args.size, args.epochs, args.detr_epochs = 48, 16, 64, 2, 4
         args.width, args.hidden, args.enc_layers, args.dec_layers = 8, 32, 1, 1
-        args.queries, args.batch_size = 10, 8
+        args.queries, args.batch_size, args.backbone = 10, 8, "scratch"
     unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
         parser.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
