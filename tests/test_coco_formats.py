@@ -108,3 +108,25 @@ def test_eval_prints_the_summary_table_and_saves_detections(
     evaluator.accumulate()
     evaluator.summarize()
     assert evaluator.stats[0] == pytest.approx(metrics["AP"], abs=1e-9)
+
+
+def test_zoo_eval_area_thresholds_move_the_buckets(
+    shapes_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["eval", "--model", "shapes-demo", "--data", str(shapes_data), "--workers", "0"]
+    # Thresholds below every object's area: all objects are large, APl is AP.
+    assert run([*args, "--area-thresholds", "0.001", "0.002"]) == 0
+    out = capsys.readouterr().out
+    metrics = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert metrics["APl"] == pytest.approx(metrics["AP"]) and metrics["AP"] > 0
+    assert metrics["APs"] == -1.0 and metrics["APm"] == -1.0
+
+
+@pytest.mark.parametrize("bad", [["9216", "1024"], ["0", "5"], ["1", "nan"]])
+def test_zoo_eval_bad_area_thresholds_exit_2(
+    bad: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(["eval", "--model", "shapes-demo", "--data", "x", "--area-thresholds", *bad])
+    assert exit_info.value.code == 2
+    assert "--area-thresholds: area_thresholds must satisfy" in capsys.readouterr().err

@@ -113,9 +113,13 @@ def test_multi_size_setting_fills_every_bucket(tmp_path: Path) -> None:
     assert bucket_counts(default, 128)["small"] == 0
 
 
-def test_zoo_shapes_multi_size_is_the_api_setting(tmp_path: Path) -> None:
+def test_zoo_shapes_multi_size_is_the_api_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["--num-train", "2", "--num-val", "1", "--seed", "4", "--multi-size"]
     assert cli_main(["shapes", str(tmp_path / "cli"), *args]) == 0
+    # It says which thresholds to evaluate with: COCO's over 25 at 128 px.
+    assert "--area-thresholds 40.96 368.64" in capsys.readouterr().out
     generate(tmp_path / "api", 2, 1, seed=4, spec=ShapesSpec.multi_size(128))
     assert _files(tmp_path / "cli") == _files(tmp_path / "api")
     assert cli_main(["shapes", str(tmp_path / "bad"), "--multi-size", "--max-objects", "1"]) == 1

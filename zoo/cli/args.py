@@ -80,6 +80,34 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overrides", nargs="*", default=[], metavar="KEY=VALUE", help="model configuration fields"
     )
+    parser.add_argument(
+        "--area-thresholds",
+        nargs=2,
+        type=float,
+        default=None,
+        action=AreaThresholds,
+        metavar=("SMALL", "MEDIUM"),
+        help="the APs/APm/APl bucket bounds in pixels of area (default COCO's 1024 9216; "
+        "`zoo shapes --multi-size` prints the ones scaled to its images)",
+    )
+
+
+class AreaThresholds(argparse.Action):
+    """Two numbers with 0 < SMALL < MEDIUM, checked at parse time (exit 2, named)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        from zoo.data.areas import check_area_thresholds
+
+        try:
+            setattr(namespace, self.dest, check_area_thresholds(values))
+        except ValueError as error:
+            parser.error(f"{option_string}: {error}")
 
 
 def checkpoint_or_name(source: str | Path) -> str | Path:

@@ -118,6 +118,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
+    from zoo.data.areas import COCO_AREA_THRESHOLDS
     from zoo.data.coco import category_names, load_coco
     from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
@@ -174,6 +175,7 @@ def _run_train(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
+        eval_area_thresholds=args.area_thresholds or COCO_AREA_THRESHOLDS,
     )
     # A resumed run continues in its own folder unless --out says otherwise.
     out = args.out or (
@@ -250,6 +252,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
+    from zoo.data.areas import COCO_AREA_THRESHOLDS
     from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
     from zoo.data.validate import check_splits
     from zoo.training import init_distributed
@@ -277,7 +280,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     results = gather_results(to_coco_results(predictions, dataset.label_to_category))
     if info.is_main:
         # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
-        metrics = coco_metrics(dataset.coco, results, verbose=True)
+        thresholds = args.area_thresholds or COCO_AREA_THRESHOLDS
+        metrics = coco_metrics(dataset.coco, results, verbose=True, area_thresholds=thresholds)
         print(json.dumps(metrics))
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +329,6 @@ def _run_shapes(args: argparse.Namespace) -> int:
         small, medium = size_buckets(args.size)
         print(
             f"size buckets (COCO's scaled to {args.size} px): small < {small:g}, medium < "
-            f"{medium:g} px of area; evaluate with these (TrainConfig.eval_area_thresholds)"
+            f"{medium:g} px of area: zoo train/eval --area-thresholds {small:g} {medium:g}"
         )
     return 0
