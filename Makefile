@@ -33,7 +33,7 @@ help:
 	@echo "make gpu-day-dry-run  rehearse the one-call GPU validation + timing run (benchmarks/gpu_day.py)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
 	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
-	@echo "make bench-convergence  the papers' claims on multi-size shapes: DETR vs Deformable DETR, ablations (~1.5 h CPU per seed)"
+	@echo "make bench-convergence  the papers' claims on multi-size shapes: DETR vs Deformable DETR, ablations (~100 CPU min per seed)"
 
 # ---------------------------------------------------------------- set-up
 $(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml
@@ -221,7 +221,7 @@ bench: setup
 
 # DETR vs Deformable DETR (+ refinement, two-stage) trained on shapes at equal budgets:
 # AP against steps, JSON + PNG in benchmarks/results/ (about 40 minutes on a 2-core CPU).
-# The whole protocol (about 90 min on 2 cores per seed), then the README's tables.
+# The whole protocol (97 min on 2 cores for seed 0), then the README's tables.
 # More seeds: make bench-convergence CONVERGENCE_SEEDS="0 1" (seed 0 is convergence_cpu).
 CONVERGENCE_SEEDS ?= 0
 bench-convergence: setup

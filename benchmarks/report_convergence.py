@@ -76,7 +76,8 @@ def report(runs: list[dict[str, Any]]) -> str:
 
     seeds = ", ".join(str(run["settings"]["seed"]) for run in runs)
     note = " (mean ± half the spread)" if len(runs) > 1 else ""
-    out += [f"**Final metrics** after each variant's last epoch, seeds {seeds}{note}", ""]
+    word = "seeds" if len(runs) > 1 else "seed"
+    out += [f"**Final metrics** after each variant's last epoch, {word} {seeds}{note}", ""]
     metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     cols = ["variant", "epochs", *metrics, "COCO AP / APs (paper)"]
     out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
