@@ -73,17 +73,21 @@ def two_boxes(tmp_path: Path) -> Path:
     return path
 
 
-def test_one_box_at_iou_062(two_boxes: Path) -> None:
-    """Box 1 exact, box 2 at IoU 0.62: a hit for thresholds 0.5-0.6, a miss for the 7 above."""
-    gt = load_coco(two_boxes)
-    predictions = {
+def _exact_and_iou_062() -> dict:
+    """Predictions for ``two_boxes``: box 1 exactly, box 2 at IoU 0.62 (62 of its 100 rows)."""
+    return {
         1: {
             "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [100.0, 100.0, 200.0, 162.0]]),
             "scores": torch.tensor([0.9, 0.8]),
             "labels": torch.tensor([0, 0]),
         }
     }
-    results = to_coco_results(predictions, [4])
+
+
+def test_one_box_at_iou_062(two_boxes: Path) -> None:
+    """Box 1 exact, box 2 at IoU 0.62: a hit for thresholds 0.5-0.6, a miss for the 7 above."""
+    gt = load_coco(two_boxes)
+    results = to_coco_results(_exact_and_iou_062(), [4])
     assert results[1]["bbox"] == [100.0, 100.0, 100.0, 62.0]
     metrics = coco_metrics(gt, results)
     assert metrics["AP50"] == pytest.approx(1.0)
@@ -114,14 +118,7 @@ def test_no_predictions_scores_zero(two_boxes: Path) -> None:
 def test_area_thresholds_move_the_buckets(two_boxes: Path) -> None:
     """Both ground-truth boxes are 10,000 px²: large for COCO, small under (2e4, 5e4)."""
     gt = load_coco(two_boxes)
-    predictions = {
-        1: {
-            "boxes": torch.tensor([[0.0, 0.0, 100.0, 100.0], [100.0, 100.0, 200.0, 162.0]]),
-            "scores": torch.tensor([0.9, 0.8]),
-            "labels": torch.tensor([0, 0]),
-        }
-    }
-    results = to_coco_results(predictions, [4])
+    results = to_coco_results(_exact_and_iou_062(), [4])
     coco = coco_metrics(gt, results)
     scaled = coco_metrics(gt, results, area_thresholds=(2e4, 5e4))
     assert scaled["APs"] == pytest.approx(coco["APl"]) and scaled["APs"] > 0
