@@ -44,7 +44,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,12 @@ VARIANTS = ("detr-r50", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-tw
 # Every variant gets the same small backbone here, so DETR is named without its ResNet.
 LABELS = {"detr-r50": "detr"}
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# The ablation claims: summary key, the variant, the one it extends.
+ABLATIONS = (
+    ("multi_scale", "ddetr", "ddetr-single-scale"),
+    ("refinement", "ddetr-refine", "ddetr"),
+    ("two_stage", "ddetr-two-stage", "ddetr-refine"),
+)
 
 # The published figures on COCO val2017 (ResNet-50), from the official repository's
 # "Main Results" table (fundamentalvision/Deformable-DETR; the paper's Table 1 has the DETR
@@ -190,11 +196,7 @@ def summarize(results: dict[str, Any], baseline: str = "detr") -> dict[str, Any]
                 },
                 "agrees_with_paper": ms["APs"][-1] > base["APs"][-1],
             }
-    for claim, better, base_name in (
-        ("multi_scale", "ddetr", "ddetr-single-scale"),
-        ("refinement", "ddetr-refine", "ddetr"),
-        ("two_stage", "ddetr-two-stage", "ddetr-refine"),
-    ):
+    for claim, better, base_name in ABLATIONS:
         entry = {m: _gain(results, better, base_name, m) for m in ("AP", "APs")}
         if entry["AP"] is not None:
             summary[claim] = entry
@@ -435,23 +437,17 @@ def main(argv: list[str] | None = None) -> None:
                 pool.submit(run_variant, n, str(data), str(work / n), args, threads): n
                 for n in order
             }
-            pending = set(futures)
-            while pending:
-                done = {f for f in pending if f.done()}
-                for future in done:
-                    name = futures[future]
-                    res = future.result()  # a failed run stops the benchmark, named
-                    results[label(name)] = res
-                    print(
-                        f"{label(name)}: AP {res['AP'][-1]:.3f} AP50 {res['AP50'][-1]:.3f} "
-                        f"APs {res['APs'][-1]:.3f} after {res['steps'][-1]} steps "
-                        f"({res['train_seconds']:.0f} s)",
-                        flush=True,
-                    )
-                    save(partial=True)
-                pending -= done
-                if pending:
-                    time.sleep(1.0)
+            for future in as_completed(futures):
+                name = futures[future]
+                res = future.result()  # a failed run stops the benchmark, named
+                results[label(name)] = res
+                print(
+                    f"{label(name)}: AP {res['AP'][-1]:.3f} AP50 {res['AP50'][-1]:.3f} "
+                    f"APs {res['APs'][-1]:.3f} after {res['steps'][-1]} steps "
+                    f"({res['train_seconds']:.0f} s)",
+                    flush=True,
+                )
+                save(partial=True)
     save(partial=False)
     ordered = {label(n): results[label(n)] for n in args.variants}
     rows = [

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench_convergence import ABLATIONS
+
 NAMES = {
     "detr": "DETR",
     "ddetr-single-scale": "Deformable DETR, single-scale",
@@ -23,11 +25,11 @@ NAMES = {
     "ddetr-refine": "+ box refinement",
     "ddetr-two-stage": "+ two-stage",
 }
-ABLATIONS = (
-    ("multi-scale against single-scale", "ddetr", "ddetr-single-scale"),
-    ("box refinement against none", "ddetr-refine", "ddetr"),
-    ("two-stage against refinement alone", "ddetr-two-stage", "ddetr-refine"),
-)
+TITLES = {
+    "multi_scale": "multi-scale against single-scale",
+    "refinement": "box refinement against none",
+    "two_stage": "two-stage against refinement alone",
+}
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -137,12 +139,11 @@ def report(runs: list[dict[str, Any]]) -> str:
 
     out += ["**Ablations**: difference in final AP and APs", ""]
     out += _header("claim", runs, ["COCO (paper)", "agrees"])
-    for title, better, base in ABLATIONS:
+    for claim, better, base in ABLATIONS:
         for metric in ("AP", "APs"):
-            diffs: list[float | None] = []
-            for run in runs:
-                a, b = _final(run, better, metric), _final(run, base, metric)
-                diffs.append(None if a is None or b is None else a - b)
+            # bench_convergence.summarize's differences, None where a variant is missing.
+            gains = [(run["summary"].get(claim) or {}).get(metric) for run in runs]
+            diffs = [None if g is None else g["difference"] for g in gains]
             published = paper.get(better, {}).get(metric), paper.get(base, {}).get(metric)
             pub = None if None in published else published[0] - published[1]  # type: ignore[operator]
             mean, _ = _stats(diffs)
@@ -151,7 +152,7 @@ def report(runs: list[dict[str, Any]]) -> str:
             if len(signs) > 1:
                 agree += " (the seeds disagree)"
             pub_text = "—" if pub is None else f"{pub:+.1f}"
-            out.append(_row(f"{title}, {metric}", diffs, [pub_text, agree]))
+            out.append(_row(f"{TITLES[claim]}, {metric}", diffs, [pub_text, agree]))
     out.append("")
     minutes = [run["wall_seconds"] / 60 for run in runs]
     env = runs[0]["environment"]

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.data.areas import COCO_AREA_THRESHOLDS, check_area_thresholds
+
 # A command: declared by a function that adds its arguments to a parser and returns the
 # function running it (see :data:`zoo.cli.main.COMMANDS`).
 Runner = Callable[[argparse.Namespace], int]
@@ -84,7 +86,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
         "--area-thresholds",
         nargs=2,
         type=float,
-        default=None,
+        default=COCO_AREA_THRESHOLDS,
         action=AreaThresholds,
         metavar=("SMALL", "MEDIUM"),
         help="the APs/APm/APl bucket bounds in pixels of area (default COCO's 1024 9216; "
@@ -102,8 +104,6 @@ class AreaThresholds(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        from zoo.data.areas import check_area_thresholds
-
         try:
             setattr(namespace, self.dest, check_area_thresholds(values))
         except ValueError as error:

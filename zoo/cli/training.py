@@ -118,7 +118,6 @@ def _run_train(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
-    from zoo.data.areas import COCO_AREA_THRESHOLDS
     from zoo.data.coco import category_names, load_coco
     from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
@@ -175,7 +174,7 @@ def _run_train(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
-        eval_area_thresholds=args.area_thresholds or COCO_AREA_THRESHOLDS,
+        eval_area_thresholds=args.area_thresholds,
     )
     # A resumed run continues in its own folder unless --out says otherwise.
     out = args.out or (
@@ -252,7 +251,6 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
-    from zoo.data.areas import COCO_AREA_THRESHOLDS
     from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
     from zoo.data.validate import check_splits
     from zoo.training import init_distributed
@@ -280,8 +278,9 @@ def _run_eval(args: argparse.Namespace) -> int:
     results = gather_results(to_coco_results(predictions, dataset.label_to_category))
     if info.is_main:
         # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
-        thresholds = args.area_thresholds or COCO_AREA_THRESHOLDS
-        metrics = coco_metrics(dataset.coco, results, verbose=True, area_thresholds=thresholds)
+        metrics = coco_metrics(
+            dataset.coco, results, verbose=True, area_thresholds=args.area_thresholds
+        )
         print(json.dumps(metrics))
         if args.out is not None:
             args.out.parent.mkdir(parents=True, exist_ok=True)
