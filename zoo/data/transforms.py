@@ -6,7 +6,10 @@ resize again; then normalisation with the model's ``image_mean``/``image_std`` (
 (``tv_tensors.BoundingBoxes``), and :class:`~torchvision.transforms.v2.SanitizeBoundingBoxes`
 drops the boxes a crop emptied together with their labels.
 
-Evaluation: one resize of the shorter side, normalisation.
+Evaluation: exactly what ``predict`` and ``zoo detect`` do to an image (:class:`PredictResize`:
+pixels to float in [0, 1] by the one image reader's rule, then the one resize rule of
+:mod:`zoo.models.pipeline.resize`, bilinear and antialiased), then normalisation; so the AP
+that ``zoo eval`` reports is the AP of what ``zoo detect`` draws.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from torch import Tensor
 from torchvision import tv_tensors
 
 from zoo.models.config import IMAGENET_MEAN, IMAGENET_STD
+from zoo.models.pipeline.images import image_to_tensor
+from zoo.models.pipeline.resize import check_edges, resize_image, resized_size
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class ResizeRecipe:
 
         return cls(
             scales=scale(base.scales),
-            max_size=max(1, round(base.max_size * factor)),
+            # size * 1333 / 800 for the official base: the integer inference_size computes.
+            max_size=max(1, round(base.max_size * size / max(base.scales))),
             crop_scales=scale(base.crop_scales),
             crop_min=max(1, round(base.crop_min * factor)),
             crop_max=max(1, round(base.crop_max * factor)),
@@ -88,6 +94,40 @@ class RandomSizeCrop(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         return self._call_kernel(TF.crop, inpt, **params)
+
+
+class PredictResize(v2.Transform):
+    """The inference preprocessing's resize, on an image and its boxes.
+
+    The image becomes float in [0, 1] first (as :func:`~zoo.models.pipeline.images.image_to_tensor`
+    reads it for ``predict``) and is resized by
+    :func:`~zoo.models.pipeline.resize.resize_image`: the same size, interpolation and
+    values as :func:`~zoo.models.pipeline.preprocess.preprocess`. Boxes follow the pixels.
+    """
+
+    def __init__(self, shortest_edge: int, longest_edge: int) -> None:
+        super().__init__()
+        check_edges(shortest_edge, longest_edge)
+        self.shortest_edge = shortest_edge
+        self.longest_edge = longest_edge
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        image = next(x for x in flat_inputs if isinstance(x, (tv_tensors.Image, Tensor)))
+        height, width = TF.get_size(image)
+        return {"size": resized_size(height, width, self.shortest_edge, self.longest_edge)}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.BoundingBoxes):
+            return TF.resize(inpt, list(params["size"]))
+        if isinstance(inpt, tv_tensors.Image) or type(inpt) is Tensor:
+            pixels = image_to_tensor(inpt.as_subclass(Tensor))
+            resized = resize_image(pixels, self.shortest_edge, self.longest_edge)
+            return (
+                tv_tensors.wrap(resized, like=inpt)
+                if isinstance(inpt, tv_tensors.Image)
+                else resized
+            )
+        return inpt
 
 
 Stats = Sequence[float]
@@ -131,10 +171,17 @@ def train_transforms(
 def eval_transforms(
     recipe: ResizeRecipe | None = None, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
 ) -> v2.Compose:
-    """Resize the shorter side to the largest training scale (capped), then normalise."""
+    """:class:`PredictResize` to the largest training scale (longer side capped at
+    ``recipe.max_size``), then normalise: the values ``preprocess`` gives ``predict``."""
     recipe = recipe or ResizeRecipe()
-    resize = v2.RandomShortestSize([max(recipe.scales)], max_size=recipe.max_size)
-    return v2.Compose([resize, *_finish(mean, std)])
+    return v2.Compose(
+        [
+            PredictResize(max(recipe.scales), recipe.max_size),
+            v2.Normalize(list(mean), list(std)),
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(min_size=1.0),
+        ]
+    )
 
 
 def unnormalise(image: Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> Tensor:

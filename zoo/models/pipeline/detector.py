@@ -10,13 +10,10 @@ from torch import Tensor, nn
 
 from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES
 from zoo.models.pipeline.preprocess import ImageInput, preprocess
-from zoo.models.pipeline.resize import check_edges
+from zoo.models.pipeline.resize import check_edges, inference_size
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
-
-# The official evaluation resizes the shorter side to 800 and caps the longer at 1333.
-_MAX_SIZE_RATIO = 1333 / 800
 
 
 class Predictions(TypedDict):
@@ -37,16 +34,6 @@ def padding_mask_from_pixel_mask(pixel_values: Tensor, pixel_mask: Tensor | None
     if pixel_mask.shape != (n, h, w):
         raise ValueError(f"pixel_mask must have shape {(n, h, w)}, got {tuple(pixel_mask.shape)}")
     return ~pixel_mask.to(torch.bool)
-
-
-def inference_size(image_size: int, shortest_edge: int | None = None) -> tuple[int, int]:
-    """(shorter side, cap on the longer side) to resize to at inference.
-
-    ``shortest_edge`` or else a model's ``config.image_size``; the cap keeps the
-    official 1333/800 ratio.
-    """
-    shortest = image_size if shortest_edge is None else shortest_edge
-    return shortest, round(shortest * _MAX_SIZE_RATIO)
 
 
 class Detector(nn.Module):

@@ -7,12 +7,27 @@ from __future__ import annotations
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+# The official evaluation: shorter side 800, longer side capped at 1333; other sizes keep
+# the ratio (:func:`inference_size`).
+OFFICIAL_SHORTEST, OFFICIAL_LONGEST = 800, 1333
+
 
 def check_edges(shortest_edge: object, longest_edge: object) -> None:
     """Raise ``ValueError`` unless both resize targets are positive integers."""
     for name, value in (("shortest_edge", shortest_edge), ("longest_edge", longest_edge)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int (pixels), got {value!r}")
+
+
+def inference_size(image_size: int, shortest_edge: int | None = None) -> tuple[int, int]:
+    """(shorter side, cap on the longer side) to resize to at inference and evaluation.
+
+    ``shortest_edge`` or else a model's ``config.image_size``; the cap keeps the
+    official 1333/800 ratio (``round(shortest * 1333 / 800)``, one correctly rounded
+    division, so every caller computes the same integer).
+    """
+    shortest = image_size if shortest_edge is None else shortest_edge
+    return shortest, round(shortest * OFFICIAL_LONGEST / OFFICIAL_SHORTEST)
 
 
 def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
