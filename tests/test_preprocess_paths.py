@@ -22,7 +22,7 @@ def _official_size(h: int, w: int, size: int, max_size: int) -> tuple[int, int]:
     # DETR's datasets/transforms.py get_size_with_aspect_ratio, transcribed.
     min_original, max_original = float(min(w, h)), float(max(w, h))
     if max_original / min_original * size > max_size:
-        size = int(round(max_size * min_original / max_original))
+        size = int(round(max_size * min_original / max_original))  # noqa: RUF046  (as written there)
     if (w <= h and w == size) or (h <= w and h == size):
         return h, w
     if w < h:
