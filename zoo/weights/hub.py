@@ -9,6 +9,10 @@ revisions exactly as it does for every Hub user.
 from __future__ import annotations
 
 import re
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,9 @@ from zoo.weights.transformers_format import WEIGHT_FILES, load_transformers_fold
 from zoo.weights.zoo_format import is_zoo_folder, load_pretrained
 
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# huggingface_hub retries a refused connection five times with backoff (35 s before the
+# error); one TCP connect with this timeout says first whether retrying can help.
+PROBE_TIMEOUT_S = 1.0
 
 
 class WeightsNotFoundError(OSError):
@@ -123,14 +130,18 @@ def download(
     Only ``model.safetensors`` is fetched when the repository has it;
     ``pytorch_model.bin`` (read later with ``weights_only=True``) otherwise.
     """
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    # Unreachable Hub: answer from the cache alone, at once, instead of after the retries.
+    cache_only = local_files_only or (
+        not constants.is_offline_mode() and not hub_reachable(constants.ENDPOINT)
+    )
     kwargs: dict[str, Any] = {
         "repo_id": repo_id,
         "revision": revision,
         "cache_dir": cache_dir,
-        "local_files_only": local_files_only,
+        "local_files_only": cache_only,
         "token": token,
     }
     try:
@@ -151,6 +162,32 @@ def download(
     if offline:
         raise WeightsNotFoundError(_offline_message(repo_id, revision, cache_dir, local_files_only))
     raise FileNotFoundError(f"{repo_id}@{revision or 'main'} has no {' or '.join(WEIGHT_FILES)}")
+
+
+def hub_reachable(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to ``endpoint``'s host (or to the proxy the environment
+    names for it) opens within ``timeout`` seconds, name resolution included."""
+    url = urllib.parse.urlsplit(endpoint)
+    host = url.hostname or ""
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    opened: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            opened.append(False)
+
+    # A thread: getaddrinfo has no timeout of its own (a dead DNS server blocks for long).
+    thread = threading.Thread(target=probe, daemon=True, name="zoo-hub-probe")
+    thread.start()
+    thread.join(timeout)
+    return bool(opened and opened[0])
 
 
 def _load_local(path: Path, overrides: dict[str, Any]) -> nn.Module:
