@@ -12,18 +12,51 @@ from pathlib import Path
 
 from zoo.cli.args import Runner, checkpoint_or_name, model_source, parse_overrides
 
+# Parameters of each variant's default configuration, as data: counting them builds the
+# model (torch, seconds); `zoo list` answers without importing torch. A test checks every
+# entry against zoo.list_models(); a variant missing here is counted the slow way.
+PARAM_COUNTS = {
+    "ddetr": 40_069_665,
+    "ddetr-refine": 40_849_660,
+    "ddetr-single-scale": 34_066_593,
+    "ddetr-two-stage": 41_181_529,
+    "detr-r101": 60_464_672,
+    "detr-r50": 41_524_768,
+}
+
 
 def declare_list(parser: argparse.ArgumentParser) -> Runner:
     """``zoo list``: the named models, their checkpoints and published COCO AP."""
     return run_list
 
 
-def run_list(args: argparse.Namespace) -> int:
-    """Print a table of :func:`zoo.list_models`."""
-    import zoo
+def list_rows() -> list[tuple[str, str, str, str, str, str]]:
+    """The rows of :func:`zoo.list_models` as printed, read from the catalog (no torch)."""
+    from zoo.models.registry.catalog import get_bundled, get_variant, list_bundled, list_variants
+    from zoo.models.registry.factory import ModelRecord, list_models, safetensors_numel
 
-    header = ("name", "Hub repository", "revision", "COCO AP", "params", "license")
-    rows = [
+    records = []
+    for name in list_variants():
+        info = get_variant(name)
+        if name not in PARAM_COUNTS:
+            records.append(next(r for r in list_models() if r.name == name))
+            continue
+        records.append(
+            ModelRecord(
+                name,
+                info.hf_hub_id,
+                info.hf_revision,
+                info.coco_ap,
+                PARAM_COUNTS[name],
+                info.license,
+            )
+        )
+    for name in list_bundled():
+        bundled = get_bundled(name)
+        assert bundled is not None
+        numel = safetensors_numel(bundled.path / "model.safetensors")
+        records.append(ModelRecord(name, None, "bundled", None, numel, "Apache-2.0"))
+    return [
         (
             r.name,
             r.repo_id or "-",
@@ -32,8 +65,14 @@ def run_list(args: argparse.Namespace) -> int:
             f"{r.num_params / 1e6:.1f}M",
             r.license or "-",
         )
-        for r in zoo.list_models()
+        for r in records
     ]
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print a table of :func:`zoo.list_models`."""
+    header = ("name", "Hub repository", "revision", "COCO AP", "params", "license")
+    rows = list_rows()
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -7,10 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from zoo.models.registry.catalog import (
     get_bundled,
@@ -19,7 +16,12 @@ from zoo.models.registry.catalog import (
     list_variants,
     variant_config,
 )
-from zoo.models.registry.families import build_model
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# torch and the model modules are imported inside the functions that build models, so that
+# `zoo list` reads this module's helpers without importing torch.
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
 
     Example: ``create_model("ddetr", hidden_dim=64, enc_layers=1, num_classes=3, depth=18)``.
     """
+    from zoo.models.registry.families import build_model
+
     return build_model(variant_config(name, **overrides))
 
 
@@ -71,14 +75,14 @@ def list_models() -> list[ModelRecord]:
                 repo_id=None,
                 revision="bundled",
                 coco_ap=None,
-                num_params=_safetensors_numel(bundled.path / "model.safetensors"),
+                num_params=safetensors_numel(bundled.path / "model.safetensors"),
                 license="Apache-2.0",
             )
         )
     return records
 
 
-def _safetensors_numel(path: Path) -> int:
+def safetensors_numel(path: Path) -> int:
     """Elements of every tensor of a safetensors file, read from its header (0 if absent)."""
     if not path.is_file():
         return 0
@@ -90,6 +94,10 @@ def _safetensors_numel(path: Path) -> int:
 
 @functools.cache
 def _num_params(name: str) -> int:
+    import torch
+
+    from zoo.models.registry.families import build_model
+
     # On the meta device nothing is allocated or initialised: only shapes are built.
     with torch.device("meta"):
         model = build_model(get_variant(name).config)
