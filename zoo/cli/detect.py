@@ -31,7 +31,8 @@ def declare_detect(parser: argparse.ArgumentParser) -> Runner:
         "--model",
         required=True,
         type=model_source,
-        help="a name (zoo list), Hub repo, folder, .pth, or a training run (latest checkpoint)",
+        help="a name (zoo list), Hub repo, folder, .pth, a training run (latest checkpoint), "
+        "or an exported .onnx file (run in onnxruntime, CPU)",
     )
     parser.add_argument("--revision", default=None, help="Hub branch, tag or commit")
     parser.add_argument(
@@ -81,8 +82,11 @@ def run_detect(args: argparse.Namespace) -> int:
     from zoo.detect.sampling import supports_sampling
 
     paths = find_images(args.images)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = zoo.load(checkpoint_or_name(args.model), revision=args.revision, device=device)
+    if args.model.endswith(".onnx"):
+        model = _onnx_model(args)
+    else:
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = zoo.load(checkpoint_or_name(args.model), revision=args.revision, device=device)
     if args.show_sampling and not supports_sampling(model):
         print(
             f"zoo detect: --show-sampling needs a Deformable DETR model; {args.model!r} is "
@@ -121,6 +125,15 @@ def run_detect(args: argparse.Namespace) -> int:
         )
         return 1 if args.strict else 0
     return 0
+
+
+def _onnx_model(args: argparse.Namespace) -> Any:
+    """The exported file in onnxruntime, with the model's own pre- and post-processing."""
+    from zoo.detect.onnx_runner import OnnxDetector
+
+    if args.show_sampling:
+        raise ValueError("--show-sampling needs the PyTorch model: an ONNX file has no hooks")
+    return OnnxDetector(args.model)
 
 
 def _coco_ids(args: argparse.Namespace, model: Any) -> tuple[list[int | None], dict[str, int]]:

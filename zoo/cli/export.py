@@ -5,7 +5,9 @@ python -m zoo export runs/x model.onnx --msda-op trt       # TensorRT's plugin n
 python -m zoo export ddetr model.pt2 --format pt2          # torch.export
 
 The file takes ``pixel_values`` (N, 3, H, W), normalised with the model's mean and std,
-and returns ``pred_logits`` and ``pred_boxes``; batch and image size are dynamic.
+and returns ``pred_logits`` and ``pred_boxes``; batch and image size are dynamic. Its
+metadata holds what a runtime needs (class names, mean/std, resize rule, box format, score
+function); ``zoo detect --model model.onnx`` runs it. ONNX needs the ``export`` extra.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ def run_export(args: argparse.Namespace) -> int:
     fmt = args.format or ("pt2" if args.out.suffix == ".pt2" else "onnx")
     if fmt == "pt2" and args.msda_op != "onnx":
         raise ValueError("--msda-op applies to ONNX files only (--format onnx)")
+    if fmt == "onnx":
+        from zoo.detect.onnx_runner import require_export_extra
+
+        # Before the model loads: a missing package is said at once, with its extra.
+        needed = ("onnx", "onnxscript") if args.exporter == "dynamo" else ("onnx",)
+        require_export_extra(*needed, *(("onnxruntime",) if args.check else ()))
     model = zoo.load(checkpoint_or_name(args.model), revision=args.revision, device="cpu").eval()
     if fmt == "pt2":
         export_pt2(model, args.out)
