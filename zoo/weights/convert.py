@@ -174,6 +174,42 @@ def resolve_heads(
     return unused
 
 
+def _kind(dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    return "float" if dtype.is_floating_point or dtype.is_complex else "integer"
+
+
+def check_values(own: dict[str, Tensor], state: dict[str, Tensor], source: object) -> None:
+    """Refuse weights that would load as meaningless numbers.
+
+    A tensor whose kind (float, integer, bool) differs from the model's would be cast
+    silently by ``load_state_dict`` (int32 ``1`` for a weight of ``1.0``, bools as 0/1);
+    NaN or infinite values make every output NaN. Both are refused rather than warned
+    about: no model works with them, and a warning is easy to miss (or filtered away).
+    Float precisions (float16, bfloat16, float64) are fine: they are cast to the model's.
+
+    Raises:
+        WeightsError: naming ``source`` (the weights file), the key and what was found.
+    """
+    for key, value in state.items():
+        target = own.get(key)
+        if target is None or target.shape != value.shape:
+            continue  # reported as unexpected or mismatched
+        if _kind(value.dtype) != _kind(target.dtype):
+            raise WeightsError(
+                f"{source}: {key} holds {value.dtype} values where the model has "
+                f"{target.dtype} ({_kind(target.dtype)}); the file does not hold this "
+                "model's weights (or was written with the wrong dtype)"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise WeightsError(
+                f"{source}: {key} holds {bad} NaN or infinite values of {value.numel()}; "
+                "weights of a diverged run or a damaged file cannot be loaded"
+            )
+
+
 def load_converted(
     model: nn.Module, state: dict[str, Tensor], unused: list[str], new_class_heads: bool = False
 ) -> LoadReport:
@@ -216,7 +252,12 @@ def load_weights(
     ``new_class_heads``: see :func:`load_converted`; the re-initialised keys are
     logged, not treated as a mismatch. The :class:`LoadReport` is kept as
     ``model.load_report``.
+
+    Raises:
+        WeightsError: a tensor of the wrong kind or with NaN/inf (:func:`check_values`),
+            or any mismatch when ``strict``.
     """
+    check_values(model.state_dict(), state, source)
     report = load_converted(model, state, unused, new_class_heads)
     if not report.ok:
         if strict:

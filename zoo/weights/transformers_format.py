@@ -166,6 +166,7 @@ def load_transformers_folder(
     config = config_from_transformers(hf_config, **overrides)
     new_heads = reinit_class_heads and config.num_classes != stored.num_classes
     model = build_model(config)
-    state, unused = convert_state_dict(read_state_dict(weights_file(folder)), config)
-    load_weights(model, state, unused, folder, strict, new_class_heads=new_heads)
+    file = weights_file(folder)
+    state, unused = convert_state_dict(read_state_dict(file), config)
+    load_weights(model, state, unused, file, strict, new_class_heads=new_heads)
     return model if dtype is None else model.to(dtype)

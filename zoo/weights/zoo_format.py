@@ -170,7 +170,7 @@ def load_pretrained(
     except Exception as e:
         raise WeightsError(f"{path}: not a readable weights file ({type(e).__name__}: {e})") from e
     new_heads = reinit_class_heads and config.num_classes != stored
-    return load_weights(model, state, [], folder, strict, new_class_heads=new_heads)
+    return load_weights(model, state, [], path, strict, new_class_heads=new_heads)
 
 
 def push_to_hub(
