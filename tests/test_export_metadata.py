@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-import tomllib
 import torch
 from PIL import Image
 from support.tiny import randomize_, tiny_model
