@@ -267,7 +267,23 @@ def test_predict_on_random_image_like_inputs(
     PREDICT_CASES["detected"] = PREDICT_CASES.get("detected", 0) + 1
 
 
-def test_report_case_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints the counts of the runs above (``pytest -s``) for the closing note."""
-    with capsys.disabled():
-        print(f"\nzoo.load cases: {LOAD_CASES}\npredict cases: {PREDICT_CASES}")
+def test_the_image_strategy_reaches_both_sides_of_the_oracle() -> None:
+    """``image_like`` draws inputs the contract accepts and inputs it refuses."""
+    from hypothesis import find
+
+    assert find(image_like(), lambda case: case[1])[1]
+    assert not find(image_like(), lambda case: not case[1])[1]
+
+
+def test_every_property_saw_both_outcomes() -> None:
+    """Run after the properties above (file order): a property whose cases all went one way
+    (every mutated config refused, every image refused...) tested half its contract.
+    ``pytest -s`` prints the counts."""
+    if not LOAD_CASES or not PREDICT_CASES:
+        pytest.skip("the property tests of this file did not all run in this session")
+    print(f"\nzoo.load cases: {LOAD_CASES}\npredict cases: {PREDICT_CASES}")
+    for outcome in ("loaded", "refused", "official:loaded", "official:refused"):
+        assert LOAD_CASES.get(outcome, 0) > 0, (outcome, LOAD_CASES)
+    for kind in ("truncate", "random-pth", "flip", "junk-config"):
+        assert LOAD_CASES.get(f"{kind}:refused", 0) > 0, (kind, LOAD_CASES)
+    assert PREDICT_CASES.get("detected", 0) > 0 and PREDICT_CASES.get("refused", 0) > 0
