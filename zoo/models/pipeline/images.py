@@ -19,8 +19,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-# Resampling (bicubic, antialiasing) overshoots [0, 1] a little; pixels in 0-255 do not
-# hide inside this margin.
+# Float images a user resampled (bicubic, Lanczos) overshoot [0, 1] a little; pixels in
+# 0-255 do not hide inside this margin.
 FLOAT_TOLERANCE = 0.05
 # Scale of integer pixels, by dtype; signed types are ambiguous (0-255? 0-65535?).
 _INT_RANGES = {torch.uint8: 255.0, torch.uint16: 65535.0}
