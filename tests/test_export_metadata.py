@@ -9,6 +9,7 @@ import importlib.util
 import json
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -68,7 +69,7 @@ def test_metadata_describes_the_model(name: str, exported: dict) -> None:
     assert "(N, 3, H, W)" in meta["input"] and "[0, 1]" in meta["input"]
 
 
-def _assert_same_detections(got: dict, want: dict) -> None:
+def _assert_same_detections(got: Any, want: Any) -> None:
     assert got["labels"].tolist() == want["labels"].tolist()
     torch.testing.assert_close(got["scores"], want["scores"], atol=1e-4, rtol=0)
     torch.testing.assert_close(got["boxes"], want["boxes"], atol=1e-2, rtol=0)  # pixels
@@ -97,11 +98,12 @@ def test_onnx_runner_preprocesses_like_predict(
     detector = OnnxDetector(path)
     seen: list[np.ndarray] = []
     real_run = detector.session.run
-    monkeypatch.setattr(
-        detector.session,
-        "run",
-        lambda names, feed: seen.append(feed["pixel_values"]) or real_run(names, feed),
-    )
+
+    def spy(names: list[str], feed: dict[str, np.ndarray]) -> Any:
+        seen.append(feed["pixel_values"])
+        return real_run(names, feed)
+
+    monkeypatch.setattr(detector.session, "run", spy)
     detector.predict(_images())
     shortest, longest = inference_size(IMAGE_SIZE)
     for image, fed in zip(_images(), seen, strict=True):

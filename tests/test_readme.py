@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.hub_cache import add_snapshot, folder_files
@@ -132,13 +133,12 @@ def test_readme_block_runs(block: Block, workdir: Path) -> None:
 
 def _check_plain_onnxruntime_script(out: str, work: Path) -> None:
     """The script's detections are the PyTorch model's (same names, boxes within 1 px)."""
-    got = []
+    got: list[tuple[str, float, list[float]]] = []
     for line in out.strip().splitlines():
-        name, score, *box = line.split()
-        got.append((name, float(score), [float(v) for v in box]))
-    (want,) = zoo.load("shapes-demo").predict(
-        work / "demo-output" / "images" / "shapes_01.png", threshold=0.5
-    )
+        name, *numbers = line.split()
+        got.append((name, float(numbers[0]), [float(v) for v in numbers[1:]]))
+    model: Any = zoo.load("shapes-demo")
+    (want,) = model.predict(work / "demo-output" / "images" / "shapes_01.png", threshold=0.5)
     assert len(got) == len(want["names"]) > 0, out
     expected = sorted(
         zip(want["names"], want["scores"].tolist(), want["boxes"].tolist(), strict=True)
