@@ -20,7 +20,9 @@ Consequences of that layout:
 
 Semantics (DESIGN.md): pixel (x*W - 0.5, y*H - 0.5), bilinear, corners outside the map
 contribute zero; a NaN location makes its sample (hence the output and the gradients that
-depend on it) NaN; ±inf and far-away locations contribute zero.
+depend on it) NaN; ±inf and far-away locations contribute zero; a non-finite attention
+weight multiplies the whole bilinear sample (inf * 0 = NaN) and makes its location
+gradients NaN (the rule of every backend, see msda_ops/README.md).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import triton.language as tl
 
 @triton.jit
 def _samples(
-    shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P,
+    shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P, S,
     ss_l, ss_c, st_l,
     sl_n, sl_q, sl_m, sl_l, sl_p, sl_c,
     sw_n, sw_q, sw_m, sw_l, sw_p,
@@ -46,6 +48,10 @@ def _samples(
     height = tl.load(shapes_ptr + level * ss_l, mask=lp_ok, other=1).to(tl.int64)[None, :]
     width = tl.load(shapes_ptr + level * ss_l + ss_c, mask=lp_ok, other=1).to(tl.int64)[None, :]
     start = tl.load(starts_ptr + level * st_l, mask=lp_ok, other=0).to(tl.int64)[None, :]
+    # A level whose rows would reach outside value (S rows) reads nothing, as in the CUDA
+    # kernel (msda_sampling.h, make_level): whatever spatial_shapes holds, no stray read.
+    level_ok = (height > 0) & (width > 0) & (start >= 0) & (start <= S)
+    level_ok = level_ok & (height <= (S - start) // tl.maximum(width, 1))
 
     loc = loc_ptr + n * sl_n + m * sl_m + q[:, None] * sl_q + (level * sl_l + point * sl_p)[None, :]
     x = tl.load(loc, mask=ok, other=0.0).to(tl.float32)
@@ -68,7 +74,7 @@ def _samples(
     px = x * width_f - 0.5
     py = y * height_f - 0.5
     # False for NaN and ±inf: such samples form no index at all.
-    inside = ok & (px >= -1.0) & (px < width_f) & (py >= -1.0) & (py < height_f)
+    inside = ok & level_ok & (px >= -1.0) & (px < width_f) & (py >= -1.0) & (py < height_f)
     px = tl.where(inside, px, 0.0)
     py = tl.where(inside, py, 0.0)
     x0f = tl.floor(px)
@@ -82,7 +88,7 @@ def _samples(
     y0_in = y0 >= 0
     y1_in = y0 + 1 < height
     corner = start + y0 * width + x0  # pixel (y0, x0) in S; only used where valid
-    nan_loc = ok & ((x != x) | (y != y))
+    nan_loc = ok & level_ok & ((x != x) | (y != y))
     return (
         attn, corner, width, lx, ly, inside & y0_in & x0_in, inside & y0_in & x1_in,
         inside & y1_in & x0_in, inside & y1_in & x1_in, nan_loc, width_f, height_f, ok,
@@ -100,7 +106,7 @@ def _gather(base, index, valid, d_off, d_ok):
 @triton.jit
 def msda_forward_kernel(
     value_ptr, shapes_ptr, starts_ptr, loc_ptr, w_ptr, out_ptr,
-    Lq, M, D, L, P, num_q_blocks,
+    Lq, M, D, L, P, num_q_blocks, S,
     sv_n, sv_s, sv_m, sv_d,
     ss_l, ss_c, st_l,
     sl_n, sl_q, sl_m, sl_l, sl_p, sl_c,
@@ -116,17 +122,20 @@ def msda_forward_kernel(
     m = nm % M
     q = (pid % num_q_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q).to(tl.int64)
     attn, c00, width, lx, ly, v00, v01, v10, v11, nan_loc, _, _, _ = _samples(
-        shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P,
+        shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P, S,
         ss_l, ss_c, st_l, sl_n, sl_q, sl_m, sl_l, sl_p, sl_c, sw_n, sw_q, sw_m, sw_l, sw_p,
         SOFTMAX, BLOCK_LP,
     )  # fmt: skip
-    # Bilinear weight times attention, per corner: (y0,x0), (y0,x1), (y1,x0), (y1,x1).
+    # Bilinear weights per corner: (y0,x0), (y0,x1), (y1,x0), (y1,x1). The sample is formed
+    # first and then weighted, as in the reference: an infinite weight times a sample of 0
+    # (outside the map) is NaN, times a non-zero sample ±inf.
     hx = 1.0 - lx
     hy = 1.0 - ly
-    a00 = (attn * hy * hx)[:, :, None]
-    a01 = (attn * hy * lx)[:, :, None]
-    a10 = (attn * ly * hx)[:, :, None]
-    a11 = (attn * ly * lx)[:, :, None]
+    a00 = (hy * hx)[:, :, None]
+    a01 = (hy * lx)[:, :, None]
+    a10 = (ly * hx)[:, :, None]
+    a11 = (ly * lx)[:, :, None]
+    attn3 = attn[:, :, None]
     nan3 = nan_loc[:, :, None]
     base = value_ptr + n * sv_n + m * sv_m
     i00 = c00 * sv_s
@@ -138,11 +147,11 @@ def msda_forward_kernel(
         d = d0 + tl.arange(0, BLOCK_D).to(tl.int64)
         d_ok = d < D
         d_off = d * sv_d
-        acc = a00 * _gather(base, i00, v00, d_off, d_ok)
-        acc += a01 * _gather(base, i01, v01, d_off, d_ok)
-        acc += a10 * _gather(base, i10, v10, d_off, d_ok)
-        acc += a11 * _gather(base, i11, v11, d_off, d_ok)
-        acc = tl.where(nan3, float("nan"), acc)
+        sample = a00 * _gather(base, i00, v00, d_off, d_ok)
+        sample += a01 * _gather(base, i01, v01, d_off, d_ok)
+        sample += a10 * _gather(base, i10, v10, d_off, d_ok)
+        sample += a11 * _gather(base, i11, v11, d_off, d_ok)
+        acc = tl.where(nan3, float("nan"), attn3 * sample)
         out = tl.sum(acc, axis=1)
         ptrs = out_row + ((m * D + d) * so_c)[None, :]
         tl.store(ptrs, out.to(out_ptr.dtype.element_ty), mask=(q < Lq)[:, None] & d_ok[None, :])
@@ -165,7 +174,7 @@ def _corner_grad(base, gv_base, pixel, valid, sv_s, sgv_s, d, sv_d, d_ok, go, co
 def msda_backward_kernel(
     go_ptr, value_ptr, shapes_ptr, starts_ptr, loc_ptr, w_ptr,
     gv_ptr, gl_ptr, gw_ptr,
-    Lq, M, D, L, P, num_q_blocks,
+    Lq, M, D, L, P, num_q_blocks, S,
     sg_n, sg_q, sg_c,
     sv_n, sv_s, sv_m, sv_d,
     sgv_n, sgv_s, sgv_m,
@@ -184,7 +193,7 @@ def msda_backward_kernel(
     m = nm % M
     q = (pid % num_q_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q).to(tl.int64)
     attn, c00, width, lx, ly, v00, v01, v10, v11, nan_loc, width_f, height_f, ok = _samples(
-        shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P,
+        shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P, S,
         ss_l, ss_c, st_l, sl_n, sl_q, sl_m, sl_l, sl_p, sl_c, sw_n, sw_q, sw_m, sw_l, sw_p,
         SOFTMAX, BLOCK_LP,
     )  # fmt: skip
@@ -221,8 +230,11 @@ def msda_backward_kernel(
     # d(pixel x)/dx = W, d(pixel y)/dy = H.
     grad_x = attn * (hy * (dot01 - dot00) + ly * (dot11 - dot10)) * width_f
     grad_y = attn * (hx * (dot10 - dot00) + lx * (dot11 - dot01)) * height_f
-    grad_x = tl.where(nan_loc, float("nan"), grad_x)
-    grad_y = tl.where(nan_loc, float("nan"), grad_y)
+    # NaN location gradients for a NaN location and for a non-finite weight (inside the map
+    # or not): the rule of msda_sampling.h's location_grad, shared by every backend.
+    unbounded = nan_loc | (ok & ((attn - attn) != 0.0))
+    grad_x = tl.where(unbounded, float("nan"), grad_x)
+    grad_y = tl.where(unbounded, float("nan"), grad_y)
     grad_w = tl.where(nan_loc, float("nan"), grad_w)
     if SOFTMAX:
         # Softmax backward over the L*P samples of a row: a_i * (g_i - sum_j a_j g_j).

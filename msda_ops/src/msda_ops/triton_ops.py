@@ -68,7 +68,10 @@ def check_tensors(*tensors: Tensor) -> None:
 
 
 def launch_shape(queries: int, samples: int, channels: int) -> dict[str, int]:
-    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels."""
+    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels.
+
+    ``samples`` and ``channels`` are at least 1 (the callers launch nothing otherwise).
+    """
     block_lp = triton.next_power_of_2(samples)
     block_d = min(triton.next_power_of_2(channels), 32, max(1, _TILE // block_lp))
     block_q = max(1, min(triton.next_power_of_2(max(queries, 1)), _TILE // (block_lp * block_d)))
@@ -80,11 +83,11 @@ def _common_args(
     value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor
 ) -> tuple[list[Any], dict[str, int], int]:
     """Sizes and strides shared by both kernels, the launch shape and the grid size."""
-    n, _, m, d = value.shape
+    n, length, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = loc.shape
     meta = launch_shape(lq, n_levels * n_points, d)
     q_blocks = triton.cdiv(lq, meta["BLOCK_Q"])
-    sizes = [lq, m, d, n_levels, n_points, q_blocks]
+    sizes = [lq, m, d, n_levels, n_points, q_blocks, length]
     strides = [*shapes.stride(), *starts.stride(), *loc.stride(), *weights.stride()]
     return [*sizes, *value.stride(), *strides], meta, n * m * q_blocks
 
@@ -96,12 +99,14 @@ def _launch_forward(
     out = value.new_empty((n, loc.shape[1], m * d))
     if out.numel() == 0:
         return out
-    (lq, m_, d_, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
+    if loc.shape[3] * loc.shape[4] == 0:  # no samples: an empty sum, as in the reference
+        return out.zero_()
+    (lq, m_, d_, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
         value, shapes, starts, loc, weights
     )
     triton_kernels.msda_forward_kernel[(programs,)](
         value, shapes, starts, loc, weights, out,
-        lq, m_, d_, n_levels, n_points, q_blocks,
+        lq, m_, d_, n_levels, n_points, q_blocks, length,
         *strides, *out.stride(),
         SOFTMAX=softmax, **meta,
     )  # fmt: skip
@@ -138,13 +143,13 @@ def _launch_backward(
         # The atomics make the order of the sums, hence their last bits, vary between runs.
         if torch.are_deterministic_algorithms_enabled():
             _alert_not_deterministic()
-        (lq, m, d, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
+        (lq, m, d, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
             value, shapes, starts, loc, weights
         )
         value_strides, other_strides = strides[:4], strides[4:]
         triton_kernels.msda_backward_kernel[(programs,)](
             grad_output, value, shapes, starts, loc, weights, grad_value, grad_loc, grad_w,
-            lq, m, d, n_levels, n_points, q_blocks,
+            lq, m, d, n_levels, n_points, q_blocks, length,
             *grad_output.stride(), *value_strides, *grad_value.stride()[:3], *other_strides,
             SOFTMAX=softmax, **meta,
         )  # fmt: skip
@@ -160,8 +165,7 @@ def ms_deform_attn_forward(
     attention_weights: Tensor,
     softmax: bool,
 ) -> Tensor:
-    """(N, Lq, M*D) in value's dtype; see :func:`msda_ops.ms_deform_attn`."""
-    check_tensors(value, sampling_locations, attention_weights)
+    """(N, Lq, M*D) in value's dtype; see :func:`msda_ops.ms_deform_attn` (which validates)."""
     return _launch_forward(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, softmax
     )
@@ -179,7 +183,6 @@ def ms_deform_attn_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of value, sampling_locations and attention_weights (the logits when
     ``softmax``), each fresh, contiguous and in its input's dtype."""
-    check_tensors(value, sampling_locations, attention_weights)
     n, _, m, d = value.shape
     expected = (n, sampling_locations.shape[1], m * d)
     if tuple(grad_output.shape) != expected:
