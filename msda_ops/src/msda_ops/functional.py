@@ -151,6 +151,5 @@ def ms_deform_attn(
         triton_ops.check_tensors(value, sampling_locations, attention_weights)
         return torch.ops.msda_triton.ms_deform_attn_forward(*args, softmax)
     if chosen == "kernel":
-        # The build cache is keyed by the sources, so a loaded library always has `softmax`.
         return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax)
     return ms_deform_attn_reference(*args, softmax=softmax)

@@ -65,7 +65,7 @@ def _backward_fake(
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs[:5])
-    ctx.softmax = bool(inputs[5]) if len(inputs) > 5 else False
+    ctx.softmax = inputs[5]
 
 
 def _no_context(ctx: Any, inputs: tuple[Tensor, ...], output: Any) -> None:
@@ -120,6 +120,16 @@ def _load(kind: str) -> None:
             )
         except Exception as exc:  # an op without autograd must not be used: fall back
             raise build.BuildError(f"registering the ops with torch failed: {exc}") from exc
+
+
+def load_state(kind: str) -> bool | None:
+    """Whether library ``kind`` is loaded (True), failed to load (False) or was not tried."""
+    return _loaded.get(kind)
+
+
+def load_failure(kind: str) -> str | None:
+    """Why library ``kind`` did not load, after a failed attempt; else None."""
+    return _failures.get(kind)
 
 
 def load(kind: str) -> bool:
