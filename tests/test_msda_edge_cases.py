@@ -1,7 +1,8 @@
 """Empty dimensions and non-finite inputs: every backend gives what the reference gives.
 
 Backends: the C++ CPU kernel here, Triton through its interpreter (the ``interpreter`` cases,
-run in a child process by ``test_interpreter_cases``; see tests/support/triton_interpreter.py)
+run in the child process of tests/test_msda_triton.py::test_interpreter_cases; see
+tests/support/triton_interpreter.py)
 and natively on CUDA (``gpu``); the CUDA kernels run the same sampling rule in
 tests/cuda_emu. The rule under test (msda_ops/README.md, "NaN and infinities"): values are
 IEEE arithmetic of sum w * bilinear sample (0 outside the map, inf * 0 = NaN); location
@@ -10,17 +11,14 @@ gradients are NaN for a NaN location or a non-finite weight.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from msda_ops.testing import random_inputs
 from support.msda_compare import assert_same_ieee, forward_and_grads, inside_poison
-from support.triton_interpreter import interpreting, require, run_interpreter_cases
+from support.triton_interpreter import interpreting, require
 
 from msda_ops import ms_deform_attn, ms_deform_attn_reference
 
-TESTS = Path(__file__).resolve().parent
 BACKENDS = [
     "kernel",
     pytest.param("triton-cpu", marks=pytest.mark.interpreter),
@@ -38,11 +36,6 @@ def backend(request):
         return "kernel", "cpu"
     device = require(request.param.split("-")[1])
     return "triton", device
-
-
-def test_interpreter_cases():
-    """The Triton cases below, in Triton's interpreter."""
-    run_interpreter_cases(TESTS / "test_msda_edge_cases.py")
 
 
 def compare(args, backend, device, softmax=False):

@@ -11,12 +11,14 @@ SRC = Path(__file__).resolve().parents[1] / "msda_ops" / "src"
 MAX_LINES = 400
 # Bottom first. A module imports its own layer or lower ones only.
 LAYERS = [
-    # leaves: the reference, the checks, the toolkit lookup, the kernels of Triton and ONNX
+    # leaves: the reference, the checks, the toolkit lookup, Triton's sampling and launch
+    # shapes, the ONNX lowering
     {
         "msda_ops.reference",
         "msda_ops.checks",
         "msda_ops.cuda_home",
         "msda_ops.triton_sampling",
+        "msda_ops.triton_tuning",
         "msda_ops.onnx_lowering",
     },
     {"msda_ops.triton_forward", "msda_ops.triton_backward"},

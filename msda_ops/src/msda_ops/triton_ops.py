@@ -31,15 +31,11 @@ from torch import Tensor
 
 from msda_ops import triton_kernels
 from msda_ops.ops import register_python_side
+from msda_ops.triton_tuning import Config, choose, launch_shape, tuning_enabled
 
 FORWARD = "msda_triton::ms_deform_attn_forward"
 BACKWARD = "msda_triton::ms_deform_attn_backward"
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Elements of one [BLOCK_Q, BLOCK_LP, BLOCK_D] tile, and per thread. Chosen from ptxas'
-# register reports for sm_90 (tests/support/triton_compile.py): at 4 elements per thread
-# the backward needs ~225 registers and does not spill; at 8 it spills.
-_TILE = 1024
-_PER_THREAD = 4
 
 
 def interpreted() -> bool:
@@ -67,42 +63,47 @@ def check_tensors(*tensors: Tensor) -> None:
         )
 
 
-def launch_shape(queries: int, samples: int, channels: int) -> dict[str, int]:
-    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels.
-
-    ``samples`` and ``channels`` are at least 1 (the callers launch nothing otherwise).
-    """
-    block_lp = triton.next_power_of_2(samples)
-    block_d = min(triton.next_power_of_2(channels), 32, max(1, _TILE // block_lp))
-    block_q = max(1, min(triton.next_power_of_2(max(queries, 1)), _TILE // (block_lp * block_d)))
-    warps = max(1, min(8, block_q * block_lp * block_d // (32 * _PER_THREAD)))
-    return {"BLOCK_Q": block_q, "BLOCK_LP": block_lp, "BLOCK_D": block_d, "num_warps": warps}
-
-
 def _common_args(
-    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor
+    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor, config: Config
 ) -> tuple[list[Any], dict[str, int], int]:
     """Sizes and strides shared by both kernels, the launch shape and the grid size."""
     n, length, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = loc.shape
-    meta = launch_shape(lq, n_levels * n_points, d)
+    meta = launch_shape(lq, n_levels * n_points, d, config)
     q_blocks = triton.cdiv(lq, meta["BLOCK_Q"])
     sizes = [lq, m, d, n_levels, n_points, q_blocks, length]
     strides = [*shapes.stride(), *starts.stride(), *loc.stride(), *weights.stride()]
     return [*sizes, *value.stride(), *strides], meta, n * m * q_blocks
 
 
+def _tuning_key(kind: str, value: Tensor, loc: Tensor, softmax: bool) -> tuple[Any, ...]:
+    return (kind, loc.shape[3] * loc.shape[4], value.shape[3], value.dtype, softmax, value.device)
+
+
 def _launch_forward(
-    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor, softmax: bool
+    value: Tensor,
+    shapes: Tensor,
+    starts: Tensor,
+    loc: Tensor,
+    weights: Tensor,
+    softmax: bool,
+    config: Config | None = None,
 ) -> Tensor:
+    """The forward kernel; ``config`` None: the tuned (or default) launch shape."""
     n, _, m, d = value.shape
     out = value.new_empty((n, loc.shape[1], m * d))
     if out.numel() == 0:
         return out
     if loc.shape[3] * loc.shape[4] == 0:  # no samples: an empty sum, as in the reference
         return out.zero_()
+    if config is None:
+        config = choose(
+            _tuning_key("forward", value, loc, softmax),
+            lambda c: _launch_forward(value, shapes, starts, loc, weights, softmax, c),
+            tuning_enabled(value.device, interpreted()),
+        )
     (lq, m_, d_, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
-        value, shapes, starts, loc, weights
+        value, shapes, starts, loc, weights, config
     )
     triton_kernels.msda_forward_kernel[(programs,)](
         value, shapes, starts, loc, weights, out,
@@ -134,7 +135,9 @@ def _launch_backward(
     loc: Tensor,
     weights: Tensor,
     softmax: bool,
+    config: Config | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward kernel; ``config`` None: the tuned (or default) launch shape."""
     # grad_value is summed from many samples with atomics: float32 whatever value's dtype.
     grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
     grad_loc = torch.empty_like(loc, memory_format=torch.contiguous_format)
@@ -143,8 +146,15 @@ def _launch_backward(
         # The atomics make the order of the sums, hence their last bits, vary between runs.
         if torch.are_deterministic_algorithms_enabled():
             _alert_not_deterministic()
+        if config is None:
+            args = (grad_output, value, shapes, starts, loc, weights, softmax)
+            config = choose(
+                _tuning_key("backward", value, loc, softmax),
+                lambda c: _launch_backward(*args, c),  # into scratch gradients
+                tuning_enabled(value.device, interpreted()),
+            )
         (lq, m, d, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
-            value, shapes, starts, loc, weights
+            value, shapes, starts, loc, weights, config
         )
         value_strides, other_strides = strides[:4], strides[4:]
         triton_kernels.msda_backward_kernel[(programs,)](
