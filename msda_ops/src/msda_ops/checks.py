@@ -36,6 +36,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 INDEX_DTYPES = (torch.int64, torch.int32)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SHAPES = {
     "value": "(N, S, M, D)",
     "spatial_shapes": "(L, 2)",
@@ -144,6 +145,30 @@ def check_inputs(
             f"has shape {tuple(attention_weights.shape)}, but the other inputs give {expected}",
         )
     _check_level_contents(spatial_shapes, level_start_index, value.shape[1])
+
+
+def check_triton_inputs(
+    value: Tensor, sampling_locations: Tensor, attention_weights: Tensor, interpreted: bool
+) -> None:
+    """What the Triton backend adds to :func:`check_inputs`: its dtypes and devices.
+
+    ``interpreted``: the kernels run in Triton's CPU interpreter (then CPU tensors work).
+    """
+    tensors = (value, sampling_locations, attention_weights)
+    for name, t in zip(("value", "sampling_locations", "attention_weights"), tensors, strict=True):
+        if t.dtype not in TRITON_DTYPES:
+            raise TypeError(
+                f"ms_deform_attn: the triton backend computes in float32 and takes float32, "
+                f"float16 or bfloat16 inputs, got {name} of dtype {t.dtype}; use "
+                "backend='kernel' or backend='reference' for this dtype"
+            )
+    device = value.device
+    if device.type != "cuda" and not (device.type == "cpu" and interpreted):
+        raise RuntimeError(
+            f"ms_deform_attn: the triton backend runs on CUDA tensors, got {device}; CPU "
+            "tensors run only in Triton's interpreter (TRITON_INTERPRET=1 set before triton is "
+            "first imported, for testing); use backend='kernel' or 'reference'"
+        )
 
 
 def _check_level_contents(spatial_shapes: Tensor, level_start_index: Tensor, length: int) -> None:

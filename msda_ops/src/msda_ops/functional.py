@@ -26,12 +26,11 @@ import torch
 from torch import Tensor
 
 from msda_ops import dispatch, ops
-from msda_ops.checks import check_inputs
+from msda_ops.checks import TRITON_DTYPES, check_inputs, check_triton_inputs
 from msda_ops.reference import ms_deform_attn_reference
 
 Backend = Literal["auto", "kernel", "triton", "reference"]
 _BACKENDS = ("auto", "kernel", "triton", "reference")
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Process-wide (not per-thread) so torch.compile can guard on it like any global.
 _override: list[str] = []
@@ -138,7 +137,7 @@ def ms_deform_attn(
     device_type = value.device.type
     if requested == "auto":
         floats = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
-        chosen = dispatch.auto_backend(device_type, all(t in _TRITON_DTYPES for t in floats))
+        chosen = dispatch.auto_backend(device_type, all(t in TRITON_DTYPES for t in floats))
     elif requested == "kernel":
         ops.kernel_available(device_type, True)
         chosen = "kernel"
@@ -148,7 +147,7 @@ def ms_deform_attn(
         dispatch.require_triton()
         from msda_ops import triton_ops
 
-        triton_ops.check_tensors(value, sampling_locations, attention_weights)
+        check_triton_inputs(value, sampling_locations, attention_weights, triton_ops.interpreted())
         return torch.ops.msda_triton.ms_deform_attn_forward(*args, softmax)
     if chosen == "kernel":
         return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax)

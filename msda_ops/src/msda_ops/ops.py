@@ -165,7 +165,7 @@ def constant_under_compile(fn: F) -> F:
 
     torch's decorator imports Dynamo (1.7 s, nearly half of ``import msda_ops``) only to
     set one attribute on ``fn``; Dynamo reads it when it traces a call. This sets the same
-    attribute; ``tests/test_msda_dispatch.py`` checks that it is exactly what torch's
+    attribute; ``tests/test_msda_backends.py`` checks that it is exactly what torch's
     decorator sets, so a torch that changes the mechanism fails the test, not users.
     """
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]

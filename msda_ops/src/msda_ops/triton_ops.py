@@ -35,7 +35,6 @@ from msda_ops.triton_tuning import Config, choose, launch_shape, tuning_enabled
 
 FORWARD = "msda_triton::ms_deform_attn_forward"
 BACKWARD = "msda_triton::ms_deform_attn_backward"
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def interpreted() -> bool:
@@ -43,24 +42,6 @@ def interpreted() -> bool:
     from triton.runtime.jit import JITFunction
 
     return not isinstance(triton_kernels.msda_forward_kernel, JITFunction)
-
-
-def check_tensors(*tensors: Tensor) -> None:
-    """Raise unless the dtypes and the device suit the Triton kernels."""
-    for name, t in zip(("value", "sampling_locations", "attention_weights"), tensors, strict=True):
-        if t.dtype not in DTYPES:
-            raise TypeError(
-                f"ms_deform_attn: the triton backend computes in float32 and takes float32, "
-                f"float16 or bfloat16 inputs, got {name} of dtype {t.dtype}; use "
-                "backend='kernel' or backend='reference' for this dtype"
-            )
-    device = tensors[0].device
-    if device.type != "cuda" and not (device.type == "cpu" and interpreted()):
-        raise RuntimeError(
-            f"ms_deform_attn: the triton backend runs on CUDA tensors, got {device}; CPU "
-            "tensors run only in Triton's interpreter (TRITON_INTERPRET=1 set before triton is "
-            "first imported, for testing); use backend='kernel' or 'reference'"
-        )
 
 
 def _common_args(
