@@ -1,10 +1,9 @@
 """Empty dimensions and non-finite inputs: every backend gives what the reference gives.
 
-Backends: the C++ CPU kernel here, Triton through its interpreter (the ``interpreter`` cases,
-run in the child process of tests/test_msda_triton.py::test_interpreter_cases; see
-tests/support/triton_interpreter.py)
-and natively on CUDA (``gpu``); the CUDA kernels run the same sampling rule in
-tests/cuda_emu. The rule under test (msda_ops/README.md, "NaN and infinities"): values are
+Backends: the C++ CPU kernel; Triton through its interpreter (the ``interpreter`` cases, run
+in the child process of tests/test_msda_triton.py::test_interpreter_cases; see
+tests/support/triton_interpreter.py); the CUDA kernel and Triton natively on a GPU (``gpu``).
+The CUDA kernels also run the rule on every ``make test`` in tests/cuda_emu. The rule under test (msda_ops/README.md, "NaN and infinities"): values are
 IEEE arithmetic of sum w * bilinear sample (0 outside the map, inf * 0 = NaN); location
 gradients are NaN for a NaN location or a non-finite weight.
 """
@@ -20,7 +19,8 @@ from support.triton_interpreter import interpreting, require
 from msda_ops import ms_deform_attn, ms_deform_attn_reference
 
 BACKENDS = [
-    "kernel",
+    "kernel-cpu",
+    pytest.param("kernel-cuda", marks=pytest.mark.gpu),
     pytest.param("triton-cpu", marks=pytest.mark.interpreter),
     pytest.param("triton-cuda", marks=pytest.mark.gpu),
 ]
@@ -30,12 +30,12 @@ NAMES = ("output", "grad_value", "grad_locations", "grad_weights")
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """(backend, device) of one case; the kernel cases skip in the interpreter's process."""
-    if request.param == "kernel":
+    name, device = request.param.split("-")
+    if name == "kernel":
         if interpreting():
             pytest.skip("run by the parent process")
-        return "kernel", "cpu"
-    device = require(request.param.split("-")[1])
-    return "triton", device
+        return name, device
+    return name, require(device)
 
 
 def compare(args, backend, device, softmax=False):
