@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from msda_ops import build, dispatch, ops
+from msda_ops import dispatch, ops
 from msda_ops.cuda_home import find_cuda_home
 
 
@@ -58,6 +58,10 @@ def _kernel_status(kind: str) -> BackendStatus:
         return BackendStatus(kind, "kernel", False, f"{name}: {dispatch.kernel_failure(kind)}")
     if kind == "cuda" and torch.version.cuda is None:
         return BackendStatus(kind, "kernel", False, f"{name}: this torch is a CPU-only build")
+    # Imported here: `import msda_ops` leaves build unimported, so that
+    # `python -m msda_ops.build` runs it as a fresh __main__ (no runpy warning).
+    from msda_ops import build
+
     directory = build.build_directory(kind)
     if (directory / "BUILT").is_file():
         return BackendStatus(kind, "kernel", True, f"{name}, built in {directory}")
