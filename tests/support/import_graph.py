@@ -97,29 +97,3 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
                 seen.add(nxt)
                 todo.append(nxt)
     return seen
-
-
-def upward_imports(graph: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
-    """Each import of ``graph`` from a layer to a higher one, as ``"a (layer i) -> b (layer j)"``.
-
-    ``layers`` lists the modules bottom first; a module may import its own layer or lower
-    ones (cycles are :func:`find_cycle`'s business). A module of ``graph`` in no layer, or in
-    two, is reported too, so a new module must be placed before it passes.
-    """
-    level: dict[str, int] = {}
-    problems = []
-    for i, layer in enumerate(layers):
-        for module in layer:
-            if module in level:
-                problems.append(f"{module} is in layers {level[module]} and {i}")
-            level[module] = i
-    for module in sorted(graph):
-        if module not in level:
-            problems.append(f"{module} is in no layer")
-            continue
-        for target in sorted(graph[module]):
-            if target in level and level[target] > level[module]:
-                problems.append(
-                    f"{module} (layer {level[module]}) -> {target} (layer {level[target]})"
-                )
-    return problems
