@@ -35,6 +35,7 @@
 mod float;
 #[doc(hidden)]
 pub mod fuzz_input;
+mod packed;
 mod scan;
 mod solver;
 mod view;
@@ -43,6 +44,7 @@ mod view;
 mod tests;
 
 pub use float::Float;
+pub use packed::Packed;
 pub use solver::Solver;
 pub use view::{MatrixView, OutOfBounds};
 
