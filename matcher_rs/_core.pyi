@@ -26,3 +26,6 @@ def linear_sum_assignment_batch(
 
 def _panic_for_tests(on_worker: bool) -> None:
     """Panic inside the binding's guard (tests: a RuntimeError must come out)."""
+
+def _set_avx(allowed: bool) -> bool:
+    """Allow or forbid the AVX scans (benchmarks); returns the previous setting."""

@@ -244,6 +244,13 @@ fn _panic_for_tests(py: Python<'_>, on_worker: bool) -> PyResult<()> {
     })
 }
 
+/// Allow or forbid the AVX copies of the solver's scans (benchmarks measure what they buy;
+/// answers are identical either way). Returns the previous setting.
+#[pyfunction]
+fn _set_avx(allowed: bool) -> bool {
+    lsap::set_avx(allowed)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_hook();
@@ -251,5 +258,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(linear_sum_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_avx, m)?)?;
     Ok(())
 }
