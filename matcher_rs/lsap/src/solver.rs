@@ -37,6 +37,7 @@ pub struct Solver<T> {
     scan_rows: Vec<(usize, T)>,
     free: Vec<usize>,
     next_free: Vec<usize>,
+    free_cols: Vec<usize>,
 }
 
 impl<T> Default for Solver<T> {
@@ -52,6 +53,7 @@ impl<T> Default for Solver<T> {
             scan_rows: Vec::new(),
             free: Vec::new(),
             next_free: Vec::new(),
+            free_cols: Vec::new(),
         }
     }
 }
@@ -242,6 +244,9 @@ impl<T: Float> Solver<T> {
                 self.u[i] = at::<T, NEG>(rows.row(i)[j]) - self.v[j];
             }
         }
+        self.free_cols.clear();
+        let unassigned = (0..m.cols()).filter(|&j| self.row4col[j] == NONE);
+        self.free_cols.extend(unassigned);
         let free = core::mem::take(&mut self.free);
         let result = free.iter().try_for_each(|&i| self.augment::<NEG>(rows, i));
         self.free = free;
@@ -278,7 +283,8 @@ impl<T: Float> Solver<T> {
         room(&mut self.scanned, nr)?;
         room(&mut self.scan_rows, nr)?;
         room(&mut self.free, nr)?;
-        room(&mut self.next_free, nr)
+        room(&mut self.next_free, nr)?;
+        room(&mut self.free_cols, nc)
     }
 
     /// `u[i] = min_j c[i][j]` with `v = 0`; a row whose cheapest column is still free
@@ -295,20 +301,11 @@ impl<T: Float> Solver<T> {
             let target = at::<T, NEG>(best);
             let mut j = T::position(row, target);
             if self.row4col[j] != NONE {
-                // Taken: a later free column at the same cost, if any (ties are rare,
-                // so the fast search runs first).
-                let mut k = j + 1;
-                while k < row.len() {
-                    let p = T::position(&row[k..], target);
-                    if p == NONE {
-                        break;
-                    }
-                    k += p;
-                    if self.row4col[k] == NONE {
-                        j = k;
-                        break;
-                    }
-                    k += 1;
+                // Taken: the first later free column at the same cost, if any, in one pass
+                // (with many ties, hopping from tie to tie costs a call per taken column).
+                let mut later = row[j + 1..].iter().zip(&self.row4col[j + 1..]);
+                if let Some(k) = later.position(|(&x, &r)| r == NONE && x == target) {
+                    j += 1 + k;
                 }
             }
             if self.row4col[j] == NONE {
@@ -401,9 +398,20 @@ impl<T: Float> Solver<T> {
             if lowest == T::INFINITY {
                 return Err(self.why_unreachable::<NEG>(rows));
             }
-            let j = T::position(dist, lowest);
+            let mut j = T::position(dist, lowest);
             min_val = lowest;
+            // Among columns tied at the lowest distance, a free one ends the search at once
+            // (with many ties, the first tied column is rarely free). Worth a look only
+            // while the free columns are few beside a row.
+            if self.row4col[j] != NONE && self.free_cols.len() * 4 <= nc {
+                if let Some(&f) = self.free_cols.iter().find(|&&f| dist[f] == lowest) {
+                    j = f;
+                }
+            }
             if self.row4col[j] == NONE {
+                if let Some(k) = self.free_cols.iter().position(|&f| f == j) {
+                    self.free_cols.swap_remove(k);
+                }
                 break j;
             }
             // Scanned: NaN keeps the column out of every later update and minimum.
