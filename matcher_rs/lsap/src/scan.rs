@@ -16,8 +16,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::Float;
 
 /// Lanes per block: two AVX registers of `f32`, four of `f64` (the independent
-/// accumulators also shorten the dependency chain through `min`).
-const LANES: usize = 8;
+/// accumulators also shorten the dependency chain through `min`). Measured against 8
+/// lanes (thread CPU time, uniform and DETR-like costs): 1.06-1.28x in `f32` at 300 to
+/// 2000 square, 0.94-1.17x in `f64`.
+const LANES: usize = 16;
 
 /// Read a cost, negated when maximising (monomorphised, so free when not).
 #[inline(always)]
