@@ -2,32 +2,32 @@
 
 Three parts, every anchor timed in the same run on the same machine:
 
-1. square random matrices (100 ... 4000), one thread;
+1. square matrices (100 ... 4000) of five kinds, float64 and float32, one thread, against
+   scipy, lap and laprust, with matcher_rs's AVX scans on and off (``matcher_square.py``);
 2. DETR-shaped batches (B images of Q x T_i costs, T_i around T), the scipy loop against
    one ``linear_sum_assignment_batch`` call (all cores, and one thread);
 3. the whole matcher step (costs, transfer, solve) for B=4, Q=300, 6 decoder layers and
    COCO-like target counts: ``zoo.loss.matcher.HungarianMatcher`` against the original design
    (one B*Q x sum(T) matrix, ``.cpu()``, scipy per image on the split).
 
-Results: ``benchmarks/results/matcher_cpu.json``. Run: ``python benchmarks/bench_matcher.py``
-(``--quick`` for a smoke run). lap and laprust are optional (``pip install '.[bench]'``).
+Results: ``benchmarks/results/matcher_cpu.json`` and its plot. Run: ``nice -n 10 python
+benchmarks/bench_matcher.py`` (``--quick`` for a smoke run, ``--parts square`` for one part).
+lap and laprust are optional (``pip install '.[bench]'``).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 # Python puts this script's folder (benchmarks/) first; matcher_rs and zoo come from the
 # installed packages (the repository root must not shadow them: its matcher_rs/ has no
 # compiled _core in a non-editable install).
+import matcher_square
+import numpy as np
+import torch
 from harness import format_table, results_path, time_fn, write_json
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 from torchvision.ops import box_convert, generalized_box_iou
@@ -45,69 +45,6 @@ def _optional(name: str) -> Any:
 
 lap = _optional("lap")
 laprust = _optional("laprust")
-
-
-def _solvers_single() -> dict[str, Callable[[np.ndarray], Any]]:
-    """One-matrix solvers by name; the matrix is float64 (float32 for ``matcher_rs_f32``)."""
-    out: dict[str, Callable[[np.ndarray], Any]] = {
-        "scipy": scipy_lsa,
-        "matcher_rs": matcher_rs.linear_sum_assignment,
-    }
-    if lap is not None:
-        out["lap"] = lambda c: lap.lapjv(c, extend_cost=c.shape[0] != c.shape[1], return_cost=False)
-    if laprust is not None:
-        out["laprust"] = lambda c: laprust.lapjv(
-            c, extend_cost=c.shape[0] != c.shape[1], return_cost=False
-        )
-    return out
-
-
-def _check_total(name: str, cost: np.ndarray, result: Any, want: float) -> None:
-    """Every anchor must find the optimum (guards against comparing wrong answers)."""
-    if name == "lap":
-        x = np.asarray(result[0])
-        rows = np.flatnonzero(x >= 0)
-        total = float(cost[rows, x[rows]].sum())
-    else:
-        total = float(cost[result[0], result[1]].sum())
-    assert abs(total - want) <= 1e-6 * max(1.0, abs(want)), (name, total, want)
-
-
-def _bind(
-    solvers: dict[str, Callable[[np.ndarray], Any]], cost: np.ndarray, cost32: np.ndarray
-) -> dict[str, Callable[[], Any]]:
-    """Each solver applied to ``cost``, plus matcher_rs on the float32 copy."""
-    calls = {name: functools.partial(fn, cost) for name, fn in solvers.items()}
-    calls["matcher_rs_f32"] = functools.partial(matcher_rs.linear_sum_assignment, cost32)
-    return dict(calls)
-
-
-def bench_square(sizes: list[int]) -> list[dict[str, Any]]:
-    """Square uniform random matrices, single thread."""
-    rows = []
-    rng = np.random.default_rng(0)
-    for n in sizes:
-        cost = rng.random((n, n))
-        cost32 = cost.astype(np.float32)
-        want = float(cost[scipy_lsa(cost)].sum())
-        repeats = 10 if n <= 300 else (3 if n <= 2000 else 1)
-        warmup = 1 if n <= 2000 else 0
-        entry: dict[str, Any] = {"n": n, "dtype": "float64", "repeats": repeats}
-        solvers = _solvers_single()
-        for name, fn in solvers.items():
-            _check_total(name, cost, fn(cost), want)
-        for name, call in _bind(solvers, cost, cost32).items():
-            entry[f"{name}_s"] = time_fn(call, repeats=repeats, warmup=warmup)["median_s"]
-        entry["speedup_vs_scipy"] = entry["scipy_s"] / entry["matcher_rs_s"]
-        entry["speedup_f32_vs_scipy"] = entry["scipy_s"] / entry["matcher_rs_f32_s"]
-        rows.append(entry)
-        print(
-            f"square {n:5d}: "
-            + "  ".join(f"{k[:-2]} {v * 1e3:9.2f} ms" for k, v in entry.items() if k.endswith("_s"))
-            + f"  (x{entry['speedup_vs_scipy']:.2f} f64, x{entry['speedup_f32_vs_scipy']:.2f} f32)",
-            flush=True,
-        )
-    return rows
 
 
 def _target_counts(rng: np.random.Generator, bs: int, t: int) -> list[int]:
@@ -271,18 +208,28 @@ def main(argv: list[str] | None = None) -> None:
         help="results file (.json path or a name in benchmarks/results/); default "
         "results/matcher_cpu.json, or a scratch file with --quick",
     )
+    parser.add_argument(
+        "--parts",
+        default="square,detr,step",
+        help="comma-separated parts to run: square, detr, step (default: all)",
+    )
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= {"square", "detr", "step"}:
+        parser.error(f"--parts takes square, detr, step; got {args.parts!r}")
     # One intra-op thread: on a small shared machine more threads only contend, and both
     # matcher designs then run their tensor ops alike (the solvers pick their own threads).
     torch.set_num_threads(1)
-    if args.quick:
-        square = bench_square([100, 300])
-        detr = bench_detr_batches([2, 32], [300], [7, 20])
-        step = bench_matcher_step(repeats=3)
-    else:
-        square = bench_square([100, 300, 1000, 2000, 4000])
-        detr = bench_detr_batches([2, 8, 32, 64], [100, 300, 900], [1, 7, 20, 100])
-        step = bench_matcher_step(repeats=10)
+    square_sizes = [100, 300] if args.quick else [100, 300, 1000, 2000, 4000]
+    square = matcher_square.bench(square_sizes, lap, laprust) if "square" in parts else []
+    detr, step = [], []
+    if "detr" in parts:
+        if args.quick:
+            detr = bench_detr_batches([2, 32], [300], [7, 20])
+        else:
+            detr = bench_detr_batches([2, 8, 32, 64], [100, 300, 900], [1, 7, 20, 100])
+    if "step" in parts:
+        step = bench_matcher_step(repeats=3 if args.quick else 10)
     path = write_json(
         results_path(args.output, "matcher_cpu", scratch=args.quick),
         {
@@ -293,39 +240,21 @@ def main(argv: list[str] | None = None) -> None:
                 "matcher_rs": matcher_rs.__version__,
             },
             "quick": args.quick,
+            "parts": sorted(parts),
+            "square_timing": "median thread CPU seconds (*_s) and wall seconds (*_wall_s), "
+            "contenders interleaved within each repeat",
+            "square_target": matcher_square.summary(square),
             "square_single_thread": square,
             "detr_batches": detr,
             "matcher_step": step,
         },
     )
-    print(format_table(square, ["n", "scipy_s", "matcher_rs_s", "speedup_vs_scipy"]))
+    columns = ["kind", "n", "dtype", "matcher_rs_s", "speedup_vs_laprust", "avx_speedup"]
+    print(format_table(square, columns))
     print(f"wrote {path}")
     png = path.with_suffix(".png")
-    if plot_square(square, png):
+    if square and matcher_square.plot(square, png):
         print(f"wrote {png}")
-
-
-def plot_square(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Seconds per square matrix against its size, one line per solver (False: no matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
-        return False
-    fig, ax = plt.subplots(figsize=(6, 4))
-    sizes = [r["n"] for r in rows]
-    for key in [k for k in rows[0] if k.endswith("_s")]:
-        ax.plot(sizes, [r[key] for r in rows], marker="o", label=key[:-2])
-    ax.set(xscale="log", yscale="log", xlabel="n (n x n cost matrix)", ylabel="seconds")
-    ax.set_title("linear sum assignment, 1 thread")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
 
 
 if __name__ == "__main__":

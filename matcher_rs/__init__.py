@@ -9,12 +9,16 @@ come back sorted ascending as int64 arrays, and the assignment is optimal (up to
 whatever the magnitudes: costs near the float64 maximum, whose sums overflow, are solved
 rescaled by a power of two instead of giving a wrong answer.
 
+The matrices are copied (one pass, which is also the conversion the solver needs) before
+the GIL is released, so another thread may write them meanwhile without harm: the answer is
+the one for the matrix as it was at the call.
+
 Inputs are read as scipy reads them: numpy arrays of any dtype that casts safely to
 float64 (others raise ``TypeError``), and anything else converted element by element to
 float64 (nested lists of numbers, big ints, numeric strings, ``Fraction``, ``Decimal``;
-``None`` becomes NaN). float32 and float64 arrays are read in place in their own precision
-(C-ordered, Fortran-ordered or strided views alike; an unaligned buffer is copied), so a
-float32 matrix is solved optimally up to float32 rounding. CPU torch tensors are taken too
+``None`` becomes NaN). float32 and float64 arrays are solved in their own precision
+(C-ordered, Fortran-ordered or strided views alike), so a float32 matrix is solved
+optimally up to float32 rounding. CPU torch tensors are taken too
 (also ``bfloat16`` and tensors that require grad, which scipy refuses; complex tensors are
 refused, where scipy would drop the imaginary part). CUDA tensors are refused with a
 ``TypeError``: move the costs to the host yourself, in one transfer for a whole batch (e.g.
@@ -46,7 +50,7 @@ _ARRAY_PROTOCOLS = ("__array__", "__array_interface__", "__array_struct__")
 
 
 def _is_native(arr: Any) -> bool:
-    """Whether the core can read ``arr`` in place: an aligned float32/float64 ndarray."""
+    """Whether the core takes ``arr`` as it is: an aligned float32/float64 ndarray."""
     return type(arr) is np.ndarray and arr.dtype in _NATIVE and bool(arr.flags.aligned)
 
 
@@ -120,11 +124,13 @@ def linear_sum_assignment_batch(
             (B, R, C) array or tensor whose item ``b`` is its leading
             ``n_rows[b] x n_cols[b]`` block (padding is never read).
         maximize: find assignments of largest total instead (any truthy value).
-        n_threads: worker threads, a positive integer; ``None`` uses rayon's global pool
-            (one thread per core), a number uses a pool of that size (built once, then
-            reused); ``1`` solves on the calling thread. Small batches are solved on the
-            calling thread whatever the setting, since waking workers would cost more
-            than it saves.
+        n_threads: the most worker threads to use, a positive integer, or ``None`` for
+            all. Every batch runs on one shared pool of one thread per available CPU (or
+            ``RAYON_NUM_THREADS``), so a value above the pool's size, or above the number
+            of items, is clamped to it: ``min(n_threads, pool size, len(costs))`` items
+            are solved at once, and no call ever starts threads of its own. ``1`` solves
+            on the calling thread, as do small batches whatever the setting, since waking
+            workers would cost more than it saves.
         n_rows: per-item row counts of a padded batch, integers (default: all rows).
         n_cols: per-item column counts of a padded batch, integers (default: all columns).
 
@@ -162,7 +168,8 @@ def linear_sum_assignment_batch(
 
 
 def _threads(n_threads: Any) -> int | None:
-    """``n_threads`` checked: ``None`` or a positive integer."""
+    """``n_threads`` checked: ``None`` or a positive integer (clamped to ``sys.maxsize``,
+    far above any pool: the core clamps it to the pool's size)."""
     if n_threads is None:
         return None
     try:
@@ -175,7 +182,7 @@ def _threads(n_threads: Any) -> int | None:
         ) from None
     if n <= 0:
         raise ValueError(f"n_threads must be a positive integer or None, got {n}")
-    return n
+    return min(n, sys.maxsize)
 
 
 def _sizes(sizes: Iterable[Any] | None, name: str, padded: int) -> list[int] | None:

@@ -11,7 +11,7 @@ _Index = npt.NDArray[np.int64]
 _Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
 def linear_sum_assignment(cost_matrix: _Float, maximize: bool = False) -> tuple[_Index, _Index]:
-    """Solve one aligned 2-D float32/float64 array in place (no copy; GIL released)."""
+    """Solve one aligned 2-D float32/float64 array (copied, then solved with the GIL released)."""
 
 def linear_sum_assignment_batch(
     costs: _Float | Sequence[_Float],
@@ -21,7 +21,11 @@ def linear_sum_assignment_batch(
     n_rows: Sequence[int] | None = None,
     n_cols: Sequence[int] | None = None,
 ) -> list[tuple[_Index, _Index]]:
-    """Solve a list of 2-D float arrays or a padded 3-D float array, in parallel."""
+    """Solve a list of 2-D float arrays or a padded 3-D float array, in parallel (at most
+    ``n_threads`` items at once on the shared pool)."""
 
 def _panic_for_tests(on_worker: bool) -> None:
     """Panic inside the binding's guard (tests: a RuntimeError must come out)."""
+
+def _set_avx(allowed: bool) -> bool:
+    """Allow or forbid the AVX scans (benchmarks); returns the previous setting."""

@@ -90,7 +90,7 @@ def test_dtypes_match_scipy(values, dtype, maximize):
     ),
     st.sampled_from(["F", "T", "slice", "neg", "f32F"]),
 )
-def test_layouts_need_no_copy_and_match(base, layout):
+def test_strided_layouts_match(base, layout):
     view = {
         "F": np.asfortranarray(base),
         "T": base.T,

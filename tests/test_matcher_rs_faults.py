@@ -92,15 +92,21 @@ def test_allocation_failure_is_memory_error(shape):
 
 
 @pytest.mark.parametrize("on_worker", [False, True])
-def test_a_panic_is_a_runtime_error_not_a_base_exception(on_worker):
-    # Every panic would be a bug; the guard must still turn it into an Exception.
+def test_a_panic_is_a_runtime_error_not_a_base_exception(on_worker, capfd, monkeypatch):
+    # Every panic would be a bug; the guard must still turn it into an Exception, and
+    # print nothing (Rust's default hook writes the message, and with RUST_BACKTRACE set
+    # a backtrace of some thirty lines, to the user's stderr).
+    monkeypatch.setenv("RUST_BACKTRACE", "1")
     try:
         _core._panic_for_tests(on_worker)
     except Exception as err:  # a PanicException would fly past this clause
         assert type(err) is RuntimeError
         assert "matcher_rs internal error (a bug" in str(err) and "test panic" in str(err)
+        if not on_worker:  # the location is known on the thread that panicked
+            assert "src/lib.rs:" in str(err)
     else:
         pytest.fail("no exception")
+    assert capfd.readouterr().err == ""
     # The thread-local solvers and the pool still work afterwards.
     got = linear_sum_assignment_batch([1 - np.eye(300)] * 4, n_threads=2)
     assert all(cols.tolist() == list(range(300)) for _, cols in got)

@@ -1,23 +1,25 @@
-//! Python bindings for the `lsap` solver: borrow numpy matrices without copying, release
-//! the GIL for every solve, solve batches in parallel with rayon, map errors to ValueError
-//! (MemoryError when a problem cannot be allocated). The Python wrapper converts every
-//! input first, so the core takes only aligned float32/float64 arrays; no Rust panic
-//! crosses into Python (see [`guard`]).
+//! Python bindings for the `lsap` solver: copy each numpy matrix into an owned, solver-ready
+//! buffer while the GIL is held (another Python thread may write the array as soon as the
+//! GIL is released), release the GIL for every solve, solve batches in parallel on rayon's
+//! pool, map errors to ValueError (MemoryError when a problem cannot be allocated). The
+//! Python wrapper converts every input first, so the core takes only aligned
+//! float32/float64 arrays; no Rust panic crosses into Python (see [`panics`]).
 
-use std::collections::HashMap;
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
+mod panics;
 mod views;
 
 use lsap::{Assignment, LsapError};
 use numpy::prelude::*;
 use numpy::{PyArray1, PyArray3};
+use panics::{catch, guard, install_hook, internal_error};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rayon::prelude::*;
-use views::{views3, AnyView, Borrowed, Native};
+use views::{views3, AnyPacked, Borrowed, Native};
 
 /// Below this much estimated work (sum of `rows * cols * min(rows, cols)` over a batch)
 /// waking worker threads costs more than it saves: solve on the calling thread.
@@ -34,38 +36,37 @@ fn to_numpy<'py>(
     )
 }
 
-/// A solver error as the Python exception scipy raises in its place, prefixed by `prefix`.
-fn solve_error(e: LsapError, prefix: &str) -> PyErr {
-    let msg = format!("{prefix}{e}");
-    match e {
-        LsapError::OutOfMemory { .. } => PyMemoryError::new_err(msg),
-        _ => PyValueError::new_err(msg),
+/// Why one problem of a batch has no assignment.
+enum Failure {
+    /// The solver's answer (scipy's error where scipy has one).
+    Solve(LsapError),
+    /// A panic, described (a bug).
+    Panic(String),
+}
+
+impl From<LsapError> for Failure {
+    fn from(e: LsapError) -> Self {
+        Self::Solve(e)
     }
 }
 
-/// Run a binding's body, turning a Rust panic into a RuntimeError that names it a bug.
-///
-/// Every failure the solver knows of is an error value; a panic would reach Python as
-/// pyo3's `PanicException`, a `BaseException` that `except Exception` misses. Panics on
-/// rayon workers are re-raised on the calling thread, and `detach` re-takes the GIL
-/// before unwinding further, so one guard around the whole body catches them all.
-fn guard<R>(body: impl FnOnce() -> PyResult<R>) -> PyResult<R> {
-    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
-        let what = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic without a message".to_string());
-        Err(PyRuntimeError::new_err(format!(
-            "matcher_rs internal error (a bug: please report it with the input that \
-             caused it): {what}"
-        )))
-    })
+/// A failure as the Python exception scipy raises in its place, prefixed by `prefix`.
+fn solve_error(e: Failure, prefix: &str) -> PyErr {
+    match e {
+        Failure::Solve(e @ LsapError::OutOfMemory { .. }) => {
+            PyMemoryError::new_err(format!("{prefix}{e}"))
+        }
+        Failure::Solve(e) => PyValueError::new_err(format!("{prefix}{e}")),
+        Failure::Panic(what) => {
+            PyRuntimeError::new_err(format!("{prefix}{}", internal_error(&what)))
+        }
+    }
 }
 
 type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
-/// Solve one float32/float64 2-D numpy array (no copy; the GIL is released while solving).
+/// Solve one float32/float64 2-D numpy array (copied while the GIL is held, then solved
+/// with the GIL released).
 #[pyfunction]
 #[pyo3(signature = (cost_matrix, maximize = false))]
 fn linear_sum_assignment<'py>(
@@ -75,62 +76,69 @@ fn linear_sum_assignment<'py>(
 ) -> PyResult<Pair<'py>> {
     guard(|| {
         let borrowed = Borrowed::new(cost_matrix)?;
-        let view = borrowed.view()?;
-        let result = py.detach(|| view.solve(maximize));
-        Ok(to_numpy(py, result.map_err(|e| solve_error(e, ""))?))
+        let packed = borrowed.view()?.pack(maximize, true);
+        drop(borrowed);
+        // `detach` runs on this thread: the copy buffer goes back to where it came from.
+        let result = py.detach(|| {
+            let p = packed?;
+            let r = p.solve();
+            p.recycle();
+            r
+        });
+        Ok(to_numpy(py, result.map_err(|e| solve_error(e.into(), ""))?))
     })
 }
 
-/// The pool for an explicit thread count, built once per count and kept.
-fn pool(n_threads: usize) -> PyResult<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&n_threads) {
-        return Ok(p.clone());
-    }
-    let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(n_threads)
-        .thread_name(|k| format!("matcher_rs-{k}"))
-        .build()
-        .map_err(|e| PyValueError::new_err(format!("cannot start {n_threads} threads: {e}")))?;
-    let p = Arc::new(p);
-    pools.insert(n_threads, p.clone());
-    Ok(p)
-}
-
-/// Solve every view (in parallel unless the batch is small or `n_threads == 1`).
+/// Solve every copy: on the calling thread when the batch is small or one worker is
+/// asked for, else by at most `n_threads` tasks on rayon's global pool (one thread per
+/// available CPU, or `RAYON_NUM_THREADS`), each taking the next unsolved item. No other
+/// pool is ever built, so the process's thread count stays bounded whatever `n_threads`.
 fn solve_all(
-    views: &[AnyView<'_>],
-    maximize: bool,
+    items: &[Result<AnyPacked, LsapError>],
     n_threads: Option<usize>,
-) -> PyResult<Vec<Result<Assignment, LsapError>>> {
-    let work: usize = views
-        .iter()
-        .map(|v| v.work())
-        .fold(0, usize::saturating_add);
-    let serial = views.len() < 2 || work < PARALLEL_MIN_WORK || n_threads == Some(1);
-    let run = || -> Vec<_> {
-        if serial {
-            views.iter().map(|v| v.solve(maximize)).collect()
-        } else {
-            views
-                .par_iter()
-                .with_max_len(1)
-                .map(|v| v.solve(maximize))
-                .collect()
+) -> PyResult<Vec<Result<Assignment, Failure>>> {
+    if n_threads == Some(0) {
+        return Err(PyValueError::new_err("n_threads must be positive"));
+    }
+    let solve = |item: &Result<AnyPacked, LsapError>| -> Result<Assignment, Failure> {
+        match item {
+            Ok(p) => catch(|| p.solve())
+                .map_err(Failure::Panic)?
+                .map_err(Failure::Solve),
+            Err(e) => Err(Failure::Solve(*e)),
         }
     };
-    Ok(match n_threads {
-        Some(0) => return Err(PyValueError::new_err("n_threads must be positive")),
-        Some(n) if !serial => {
-            let p = pool(n)?;
-            p.install(run)
+    let work: usize = items
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(AnyPacked::work)
+        .fold(0, usize::saturating_add);
+    let workers = rayon::current_num_threads()
+        .min(n_threads.unwrap_or(usize::MAX))
+        .min(items.len());
+    if workers < 2 || work < PARALLEL_MIN_WORK {
+        return Ok(items.iter().map(solve).collect());
+    }
+    let next = AtomicUsize::new(0);
+    let slots: Vec<OnceLock<Result<Assignment, Failure>>> =
+        items.iter().map(|_| OnceLock::new()).collect();
+    rayon::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|_| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(k) else { break };
+                // Each index is taken once, so each slot is set once.
+                let _ = slots[k].set(solve(item));
+            });
         }
-        _ => run(),
-    })
+    });
+    Ok(slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner()
+                .unwrap_or_else(|| Err(Failure::Panic("an item was not solved".into())))
+        })
+        .collect())
 }
 
 /// Per-item sizes of a padded batch: the given sequence, or the full padded size.
@@ -153,16 +161,17 @@ fn solve_padded<T: Native>(
     n_cols: Option<Vec<usize>>,
     maximize: bool,
     n_threads: Option<usize>,
-) -> PyResult<Vec<Result<Assignment, LsapError>>> {
+) -> PyResult<Vec<Result<Assignment, Failure>>> {
     let ro = a.readonly();
     let shape = ro.shape().to_vec();
     let rows = sizes(n_rows, shape[0], shape[1], "n_rows")?;
     let cols = sizes(n_cols, shape[0], shape[2], "n_cols")?;
-    let views: Vec<AnyView<'_>> = views3(&ro, &rows, &cols)?
+    let packed: Vec<_> = views3(&ro, &rows, &cols)?
         .into_iter()
-        .map(T::wrap)
+        .map(|v| T::wrap(v).pack(maximize, false))
         .collect();
-    py.detach(|| solve_all(&views, maximize, n_threads))
+    drop(ro);
+    py.detach(|| solve_all(&packed, n_threads))
 }
 
 /// Solve a batch: a sequence of 2-D float32/float64 arrays (shapes may differ), or one
@@ -196,12 +205,17 @@ fn linear_sum_assignment_batch<'py>(
                 .enumerate()
                 .map(|(k, item)| Borrowed::new(&item?).map_err(|e| item_error(k, e)))
                 .collect::<PyResult<Vec<_>>>()?;
-            let views = borrowed
+            let packed = borrowed
                 .iter()
                 .enumerate()
-                .map(|(k, b)| b.view().map_err(|e| item_error(k, e)))
+                .map(|(k, b)| {
+                    Ok(b.view()
+                        .map_err(|e| item_error(k, e))?
+                        .pack(maximize, false))
+                })
                 .collect::<PyResult<Vec<_>>>()?;
-            py.detach(|| solve_all(&views, maximize, n_threads))?
+            drop(borrowed);
+            py.detach(|| solve_all(&packed, n_threads))?
         };
         let out = PyList::empty(py);
         for (k, r) in results.into_iter().enumerate() {
@@ -219,10 +233,8 @@ fn _panic_for_tests(py: Python<'_>, on_worker: bool) -> PyResult<()> {
     guard(|| {
         py.detach(|| {
             if on_worker {
-                pool(2)?.install(|| {
-                    (0..4usize).into_par_iter().for_each(|k| {
-                        assert!(k != 3, "test panic on a worker thread");
-                    })
+                (0..4usize).into_par_iter().for_each(|k| {
+                    assert!(k != 3, "test panic on a worker thread");
                 });
             } else {
                 panic!("test panic on the calling thread");
@@ -232,11 +244,20 @@ fn _panic_for_tests(py: Python<'_>, on_worker: bool) -> PyResult<()> {
     })
 }
 
+/// Allow or forbid the AVX copies of the solver's scans (benchmarks measure what they buy;
+/// answers are identical either way). Returns the previous setting.
+#[pyfunction]
+fn _set_avx(allowed: bool) -> bool {
+    lsap::set_avx(allowed)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    install_hook();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment, m)?)?;
     m.add_function(wrap_pyfunction!(linear_sum_assignment_batch, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(_set_avx, m)?)?;
     Ok(())
 }

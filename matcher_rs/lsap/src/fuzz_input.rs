@@ -7,7 +7,7 @@
 //! subnormals included), or with "small values" one byte each, `b % 8` or a forbidden
 //! entry when `b >= 224` (many ties and infeasible cases). Missing bytes read as zero.
 
-use crate::{Float, LsapError, MatrixView, Solver};
+use crate::{Float, LsapError, MatrixView, Packed, Solver};
 
 /// A decoded fuzz input.
 #[derive(Debug, Clone)]
@@ -127,7 +127,14 @@ fn check<T: Float>(case: &FuzzCase, data: &[T]) {
             }
     };
     let has_invalid = data.iter().any(|&x| bad(x));
-    match Solver::new().solve(view, case.maximize) {
+    let result = Solver::new().solve(view, case.maximize);
+    let packed = Packed::new(view, case.maximize, Vec::new());
+    assert_eq!(
+        packed.and_then(|p| Solver::new().solve_packed(&p)),
+        result,
+        "the packed copy solves differently"
+    );
+    match result {
         Ok(a) => {
             assert!(!has_invalid, "invalid entries accepted");
             let k = case.rows.min(case.cols);

@@ -22,7 +22,8 @@
 //! The algorithm: row reduction and Jonker-Volgenant's augmenting row reduction assign
 //! most rows cheaply; each remaining row is assigned by a shortest augmenting path
 //! (Dijkstra over reduced costs with dual variables), O(rows^2 * cols) in the worst case.
-//! The dense scans use AVX when the CPU has it (detected at run time).
+//! The dense scans are safe Rust in lane blocks, also compiled for AVX and picked at run
+//! time when the CPU has it.
 //!
 //! ```
 //! use lsap::{linear_sum_assignment, MatrixView};
@@ -35,6 +36,7 @@
 mod float;
 #[doc(hidden)]
 pub mod fuzz_input;
+mod packed;
 mod scan;
 mod solver;
 mod view;
@@ -43,6 +45,8 @@ mod view;
 mod tests;
 
 pub use float::Float;
+pub use packed::Packed;
+pub use scan::set_avx;
 pub use solver::Solver;
 pub use view::{MatrixView, OutOfBounds};
 

@@ -13,13 +13,11 @@
 //! non-finite (or near the maximum), or that finds no path where Hall's condition holds,
 //! is repeated on a copy scaled down by a power of two (exact, optimum unchanged).
 
+use crate::packed::{invalid, pack, packed_view, rescale, OOM};
 use crate::scan::at;
-use crate::{Assignment, Float, LsapError, MatrixView};
+use crate::{Assignment, Float, LsapError, MatrixView, Packed};
 
 const NONE: usize = usize::MAX;
-
-/// An allocation failure (`solve_into` fills in the problem's shape).
-const OOM: LsapError = LsapError::OutOfMemory { rows: 0, cols: 0 };
 
 /// Augmenting-row-reduction steps allowed per row and pass before the remaining rows
 /// are left to the exact search (the heuristic only has to be cheap, never complete).
@@ -39,6 +37,7 @@ pub struct Solver<T> {
     scan_rows: Vec<(usize, T)>,
     free: Vec<usize>,
     next_free: Vec<usize>,
+    free_cols: Vec<usize>,
 }
 
 impl<T> Default for Solver<T> {
@@ -54,14 +53,9 @@ impl<T> Default for Solver<T> {
             scan_rows: Vec::new(),
             free: Vec::new(),
             next_free: Vec::new(),
+            free_cols: Vec::new(),
         }
     }
-}
-
-/// Whether a cost (already negated when maximising) is NaN or `-inf`.
-#[inline(always)]
-fn invalid<T: Float>(x: T) -> bool {
-    x.is_nan() | (x == T::NEG_INFINITY)
 }
 
 impl<T: Float> Solver<T> {
@@ -99,6 +93,9 @@ impl<T: Float> Solver<T> {
     /// (`+inf` when maximising) give [`LsapError::InvalidEntries`]; when no assignment
     /// of every row (or every column, whichever is fewer) avoids forbidden pairs,
     /// [`LsapError::Infeasible`].
+    ///
+    /// A view with contiguous rows is read in place: it must not change while solving
+    /// (the borrow guarantees it for Rust data; see [`Packed`] for memory others may write).
     pub fn solve_into(
         &mut self,
         cost: MatrixView<'_, T>,
@@ -112,19 +109,59 @@ impl<T: Float> Solver<T> {
         if nr == 0 || nc == 0 {
             return Ok(());
         }
-        let oom = LsapError::OutOfMemory { rows: nr, cols: nc };
-        let k = nr.min(nc);
-        rows_out.try_reserve(k).map_err(|_| oom)?;
-        cols_out.try_reserve(k).map_err(|_| oom)?;
         let transposed = nr > nc;
         let m = if transposed { cost.t() } else { cost };
         let mut packed = core::mem::take(&mut self.packed);
         let result = self.solve_oriented(m, maximize, &mut packed);
         self.packed = packed;
+        self.write_out(result, (nr, nc), transposed, rows_out, cols_out)
+    }
+
+    /// Solve a [`Packed`] copy (the original matrix's assignment, as [`Solver::solve`]).
+    pub fn solve_packed(&mut self, cost: &Packed<T>) -> Result<Assignment, LsapError> {
+        let mut out = Assignment::default();
+        let (nr, nc) = cost.shape();
+        if nr == 0 || nc == 0 {
+            return Ok(out);
+        }
+        let m = cost.oriented();
+        let mut packed = core::mem::take(&mut self.packed);
+        let mut result = self.run::<false>(m);
+        if result == Err(LsapError::TooLarge) {
+            result = pack(m, rescale(m), &mut packed)
+                .and_then(|()| self.run::<false>(packed_view(&packed, m.rows(), m.cols())));
+        }
+        self.packed = packed;
+        self.write_out(
+            result,
+            (nr, nc),
+            cost.transposed(),
+            &mut out.rows,
+            &mut out.cols,
+        )?;
+        Ok(out)
+    }
+
+    /// The assignment of the original `shape` from the oriented solve's `result`.
+    fn write_out(
+        &self,
+        result: Result<(), LsapError>,
+        shape: (usize, usize),
+        transposed: bool,
+        rows_out: &mut Vec<usize>,
+        cols_out: &mut Vec<usize>,
+    ) -> Result<(), LsapError> {
+        let oom = LsapError::OutOfMemory {
+            rows: shape.0,
+            cols: shape.1,
+        };
         result.map_err(|e| match e {
             LsapError::OutOfMemory { .. } => oom,
             e => e,
         })?;
+        let k = shape.0.min(shape.1);
+        rows_out.try_reserve(k).map_err(|_| oom)?;
+        cols_out.try_reserve(k).map_err(|_| oom)?;
         if transposed {
             for (j, &i) in self.row4col.iter().enumerate() {
                 if i != NONE {
@@ -133,7 +170,7 @@ impl<T: Float> Solver<T> {
                 }
             }
         } else {
-            rows_out.extend(0..m.rows());
+            rows_out.extend(0..shape.0);
             cols_out.extend_from_slice(&self.col4row);
         }
         Ok(())
@@ -149,6 +186,7 @@ impl<T: Float> Solver<T> {
         maximize: bool,
         packed: &mut Vec<T>,
     ) -> Result<(), LsapError> {
+        let sign = if maximize { -T::exp2i(0) } else { T::exp2i(0) };
         let first = if m.has_contiguous_rows() {
             if maximize {
                 self.validate_and_run::<true>(m)
@@ -158,14 +196,14 @@ impl<T: Float> Solver<T> {
         } else {
             // Strided columns (e.g. the transposed view of a C-ordered matrix): one
             // packing pass makes every later row scan contiguous.
-            pack(m, maximize, T::exp2i(0), packed)?;
-            self.validate_and_run::<false>(packed_view(packed, m))
+            pack(m, sign, packed)?;
+            self.run::<false>(packed_view(packed, m.rows(), m.cols()))
         };
         if first != Err(LsapError::TooLarge) {
             return first;
         }
-        pack(m, maximize, rescale(m), packed)?;
-        self.validate_and_run::<false>(packed_view(packed, m))
+        pack(m, sign * rescale(m), packed)?;
+        self.run::<false>(packed_view(packed, m.rows(), m.cols()))
     }
 
     /// Solve `m` (rows <= cols, contiguous rows, negated when `NEG`). Returns
@@ -185,6 +223,13 @@ impl<T: Float> Solver<T> {
                 return Err(LsapError::InvalidEntries);
             }
         }
+        self.run::<NEG>(m)
+    }
+
+    /// Solve `m` (rows <= cols, contiguous rows, negated when `NEG`, entries already
+    /// validated); [`LsapError::TooLarge`] as [`Solver::validate_and_run`].
+    fn run<const NEG: bool>(&mut self, m: MatrixView<'_, T>) -> Result<(), LsapError> {
+        let rows = Rows::new(m);
         self.reset(m.rows(), m.cols())?;
         self.reduce_rows::<NEG>(rows)?;
         for _pass in 0..2 {
@@ -199,6 +244,9 @@ impl<T: Float> Solver<T> {
                 self.u[i] = at::<T, NEG>(rows.row(i)[j]) - self.v[j];
             }
         }
+        self.free_cols.clear();
+        let unassigned = (0..m.cols()).filter(|&j| self.row4col[j] == NONE);
+        self.free_cols.extend(unassigned);
         let free = core::mem::take(&mut self.free);
         let result = free.iter().try_for_each(|&i| self.augment::<NEG>(rows, i));
         self.free = free;
@@ -235,7 +283,8 @@ impl<T: Float> Solver<T> {
         room(&mut self.scanned, nr)?;
         room(&mut self.scan_rows, nr)?;
         room(&mut self.free, nr)?;
-        room(&mut self.next_free, nr)
+        room(&mut self.next_free, nr)?;
+        room(&mut self.free_cols, nc)
     }
 
     /// `u[i] = min_j c[i][j]` with `v = 0`; a row whose cheapest column is still free
@@ -252,20 +301,11 @@ impl<T: Float> Solver<T> {
             let target = at::<T, NEG>(best);
             let mut j = T::position(row, target);
             if self.row4col[j] != NONE {
-                // Taken: a later free column at the same cost, if any (ties are rare,
-                // so the fast search runs first).
-                let mut k = j + 1;
-                while k < row.len() {
-                    let p = T::position(&row[k..], target);
-                    if p == NONE {
-                        break;
-                    }
-                    k += p;
-                    if self.row4col[k] == NONE {
-                        j = k;
-                        break;
-                    }
-                    k += 1;
+                // Taken: the first later free column at the same cost, if any, in one pass
+                // (with many ties, hopping from tie to tie costs a call per taken column).
+                let mut later = row[j + 1..].iter().zip(&self.row4col[j + 1..]);
+                if let Some(k) = later.position(|(&x, &r)| r == NONE && x == target) {
+                    j += 1 + k;
                 }
             }
             if self.row4col[j] == NONE {
@@ -358,9 +398,20 @@ impl<T: Float> Solver<T> {
             if lowest == T::INFINITY {
                 return Err(self.why_unreachable::<NEG>(rows));
             }
-            let j = T::position(dist, lowest);
+            let mut j = T::position(dist, lowest);
             min_val = lowest;
+            // Among columns tied at the lowest distance, a free one ends the search at once
+            // (with many ties, the first tied column is rarely free). Worth a look only
+            // while the free columns are few beside a row.
+            if self.row4col[j] != NONE && self.free_cols.len() * 4 <= nc {
+                if let Some(&f) = self.free_cols.iter().find(|&&f| dist[f] == lowest) {
+                    j = f;
+                }
+            }
             if self.row4col[j] == NONE {
+                if let Some(k) = self.free_cols.iter().position(|&f| f == j) {
+                    self.free_cols.swap_remove(k);
+                }
                 break j;
             }
             // Scanned: NaN keeps the column out of every later update and minimum.
@@ -417,66 +468,6 @@ impl<T: Float> Solver<T> {
             LsapError::Infeasible
         }
     }
-}
-
-/// The power of two to scale `m` by so that its largest finite magnitude stays far from
-/// overflow: the duals are sums along alternating paths, so they grow at most about
-/// `rows + cols` times the largest cost (squared here for a wide margin).
-fn rescale<T: Float>(m: MatrixView<'_, T>) -> T {
-    let (nr, nc) = m.shape();
-    let mut largest = T::ZERO;
-    for i in 0..nr {
-        for j in 0..nc {
-            let x = m.get(i, j).abs();
-            if x > largest && x != T::INFINITY {
-                largest = x;
-            }
-        }
-    }
-    let bits = |x: usize| (usize::BITS - x.leading_zeros()) as i32;
-    let headroom = 2 * bits(nr + nc) + 8;
-    // log2 of the largest magnitude, from its f64 exponent (exact for both types).
-    let exponent = ((largest.to_f64().to_bits() >> 52) & 0x7ff) as i32 - 1023;
-    let top = (T::MAX.to_f64().to_bits() >> 52 & 0x7ff) as i32 - 1023;
-    T::exp2i((top - headroom - exponent).min(0))
-}
-
-/// A row-major view of the `packed` copy of `m`.
-fn packed_view<'a, T>(packed: &'a [T], m: MatrixView<'_, T>) -> MatrixView<'a, T> {
-    MatrixView::row_major(packed, m.rows(), m.cols())
-        .expect("packed buffer holds rows * cols elements")
-}
-
-/// Copy a view row by row into `out`, times `scale` (a power of two), negated when
-/// maximising.
-fn pack<T: Float>(
-    m: MatrixView<'_, T>,
-    maximize: bool,
-    scale: T,
-    out: &mut Vec<T>,
-) -> Result<(), LsapError> {
-    // Blocks of rows keep the row-major writes in cache while the (usually contiguous,
-    // since this is mostly a transposed C array) columns are read.
-    const BLOCK: usize = 64;
-    let (nr, nc) = m.shape();
-    let scale = if maximize { -scale } else { scale };
-    out.clear();
-    // A view may repeat memory (zero strides) and be far larger than its data.
-    let len = nr.checked_mul(nc).ok_or(OOM)?;
-    out.try_reserve(len).map_err(|_| OOM)?;
-    let dst = out.as_mut_ptr();
-    for i0 in (0..nr).step_by(BLOCK) {
-        for j in 0..nc {
-            for i in i0..(i0 + BLOCK).min(nr) {
-                // SAFETY: i < nr and j < nc, so the read is in the view and the write is
-                // inside the reserved nr * nc elements.
-                unsafe { dst.add(i * nc + j).write(m.get_unchecked(i, j) * scale) };
-            }
-        }
-    }
-    // SAFETY: the loops above initialised all nr * nc elements.
-    unsafe { out.set_len(len) };
-    Ok(())
 }
 
 /// Row access for a view whose rows are contiguous.

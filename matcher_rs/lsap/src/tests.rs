@@ -168,7 +168,11 @@ fn solve_pairs(
             _ => MatrixView::strided(data, rows, cols, cols + 2, 1),
         }
         .unwrap();
-        let a = linear_sum_assignment(view, maximize)?;
+        let a = linear_sum_assignment(view, maximize);
+        // The owned copy (what the Python binding solves) gives the same answer.
+        let packed = Packed::new(view, maximize, Vec::new());
+        assert_eq!(packed.and_then(|p| Solver::new().solve_packed(&p)), a);
+        let a = a?;
         assert_valid(&a, rows, cols);
         Ok(a)
     }

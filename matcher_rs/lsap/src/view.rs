@@ -169,23 +169,6 @@ impl<'a, T> MatrixView<'a, T> {
         }
     }
 
-    /// Element `(i, j)` without the range check.
-    ///
-    /// # Safety
-    /// `i < rows` and `j < cols`.
-    #[inline(always)]
-    pub(crate) unsafe fn get_unchecked(&self, i: usize, j: usize) -> T
-    where
-        T: Copy,
-    {
-        // SAFETY: in range by the caller's contract; valid by the constructor's.
-        unsafe {
-            *self
-                .ptr
-                .offset(i as isize * self.row_stride + j as isize * self.col_stride)
-        }
-    }
-
     /// Row `i` as a slice, when the columns are contiguous (the solver's fast path).
     #[inline]
     pub(crate) fn contiguous_row(&self, i: usize) -> Option<&'a [T]> {

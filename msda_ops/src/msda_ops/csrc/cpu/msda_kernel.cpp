@@ -118,6 +118,12 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
             }
             continue;
           }
+          if (!is_finite(attn)) {  // the reference's order (msda_sampling.h, bilinear_sample)
+            for (int64_t d = 0; d < D; ++d) {
+              acc[d] += attn * bilinear_sample(c, level_value + d, M * D);
+            }
+            continue;
+          }
           for (int k = 0; k < 4; ++k) {
             if (c.index[k] < 0) continue;
             axpy(acc, attn * c.weight[k], level_value + c.index[k] * M * D, D);
@@ -175,8 +181,11 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
           grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
               loc[0] + loc[1];  // NaN
         }
-        if (where != Sample::inside) continue;
         const opmath_t attn = in.softmax ? softmax(w[l * P + p]) : in.weights[sample];
+        if (where == Sample::outside && !is_finite(attn)) {
+          grad.locations[2 * sample] = grad.locations[2 * sample + 1] = location_grad(attn, attn);
+        }
+        if (where != Sample::inside) continue;
         opmath_t grad_attn = 0, grad_x = 0, grad_y = 0;
         for (int k = 0; k < 4; ++k) {
           if (c.index[k] < 0) continue;
@@ -189,8 +198,10 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
         }
         grad.weights[sample] = grad_attn;
         // d(pixel x)/dx = W and d(pixel y)/dy = H.
-        grad.locations[2 * sample] = attn * grad_x * static_cast<opmath_t>(lv.width);
-        grad.locations[2 * sample + 1] = attn * grad_y * static_cast<opmath_t>(lv.height);
+        grad.locations[2 * sample] =
+            location_grad(attn, grad_x * static_cast<opmath_t>(lv.width));
+        grad.locations[2 * sample + 1] =
+            location_grad(attn, grad_y * static_cast<opmath_t>(lv.height));
       }
     }
   }
