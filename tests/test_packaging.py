@@ -75,7 +75,7 @@ def test_msda_ops_wheel_ships_sources_and_depends_on_torch_and_ninja(msda_wheel:
 
 def test_root_wheel_is_abi3_with_stubs(root_wheel: Path) -> None:
     whl = root_wheel
-    assert "-cp310-abi3-" in whl.name
+    assert "-cp311-abi3-" in whl.name
     names, meta = _metadata(whl)
     assert "matcher_rs/_core.pyi" in names
     assert "matcher_rs/py.typed" in names
