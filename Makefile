@@ -76,9 +76,10 @@ $(VENV)/.nvcc: $(VENV)/.deps
 # ================================================================ the loop
 # make check: the one-minute loop. make test: everything CPU, the slowest tests listed.
 # FAST_TESTS: unit tests that together take ~20 s here (pytest --durations picked them).
-FAST_TESTS := tests/test_bench_harness.py tests/test_gpu_day_proc.py tests/test_makefile.py \
-	tests/test_msda_reference.py tests/test_msda_checks.py tests/test_matcher_rs_faults.py \
-	tests/test_data_transforms.py tests/test_train_args.py tests/test_zoo_criterion.py
+FAST_TESTS := tests/test_bench_harness.py tests/test_makefile.py tests/test_sanitizer_log.py \
+	tests/test_msda_reference.py tests/test_msda_checks.py tests/test_matcher_rs.py \
+	tests/test_matcher_rs_faults.py tests/test_data_transforms.py tests/test_train_args.py \
+	tests/test_zoo_criterion.py
 
 check: setup
 	$(MAKE) --no-print-directory py-lint typecheck clippy test-fast
