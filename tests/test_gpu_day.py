@@ -75,6 +75,8 @@ def test_the_limits_follow_the_rehearsal_and_call_1_fits_420_s(tmp_path: Path) -
     limits = gpu_day_plan.planned_limits()
     assert set(limits) == set(gpu_day.STEP_NAMES) and min(limits.values()) > 0
     assert sum(limits[n] for n in gpu_day_plan.CALLS[1]) <= gpu_day_plan.FIRST_CALL_S
+    assert sum(limits[n] for n in gpu_day_plan.CALLS[2]) <= gpu_day_plan.SECOND_CALL_S
+    assert gpu_day_plan.FIRST_CALL_S + gpu_day_plan.SECOND_CALL_S + 90 <= 900  # 15 device-minutes
     # The formula by hand: ceil(1.5 * (2 * 3 s + 15 s)) = 32 s.
     assert gpu_day_plan.Model(2.0, 15, 1.5, "").limit(3.0) == 32
     fake = tmp_path / "rehearsal.json"
