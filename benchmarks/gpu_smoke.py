@@ -6,7 +6,7 @@ numbers on real hardware; this answers it before the long test and benchmark ste
     python benchmarks/gpu_smoke.py --out DIR          # on the GPU: kernel, triton, reference
     python benchmarks/gpu_smoke.py --dry-run          # here: CPU, Triton in its interpreter
 
-Each backend runs float32 and bfloat16, softmax off and on, at a small Deformable DETR shape
+Each backend runs float32 and (ours) bfloat16, softmax off and on, at a small Deformable DETR shape
 (4 levels, M=8, D=32, P=4); ``smoke.json`` records each cell's scaled error. Exit 1 when a
 backend raised or disagreed with the float64 reference.
 """
@@ -46,6 +46,11 @@ def smoke(device: str, dtypes: list[torch.dtype]) -> list[dict[str, Any]]:
                              spread=0.1, requires_grad=True)  # fmt: skip
         for softmax in (False, True):
             for backend in BACKENDS:
+                if backend == "reference" and dtype != torch.float32:
+                    # The reference computes in the input dtype (grid_sample in bfloat16): its
+                    # location gradient is 0.86 off float64 in scaled error, by design, where
+                    # our kernels (float32 arithmetic) are 3e-3 off. Only ours are held to it.
+                    continue
                 cell: dict[str, Any] = {
                     "backend": backend,
                     "dtype": str(dtype)[6:],
