@@ -181,31 +181,35 @@ test-floor: $(FLOOR_VENV)/.deps
 GPU_PYTHON ?= python3
 SANITIZER := $(BUILD)/sanitizer/nvidia/cu13/bin/compute-sanitizer
 
-test-gpu: gpu-install
+test-gpu: $(GPU_INSTALLED)
 	status=0; \
 	$(MAKE) --no-print-directory gpu-pytest || status=1; \
 	$(MAKE) --no-print-directory gpu-sanitize || status=1; \
 	exit $$status
 
-# The carried wheels, once: .whl/*.whl into the interpreter, compute-sanitizer (the
-# [sanitizer] extra of cuda-toolkit, in .whl/sanitizer/) into build/sanitizer.
-gpu-install:
+# The carried wheels, once (a stamp: gpu-pytest and gpu-sanitize on a fresh machine install
+# first, after the GPU day's install step they do not): .whl/*.whl into the interpreter,
+# compute-sanitizer (the [sanitizer] extra of cuda-toolkit, in .whl/sanitizer/) into build/sanitizer.
+GPU_INSTALLED := $(BUILD)/gpu-install.stamp
+gpu-install: $(GPU_INSTALLED)
+$(GPU_INSTALLED): $(wildcard .whl/*.whl .whl/sanitizer/*.whl)
 	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
 	if ls .whl/sanitizer/*.whl >/dev/null 2>&1; then \
 		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target $(BUILD)/sanitizer .whl/sanitizer/*.whl; \
 		chmod +x $(SANITIZER); fi
+	mkdir -p $(BUILD) && touch $@
 
 # msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps the
 # checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
 # PYTEST_ARGS: more pytest options (the GPU day passes --junitxml).
-gpu-pytest:
+gpu-pytest: $(GPU_INSTALLED)
 	PYTHONPATH=$(CURDIR)/msda_ops/src $(GPU_PYTHON) -P -m pytest -m gpu -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # compute-sanitizer (memcheck, synccheck, initcheck) watches a forward + backward through every
 # kernel path; the kernels are compiled first, outside it. No caching allocator, so that a read
 # past a tensor's end leaves its allocation instead of landing in a cached block. Only reports
 # whose stack is in our kernels or launcher count (benchmarks/sanitizer_log.py); the rest are logged.
-gpu-sanitize:
+gpu-sanitize: $(GPU_INSTALLED)
 	PYTHONPATH=$(CURDIR)/msda_ops/src $(GPU_PYTHON) -P -m msda_ops.build --kind cpu cuda
 	for tool in memcheck synccheck initcheck; do \
 		echo "==> compute-sanitizer --tool $$tool"; \
