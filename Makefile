@@ -152,7 +152,9 @@ test-cuda-emu-mutants: setup
 FLOOR_VENV := .venv-floor
 FLOOR_PY := $(FLOOR_VENV)/bin/python
 FLOOR_PIP := $(FLOOR_PY) -m pip --disable-pip-version-check -q
-FLOOR_SPEC := torch==2.11.0 torchvision==0.26.0 triton==3.6.0 transformers==5.17.0
+# numpy 2.3 (< 2.4): Triton 3.6's interpreter calls int() on a 1-element array for a runtime loop
+# bound, an error since NumPy 2.4 (Triton 3.8 squeezes it first); the GPU path is unaffected.
+FLOOR_SPEC := torch==2.11.0 torchvision==0.26.0 triton==3.6.0 transformers==5.17.0 numpy==2.3.5
 FLOOR_TESTS := tests/test_msda_*.py tests/test_zoo_variants.py tests/test_zoo_transformers.py \
 	tests/test_zoo_official.py tests/test_gpu_day.py tests/test_bench_msda.py
 
