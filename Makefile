@@ -123,7 +123,7 @@ typecheck: setup
 # The CUDA library built exactly as it ships (same code path and flags as the first-use
 # build, link included) for sm_80 and sm_90; no GPU needed.
 cuda-check: $(BUILD)/cuda-check.stamp
-$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_toolkit.py
+$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc $(wildcard msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_*.py)
 	@if [ ! -f $(VENV)/.nvcc ]; then echo "==> cuda-check: SKIPPED: no CUDA toolkit (offline, none cached)"; exit 0; fi; \
 	echo "==> nvcc build check (sm_80, sm_90)"; \
 	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check; \
