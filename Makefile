@@ -1,6 +1,7 @@
-# One entry point for set-up, tests and the demo. Everything the project needs is
-# installed into .venv from the project's own files; stamps under .venv make a second
-# run with nothing changed skip every heavy step.
+# One entry point for set-up, tests, the GPU day and the demo. Everything the project needs is
+# installed into .venv from the project's own files; stamps under .venv make a second run with
+# nothing changed skip every heavy step. Sections: set-up, the loop (check/test), the floor
+# stack, the GPU machine, jobs.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,26 +18,36 @@ BUILD := build
 TORCH_SPEC := torch==2.14.1 torchvision==0.29.2
 
 RUST_SRCS := Cargo.toml $(wildcard Cargo.lock) $(shell find matcher_rs -name '*.rs' -o -name Cargo.toml | grep -v /target/ | grep -v /fuzz/)
-CU_SRCS := $(wildcard msda_ops/src/msda_ops/csrc/cuda/*.cu)
 CSRC_ALL := $(shell find msda_ops/src/msda_ops/csrc -type f)
 PY_PACKAGES := msda_ops/src/msda_ops zoo matcher_rs
 PY_LINT_PATHS := $(PY_PACKAGES) tests benchmarks
 
-.PHONY: help setup test test-gpu test-slow wheel gpu-bundle gpu-anchors gpu-day gpu-day-dry-run demo demo-engines demo-model bench-convergence rust-check py-lint typecheck cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants gpu-pytest gpu-sanitize pytest bench clean
+.PHONY: help setup check test pytest test-fast test-slow rust-check clippy py-lint typecheck \
+	cuda-check test-cuda-emu test-cuda-emu-tsan test-cuda-emu-mutants test-floor \
+	test-gpu gpu-install gpu-pytest gpu-sanitize wheel gpu-bundle gpu-anchors gpu-day \
+	gpu-day-dry-run demo demo-engines demo-model bench bench-convergence clean FORCE
 
 help:
 	@echo "make demo      the main job (offline)"
 	@echo "make demo-model  re-train the bundled demo model (CPU: about an hour)"
 	@echo "make demo-engines  the op kernel vs its reference, matcher_rs vs scipy"
+	@echo "make check     the one-minute loop: ruff, mypy, clippy, the fast tests"
 	@echo "make test      the whole CPU test suite (sets up .venv on first use)"
-	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
-	@echo "make gpu-day-dry-run  rehearse the one-call GPU validation + timing run (benchmarks/gpu_day.py)"
+	@echo "make test-floor  the op, Triton and model tests on the GPU machine's versions (torch 2.11)"
 	@echo "make test-slow long CPU tests (training until a tiny model learns)"
+	@echo "make test-gpu  the CUDA tests (on a machine with a GPU)"
+	@echo "make gpu-day-dry-run  rehearse the GPU day (benchmarks/gpu_day.py): plan, steps"
 	@echo "make bench     CPU benchmarks; results as JSON in benchmarks/results/"
 	@echo "make bench-convergence  the papers' claims on multi-size shapes: DETR vs Deformable DETR, ablations (~100 CPU min per seed)"
 
-# ---------------------------------------------------------------- set-up
-$(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml
+# ================================================================ set-up
+# A stamp whose content is every input of the venv that is not a file (the interpreter, the
+# pinned torch): rewritten only when it changes, so that changing TORCH_SPEC re-installs.
+$(VENV)/.inputs: FORCE
+	@mkdir -p $(@D)
+	@want="$(PYTHON) $(TORCH_SPEC)"; [ "$$(cat $@ 2>/dev/null)" = "$$want" ] || echo "$$want" > $@
+
+$(VENV)/.deps: pyproject.toml msda_ops/pyproject.toml $(VENV)/.inputs
 	@echo "==> setting up $(VENV) (first run downloads torch: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install "setuptools>=77" wheel "maturin>=1.9,<2"
@@ -50,21 +61,55 @@ $(VENV)/.ext: $(VENV)/.deps $(RUST_SRCS)
 	$(PIP) install --no-build-isolation --no-deps -e .
 	@touch $@
 
-# nvcc and the CUDA headers from PyPI, at the exact CUDA release torch was built with
-# (mixed releases fail). The link step wants libcudart.so beside the shipped .so.13.
-$(VENV)/.nvcc: $(VENV)/.deps
-	$(PIP) install "cuda-toolkit[nvcc,cccl]==$$($(PY) -c 'import importlib.metadata as m; print(m.version("cuda-toolkit"))')"
-	$(PY) -m msda_ops.cuda_toolkit --link-cudart
-	@touch $@
-
 setup: $(VENV)/.deps $(VENV)/.ext
 
-# ---------------------------------------------------------------- checks
-rust-check:
-	@echo "==> cargo fmt / clippy / test"
+# nvcc and the CUDA headers from PyPI, at the exact CUDA release torch was built with (mixed
+# releases fail); the link step wants libcudart.so beside the shipped .so.13. Downloaded once:
+# an installed release is not fetched again. Offline with nothing installed, the stamp is not
+# written and cuda-check says so in one line instead of failing.
+$(VENV)/.nvcc: $(VENV)/.deps
+	@version=$$($(PY) -c 'import importlib.metadata as m; print(m.version("cuda-toolkit"))'); \
+	if $(PIP) install --retries 1 --timeout 20 "cuda-toolkit[nvcc,cccl]==$$version"; then \
+		$(PY) -m msda_ops.cuda_toolkit --link-cudart && touch $@; \
+	else echo "==> CUDA toolkit $$version: not installed and not downloadable (offline?)"; fi
+
+# ================================================================ the loop
+# make check: the one-minute loop. make test: everything CPU, the slowest tests listed.
+# FAST_TESTS: unit tests whose calls take ~8 s in all (pytest --durations picked them; the
+# scipy comparisons and image transforms, ~15 s more, stay in `make test`).
+FAST_TESTS := tests/test_bench_harness.py tests/test_makefile.py tests/test_sanitizer_log.py \
+	tests/test_msda_reference.py tests/test_msda_checks.py tests/test_matcher_rs_faults.py \
+	tests/test_train_args.py tests/test_zoo_criterion.py
+
+check: setup
+	$(MAKE) --no-print-directory py-lint typecheck clippy test-fast
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not gpu and not slow" $(FAST_TESTS)
+
+test: setup
+	$(MAKE) --no-print-directory rust-check
+	$(MAKE) --no-print-directory py-lint
+	$(MAKE) --no-print-directory typecheck
+	$(MAKE) --no-print-directory cuda-check
+	$(MAKE) --no-print-directory test-cuda-emu
+	$(MAKE) --no-print-directory pytest
+
+pytest: setup
+	@echo "==> pytest (CPU)"
+	$(PY) -m pytest -m "not gpu and not slow" -q --durations=15
+
+# Long CPU runs kept out of `make test` (e.g. a tiny model trained until it learns).
+test-slow: setup
+	$(PY) -m pytest -m "slow and not gpu" -q --durations=15
+
+rust-check: clippy
+	@echo "==> cargo fmt / test"
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo test --workspace --locked
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
 
 py-lint: setup
 	@echo "==> ruff"
@@ -78,10 +123,11 @@ typecheck: setup
 # The CUDA library built exactly as it ships (same code path and flags as the first-use
 # build, link included) for sm_80 and sm_90; no GPU needed.
 cuda-check: $(BUILD)/cuda-check.stamp
-$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_toolkit.py
-	@echo "==> nvcc build check (sm_80, sm_90)"
-	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check
-	@mkdir -p $(BUILD) && touch $@
+$(BUILD)/cuda-check.stamp: $(CSRC_ALL) $(VENV)/.nvcc $(wildcard msda_ops/src/msda_ops/build.py msda_ops/src/msda_ops/cuda_*.py)
+	@if [ ! -f $(VENV)/.nvcc ]; then echo "==> cuda-check: SKIPPED: no CUDA toolkit (offline, none cached)"; exit 0; fi; \
+	echo "==> nvcc build check (sm_80, sm_90)"; \
+	$(PY) -m msda_ops.cuda_toolkit --compile-check --arch 80 90 --out $(BUILD)/cuda-check; \
+	mkdir -p $(BUILD) && touch $@
 
 # The CUDA kernels, unmodified, on emulated warps (32 threads each, checked shuffles,
 # std::atomic_ref atomics) against a float64 reference under ASan + UBSan (~1 min here).
@@ -97,52 +143,81 @@ test-cuda-emu-tsan: setup
 test-cuda-emu-mutants: setup
 	$(PY) tests/cuda_emu/mutants.py
 
-pytest: setup
-	@echo "==> pytest (CPU)"
-	$(PY) -m pytest -m "not gpu and not slow" -q
+# ================================================================ the floor stack
+# The lowest versions claimed, which are the GPU machine's (DESIGN.md): torch 2.11, Triton 3.6,
+# torchvision 0.26, transformers 5.17, in a venv of their own (the GPU machine's Python 3.12 is
+# not installable here: this runs on $(PYTHON)). Not in `make test` (a second torch download);
+# its venv is cached by a stamp like .venv's. Runs the op tests, the Triton-interpreter tests,
+# the zoo model tests and the GPU day's rehearsal on that stack.
+FLOOR_VENV := .venv-floor
+FLOOR_PY := $(FLOOR_VENV)/bin/python
+FLOOR_PIP := $(FLOOR_PY) -m pip --disable-pip-version-check -q
+# numpy 2.3 (< 2.4): Triton 3.6's interpreter calls int() on a 1-element array for a runtime loop
+# bound, an error since NumPy 2.4 (Triton 3.8 squeezes it first); the GPU path is unaffected.
+FLOOR_SPEC := torch==2.11.0 torchvision==0.26.0 triton==3.6.0 transformers==5.17.0 numpy==2.3.5
+FLOOR_TESTS := tests/test_msda_*.py tests/test_zoo_variants.py tests/test_zoo_transformers.py \
+	tests/test_zoo_official.py tests/test_gpu_day.py tests/test_bench_msda.py
 
-# Long CPU runs kept out of `make test` (e.g. a tiny model trained until it learns).
-test-slow: setup
-	$(PY) -m pytest -m "slow and not gpu" -q
+$(FLOOR_VENV)/.inputs: FORCE
+	@mkdir -p $(@D)
+	@want="$(PYTHON) $(FLOOR_SPEC)"; [ "$$(cat $@ 2>/dev/null)" = "$$want" ] || echo "$$want" > $@
 
-test: setup
-	$(MAKE) --no-print-directory rust-check
-	$(MAKE) --no-print-directory py-lint
-	$(MAKE) --no-print-directory typecheck
-	$(MAKE) --no-print-directory cuda-check
-	$(MAKE) --no-print-directory test-cuda-emu
-	$(MAKE) --no-print-directory pytest
+$(FLOOR_VENV)/.deps: pyproject.toml msda_ops/pyproject.toml $(FLOOR_VENV)/.inputs $(RUST_SRCS)
+	@echo "==> setting up $(FLOOR_VENV): $(FLOOR_SPEC)"
+	@test -x $(FLOOR_PY) || $(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_PIP) install "setuptools>=77" wheel "maturin>=1.9,<2"
+	$(FLOOR_PIP) install $(FLOOR_SPEC)
+	$(FLOOR_PIP) install --no-build-isolation -e ./msda_ops
+	$(FLOOR_PIP) install --no-build-isolation -e ".[test,bench]" $(FLOOR_SPEC)
+	@touch $@
 
-# On the GPU machine there is no network and no Rust toolchain: use its own python3
-# (torch preinstalled), install our pure-Python parts without dependencies, and take
-# matcher_rs from the abi3 wheel built here by `make gpu-bundle` and carried in .whl/.
-# Then compute-sanitizer (memcheck, synccheck, initcheck; from the carried
-# cuda-toolkit[sanitizer] wheel) watches a forward + backward through every kernel path.
+test-floor: $(FLOOR_VENV)/.deps
+	@$(FLOOR_PY) -c 'import sys, torch, triton, transformers; print("==> floor:", sys.version.split()[0], torch.__version__, triton.__version__, transformers.__version__)'
+	$(FLOOR_PY) -m pytest -q -p no:cacheprovider -m "not gpu and not slow" --durations=10 $(FLOOR_TESTS)
+	$(FLOOR_PY) benchmarks/gpu_day.py --dry-run --no-carry-check --out $(BUILD)/gpu-day-floor
+
+# ================================================================ the GPU machine
+# There is no network and no Rust toolchain there: use its own python3 (torch preinstalled),
+# install our pure-Python parts without dependencies, and take matcher_rs from the abi3 wheel
+# built here by `make gpu-bundle` and carried in .whl/. GPU_PYTHON: the GPU day passes its own.
+GPU_PYTHON ?= python3
 SANITIZER := $(BUILD)/sanitizer/nvidia/cu13/bin/compute-sanitizer
-test-gpu:
+
+test-gpu: $(GPU_INSTALLED)
 	status=0; \
 	$(MAKE) --no-print-directory gpu-pytest || status=1; \
 	$(MAKE) --no-print-directory gpu-sanitize || status=1; \
 	exit $$status
 
-# PYTEST_ARGS: more pytest options (the GPU day passes --junitxml).
-gpu-pytest:
-	if ls .whl/*.whl >/dev/null 2>&1; then python3 -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
-	# msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps
-	# the checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
-	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m pytest -m gpu -q -p no:cacheprovider $(PYTEST_ARGS)
+# The carried wheels, once (a stamp: gpu-pytest and gpu-sanitize on a fresh machine install
+# first, after the GPU day's install step they do not): .whl/*.whl into the interpreter,
+# compute-sanitizer (the [sanitizer] extra of cuda-toolkit, in .whl/sanitizer/) into build/sanitizer.
+GPU_INSTALLED := $(BUILD)/gpu-install.stamp
+gpu-install: $(GPU_INSTALLED)
+$(GPU_INSTALLED): $(wildcard .whl/*.whl .whl/sanitizer/*.whl)
+	if ls .whl/*.whl >/dev/null 2>&1; then $(GPU_PYTHON) -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl; fi
+	if ls .whl/sanitizer/*.whl >/dev/null 2>&1; then \
+		$(GPU_PYTHON) -m pip install -q --no-index --no-deps --upgrade --target $(BUILD)/sanitizer .whl/sanitizer/*.whl; \
+		chmod +x $(SANITIZER); fi
+	mkdir -p $(BUILD) && touch $@
 
-# The kernels compiled first, outside the sanitizer; no caching allocator, so that a read
-# past a tensor's end leaves its allocation instead of landing in a cached block.
-gpu-sanitize:
-	python3 -m pip install -q --no-index --no-deps --target $(BUILD)/sanitizer .whl/sanitizer/*.whl
-	chmod +x $(SANITIZER)
-	PYTHONPATH=$(CURDIR)/msda_ops/src python3 -P -m msda_ops.build --kind cpu cuda
+# msda_ops runs from its sources (pure Python + kernels compiled on first use); -P keeps the
+# checkout's matcher_rs/ (no compiled _core there) from shadowing the installed wheel.
+# PYTEST_ARGS: more pytest options (the GPU day passes --junitxml).
+gpu-pytest: $(GPU_INSTALLED)
+	PYTHONPATH=$(CURDIR)/msda_ops/src $(GPU_PYTHON) -P -m pytest -m gpu -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+
+# compute-sanitizer (memcheck, synccheck, initcheck) watches a forward + backward through every
+# kernel path; the kernels are compiled first, outside it. No caching allocator, so that a read
+# past a tensor's end leaves its allocation instead of landing in a cached block. Only reports
+# whose stack is in our kernels or launcher count (benchmarks/sanitizer_log.py); the rest are logged.
+gpu-sanitize: $(GPU_INSTALLED)
+	PYTHONPATH=$(CURDIR)/msda_ops/src $(GPU_PYTHON) -P -m msda_ops.build --kind cpu cuda
 	for tool in memcheck synccheck initcheck; do \
 		echo "==> compute-sanitizer --tool $$tool"; \
-		PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH=$(CURDIR)/msda_ops/src $(SANITIZER) \
-			--tool $$tool --error-exitcode 1 $$( [ $$tool = memcheck ] && echo --leak-check no ) \
-			python3 -P tests/support/sanitize_run.py || exit 1; \
+		PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH=$(CURDIR)/msda_ops/src $(GPU_PYTHON) \
+			benchmarks/sanitizer_log.py --sanitizer $(SANITIZER) --tool $$tool \
+			-- $(GPU_PYTHON) -P tests/support/sanitize_run.py || exit 1; \
 	done
 
 # The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
@@ -180,15 +255,16 @@ gpu-anchors:
 		.anchors/deformable_detr_ops/src/cuda/ms_deform_attn_cuda.cu
 	@ls .anchors/deformable_detr_ops
 
-# The GPU day (benchmarks/gpu_day.py): rehearse here, then run in one device call with
-# carry [".whl", ".anchors"]: `python3 benchmarks/gpu_day.py --out $$OUT` (= make gpu-day).
+# The GPU day (benchmarks/gpu_day.py): rehearse here, then run in two device calls with
+# carry [".whl", ".anchors"]: `python3 benchmarks/gpu_day.py --out $$OUT` (= make gpu-day),
+# then the same with `--call 2`.
 gpu-day-dry-run: setup
 	$(PY) benchmarks/gpu_day.py --dry-run
 
 gpu-day:
-	python3 benchmarks/gpu_day.py --out "$${OUT:-gpu-day-out}"
+	$(GPU_PYTHON) benchmarks/gpu_day.py --out "$${OUT:-gpu-day-out}" $(GPU_DAY_ARGS)
 
-# ---------------------------------------------------------------- jobs
+# ================================================================ jobs
 # MODEL: a zoo name, Hub id or folder (default: the bundled zoo/pretrained/shapes-ddetr). IMAGES:
 # files, folders or globs, each single-quoted so that Python, not the shell, expands them.
 demo: setup
@@ -219,10 +295,9 @@ bench: setup
 	$(PY) benchmarks/bench_msda.py
 	$(PY) benchmarks/bench_matcher.py
 
-# DETR vs Deformable DETR (+ refinement, two-stage) trained on shapes at equal budgets:
-# AP against steps, JSON + PNG in benchmarks/results/ (about 40 minutes on a 2-core CPU).
-# The whole protocol (97 min on 2 cores for seed 0), then the README's tables.
-# More seeds: make bench-convergence CONVERGENCE_SEEDS="0 1" (seed 0 is convergence_cpu).
+# DETR vs Deformable DETR (+ refinement, two-stage) trained on shapes at equal budgets: the
+# whole protocol (97 min on 2 cores for seed 0), JSON + PNG in benchmarks/results/, then the
+# README's tables. More seeds: make bench-convergence CONVERGENCE_SEEDS="0 1".
 CONVERGENCE_SEEDS ?= 0
 bench-convergence: setup
 	@set -e; files=""; for seed in $(CONVERGENCE_SEEDS); do \
@@ -233,3 +308,5 @@ bench-convergence: setup
 
 clean:
 	rm -rf $(BUILD) target msda_ops/build .mypy_cache .ruff_cache .pytest_cache
+
+FORCE:

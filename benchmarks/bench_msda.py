@@ -44,6 +44,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import device_peak_bandwidth, format_table, results_path, time_fn, write_json
+from msda_cells import OURS, check_cells, plot_speedups, record_error, speedups
 from msda_ops.testing import random_inputs
 
 from msda_ops import ms_deform_attn
@@ -160,34 +161,57 @@ def make_call(impl: Impl, args: tuple[Tensor, ...], mode: str, softmax: bool) ->
 
 
 def measure(
-    calls: dict[str, Callable[[], None]], repeats: int, rounds: int, budget_s: float
-) -> dict[str, dict[str, float]]:
+    calls: dict[str, Callable[[], None]],
+    repeats: int,
+    rounds: int,
+    budget_s: float,
+    device: str = "cpu",
+    flush_l2: bool = False,
+) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Median over ``rounds`` interleaved rounds of each call's median of up to ``repeats``.
 
     Interleaving gives every implementation the same share of a noisy (shared) machine; a
-    slow call gets fewer repeats so that one measurement stays near ``budget_s``.
+    slow call gets fewer repeats so that one measurement stays near ``budget_s``. On CUDA each
+    call is timed by CUDA events (``median_s``) and by the wall clock (``wall_median_s``).
+    Returns the timings and, for each call that raised, its error (that call is dropped).
     """
     per_call: dict[str, int] = {}
+    errors: dict[str, str] = {}
+    timed = dict(calls)
     for name, call in calls.items():  # warm-up (compiles), and the size of the sample
-        first = time_fn(call, repeats=1, warmup=1)["median_s"]
+        try:
+            first = time_fn(call, repeats=1, warmup=1, device=device)["median_s"]
+        except Exception as exc:  # e.g. an anchor without this dtype
+            errors[name] = repr(exc)
+            del timed[name]
+            continue
         per_call[name] = max(2, min(repeats, int(budget_s / max(first, 1e-6) / rounds)))
-    medians: dict[str, list[float]] = {name: [] for name in calls}
+    event: dict[str, list[float]] = {name: [] for name in timed}
+    wall: dict[str, list[float]] = {name: [] for name in timed}
     for _ in range(rounds):
-        for name, call in calls.items():
-            medians[name].append(time_fn(call, repeats=per_call[name], warmup=0)["median_s"])
+        for name, call in timed.items():
+            t = time_fn(call, repeats=per_call[name], warmup=0, device=device, flush_l2=flush_l2)
+            event[name].append(t["median_s"])
+            wall[name].append(t["wall_median_s"])
     results = {
-        name: {"median_s": statistics.median(m), "min_round_s": min(m), "rounds": float(rounds)}
-        for name, m in medians.items()
+        name: {
+            "median_s": statistics.median(m),
+            "min_round_s": min(m),
+            "wall_median_s": statistics.median(wall[name]),
+            "timer": "cuda-events" if device == "cuda" else "wall",
+            "rounds": float(rounds),
+        }
+        for name, m in event.items()
     }
-    if torch.cuda.is_available():
-        for name, call in calls.items():
+    if device == "cuda":
+        for name, call in timed.items():
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
             call()
             torch.cuda.synchronize()
             results[name]["peak_extra_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-    return results
+    return results, errors
 
 
 def forward_bytes(args: tuple[Tensor, ...]) -> int:
@@ -237,9 +261,12 @@ def run(
     args: argparse.Namespace,
     save: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any]:
-    """Time every case of the plan; ``save`` receives the payload so far after each case.
+    """Check and time every case of the plan; ``save`` receives the payload after each case.
 
     Saving as it goes keeps what was measured when a time limit (the GPU day's) stops the run.
+    ``cells`` holds one entry per (case, dtype, softmax, implementation): "ran" (with its
+    error against the float64 reference), "skipped: reason" or "failed: reason"; ``failures``
+    lists our backends' failed cells only: an anchor that cannot run never fails the run.
     """
     run_device = "cpu" if args.dry_run else device
     setup = plan(device, args.dry_run, args.quick)
@@ -250,7 +277,7 @@ def run(
         print(f"anchor {name}: skipped ({reason})", flush=True)
     peak = device_peak_bandwidth() if run_device == "cuda" else None
     rows: list[dict[str, Any]] = []
-    failures: list[dict[str, str]] = []
+    cells: list[dict[str, Any]] = []
     started = time.perf_counter()
 
     def payload(complete: bool) -> dict[str, Any]:
@@ -265,7 +292,8 @@ def run(
             "device_peak_gb_per_s": peak / 1e9 if peak else None,
             "threads": torch.get_num_threads(),
             "skipped": skipped,
-            "failures": failures,
+            "cells": cells,
+            "failures": [c for c in cells if c["impl"] in OURS and c["status"] != "ran"],
             "wall_s": time.perf_counter() - started,
             "results": rows,
             "speedups": speedups(rows),
@@ -273,35 +301,33 @@ def run(
 
     for case, batch, queries in setup["cases"]:
         for dtype in setup["dtypes"]:
-            inputs = random_inputs(
-                batch,
-                queries,
-                HEADS,
-                CHANNELS,
-                setup["levels"],
-                POINTS,
-                dtype=dtype,
-                device=run_device,
-                requires_grad=True,
-            )
+            inputs = random_inputs(batch, queries, HEADS, CHANNELS, setup["levels"], POINTS,
+                                   dtype=dtype, device=run_device, requires_grad=True)  # fmt: skip
             for softmax in setup["softmax"]:
+                key = {"case": case, "dtype": str(dtype).removeprefix("torch."), "softmax": softmax}
+                checked, ran = check_cells(impls, inputs, softmax, key)
+                cells.extend(checked)
+                cells.extend(
+                    {**key, "impl": n, "status": f"skipped: {r}"} for n, r in skipped.items()
+                )
+                for cell in checked:
+                    if cell["status"] != "ran":
+                        print(f"{case} {key['dtype']} sm={int(softmax)} {cell['impl']}: "
+                              f"{cell['status']}", flush=True)  # fmt: skip
                 for mode in setup["modes"]:
                     calls = {}
-                    for name, impl in impls.items():
+                    for name in [n for n in impls if n in ran]:
                         try:
-                            calls[name] = make_call(impl, inputs, mode, softmax)
-                        except Exception as exc:  # an implementation without this dtype/shape
-                            failures.append({"case": case, "impl": name, "error": repr(exc)})
-                            print(f"{case} {dtype} {mode} {name}: failed ({exc!r})", flush=True)
-                    timings = measure(calls, args.repeats, args.rounds, args.budget)
-                    key = {
-                        "case": case,
-                        "dtype": str(dtype).removeprefix("torch."),
-                        "mode": mode,
-                        "softmax": softmax,
-                    }
+                            calls[name] = make_call(impls[name], inputs, mode, softmax)
+                        except Exception as exc:  # the check ran it; a mode may still fail
+                            record_error(cells, key, name, mode, exc)
+                    timings, errors = measure(calls, args.repeats, args.rounds, args.budget,
+                                              run_device, args.flush_l2)  # fmt: skip
+                    for name, error in errors.items():
+                        record_error(cells, key, name, mode, error)
                     for name, timing in timings.items():
-                        row = {**key, "batch": batch, "queries": queries, "impl": name, **timing}
+                        row = {**key, "mode": mode, "batch": batch, "queries": queries,
+                               "impl": name, **timing}  # fmt: skip
                         if mode == "fwd":
                             row["gb_per_s"] = forward_bytes(inputs) / timing["median_s"] / 1e9
                             if peak:
@@ -316,34 +342,6 @@ def run(
         if save is not None:
             save(payload(complete=False))
     return payload(complete=True)
-
-
-def speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each implementation's time over msda_ops' fastest backend, per case, dtype, mode."""
-    groups: dict[tuple[Any, ...], dict[str, float]] = {}
-    for r in rows:
-        k = (r["case"], r["dtype"], r["mode"], r["softmax"])
-        groups.setdefault(k, {})[r["impl"]] = r["median_s"]
-    out = []
-    for (case, dtype, mode, softmax), times in groups.items():
-        ours = {k: v for k, v in times.items() if k in ("kernel", "triton")}
-        if not ours:
-            continue
-        best_name = min(ours, key=ours.__getitem__)
-        for name, t in times.items():
-            if name != best_name:
-                out.append(
-                    {
-                        "case": case,
-                        "dtype": dtype,
-                        "mode": mode,
-                        "softmax": softmax,
-                        "ours": best_name,
-                        "versus": name,
-                        "speedup": t / ours[best_name],
-                    }
-                )
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check imports and arguments; run the tiniest shape on CPU (Triton interpreted)",
+        help="check imports and arguments; run the tiniest shape on CPU (Triton interpreted); "
+        "writes JSON only with --output",
+    )
+    parser.add_argument(
+        "--flush-l2", action="store_true", help="CUDA: flush the L2 cache before each timed call"
     )
     args = parser.parse_args(argv)
     if args.threads:
@@ -392,54 +394,21 @@ def main(argv: list[str] | None = None) -> int:
             payload["speedups"], ["case", "dtype", "mode", "softmax", "ours", "versus", "speedup"]
         )
     )
+    counts: dict[str, int] = {}
+    for cell in payload["cells"]:
+        verdict = cell["status"].split(":")[0]
+        counts[verdict] = counts.get(verdict, 0) + 1
+    print("cells: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     if args.dry_run:
         print(f"dry run done in {payload['wall_s']:.1f} s: {len(payload['results'])} timings")
-        return 1 if payload["failures"] else 0
-    write_json(path, payload)
-    print(f"wrote {path}")
+    if not args.dry_run or args.output:
+        write_json(path, payload)
+        print(f"wrote {path}")
     png = path.with_suffix(".png")
-    if plot_speedups(payload["speedups"], png):
+    if not args.dry_run and plot_speedups(payload["speedups"], png):
         print(f"wrote {png}")
+    # Anchors that cannot run are skipped cells; only our backends fail the run.
     return 1 if payload["failures"] else 0
-
-
-def plot_speedups(rows: list[dict[str, Any]], path: Path) -> bool:
-    """Each anchor's time over our fastest backend, one bar per (case, dtype, mode, softmax)
-    and anchor, on a log axis (False: no matplotlib, or nothing to draw)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
-        return False
-    versus = sorted({r["versus"] for r in rows})
-    groups = sorted({(r["case"], r["dtype"], r["mode"], r["softmax"]) for r in rows})
-    if not groups:
-        return False
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(groups) * len(versus)), 4))
-    width = 0.8 / len(versus)
-    for i, name in enumerate(versus):
-        found = {
-            (r["case"], r["dtype"], r["mode"], r["softmax"]): r["speedup"]
-            for r in rows
-            if r["versus"] == name
-        }
-        heights = [found.get(g, 0.0) for g in groups]
-        ax.bar([j + i * width for j in range(len(groups))], heights, width, label=name)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_yscale("log")
-    ax.set_ylabel("anchor time / our time (> 1: ours faster)")
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(groups))])
-    ax.set_xticklabels(
-        [f"{c} {d} {m}{' sm' if sm else ''}" for c, d, m, sm in groups], rotation=60, ha="right"
-    )
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
 
 
 if __name__ == "__main__":

@@ -26,29 +26,70 @@ def _cuda_sync() -> None:
         pass
 
 
+# What an L2 flush writes: larger than the L2 of any current GPU (H100: 50 MB, H200: 60 MB).
+L2_FLUSH_BYTES = 256 * 2**20
+
+
 def time_fn(
-    fn: Callable[[], Any], *, repeats: int = 10, warmup: int = 2, min_time: float = 0.0
-) -> dict[str, float]:
+    fn: Callable[[], Any],
+    *,
+    repeats: int = 10,
+    warmup: int = 2,
+    min_time: float = 0.0,
+    device: str | None = None,
+    flush_l2: bool = False,
+) -> dict[str, Any]:
     """Time ``fn()``: ``warmup`` untimed calls, then ``repeats`` timed ones (at least ``min_time`` s).
 
-    Returns seconds: median, min, max and the number of timed calls. CUDA work is
-    synchronised around each call so wall time covers the kernels.
+    Every call is timed by the wall clock (CUDA synchronised before and after, so it covers the
+    kernels and the launch overhead). With ``device="cuda"`` each call is also timed by CUDA
+    events recorded around it on the current stream: the GPU's own time, without the host's
+    synchronisation cost; then ``median_s`` is the events' median. ``flush_l2`` (CUDA) writes
+    a buffer larger than the L2 cache before each timed call, outside both timings, so no call
+    finds its inputs cached by the previous one.
+
+    Returns seconds: ``median_s``, ``min_s``, ``max_s`` (of the figure ``median_s`` uses),
+    ``wall_median_s``, ``event_median_s`` (None without events) and ``repeats``.
     """
+    events = device == "cuda"
+    flush = None
+    if events:
+        import torch
+
+        if flush_l2:
+            flush = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.float32, device="cuda")
     for _ in range(warmup):
         fn()
     _cuda_sync()
-    samples: list[float] = []
+    wall: list[float] = []
+    gpu: list[float] = []
     start_all = time.perf_counter()
-    while len(samples) < repeats or time.perf_counter() - start_all < min_time:
-        t0 = time.perf_counter()
-        fn()
-        _cuda_sync()
-        samples.append(time.perf_counter() - t0)
+    while len(wall) < repeats or time.perf_counter() - start_all < min_time:
+        if flush is not None:
+            flush.zero_()
+            _cuda_sync()
+        if events:
+            begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
+            begin.record()
+            fn()
+            end.record()
+            end.synchronize()
+            wall.append(time.perf_counter() - t0)
+            gpu.append(begin.elapsed_time(end) / 1e3)  # milliseconds
+        else:
+            t0 = time.perf_counter()
+            fn()
+            _cuda_sync()
+            wall.append(time.perf_counter() - t0)
+    used = gpu if events else wall
     return {
-        "median_s": statistics.median(samples),
-        "min_s": min(samples),
-        "max_s": max(samples),
-        "repeats": float(len(samples)),
+        "median_s": statistics.median(used),
+        "min_s": min(used),
+        "max_s": max(used),
+        "wall_median_s": statistics.median(wall),
+        "event_median_s": statistics.median(gpu) if gpu else None,
+        "repeats": float(len(wall)),
     }
 
 
@@ -80,14 +121,6 @@ def environment() -> dict[str, Any]:
     except (OSError, subprocess.CalledProcessError):
         env["git_commit"] = None
     return env
-
-
-def write_results(name: str, payload: dict[str, Any]) -> Path:
-    """Write ``{"environment": ..., **payload}`` to ``benchmarks/results/<name>.json``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"environment": environment(), **payload}, indent=2) + "\n")
-    return path
 
 
 # Peak memory bandwidth (bytes/s) of GPUs whose properties do not report it.

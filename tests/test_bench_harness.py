@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import harness
@@ -37,3 +39,27 @@ def test_write_json_adds_the_environment(tmp_path: Path) -> None:
     path = harness.write_json(tmp_path / "a" / "r.json", {"x": 1})
     data = json.loads(path.read_text())
     assert data["x"] == 1 and "python" in data["environment"]
+
+
+def test_time_fn_reports_the_wall_median_without_events() -> None:
+    import time
+
+    calls = []
+
+    def fn() -> None:
+        calls.append(1)
+        time.sleep(0.02)
+
+    t = harness.time_fn(fn, repeats=5, warmup=2)
+    assert len(calls) == 7 and t["repeats"] == 5
+    assert t["event_median_s"] is None and t["median_s"] == t["wall_median_s"]
+    assert 0.02 <= t["min_s"] <= t["median_s"] <= t["max_s"] < 0.5
+
+
+@pytest.mark.gpu
+def test_time_fn_times_cuda_work_with_events() -> None:
+    import torch
+
+    a = torch.randn(4096, 4096, device="cuda")
+    t = harness.time_fn(lambda: a @ a, repeats=5, device="cuda", flush_l2=True)
+    assert t["event_median_s"] == t["median_s"] and 0 < t["median_s"] <= t["wall_median_s"]
