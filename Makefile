@@ -220,7 +220,7 @@ gpu-sanitize: $(GPU_INSTALLED)
 			-- $(GPU_PYTHON) -P tests/support/sanitize_run.py || exit 1; \
 	done
 
-# The abi3 wheels (one build for CPython 3.10+): the root distribution and msda-ops.
+# The abi3 wheels (one build for CPython 3.11+): the root distribution and msda-ops.
 wheel: setup
 	$(VENV)/bin/maturin build --release --out dist
 	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist ./msda_ops

@@ -22,7 +22,7 @@ from msda_ops import availability, dispatch, ops
 def fresh_dispatch(monkeypatch):
     """No warning given yet and Triton's availability not yet known."""
     monkeypatch.setattr(dispatch, "_warned", set())
-    monkeypatch.setattr(dispatch, "_triton_failure", [])
+    monkeypatch.setattr(dispatch, "_triton_state", {})
     return monkeypatch
 
 

@@ -22,14 +22,20 @@ import torch
 
 from msda_ops import ops
 
-_triton_failure: list[str] = []  # why the Triton backend cannot load, once known
+# Whether the Triton backend loads: {"reason": None} once it has, {"reason": why not} once
+# it has failed; asked once per process.
+_triton_state: dict[str, str | None] = {}
 _warned: set[tuple[str, str]] = set()
 
 
+# Evaluated eagerly while torch.compile traces (torch 2.11's Dynamo cannot trace
+# importlib.util.find_spec under fullgraph=True).
+@ops.constant_under_compile
 def triton_unavailable_reason() -> str | None:
     """None when the Triton backend can be imported, else why not (without importing twice)."""
-    if _triton_failure:
-        return _triton_failure[0]
+    if "reason" in _triton_state:
+        return _triton_state["reason"]
+    reason: str | None = None
     if importlib.util.find_spec("triton") is None:
         reason = "triton is not installed (pip install triton; Linux wheels of torch bring it)"
     else:
@@ -37,9 +43,7 @@ def triton_unavailable_reason() -> str | None:
             from msda_ops import triton_ops  # noqa: F401  (registers the custom ops)
         except Exception as exc:  # a broken or too old triton must not break the op
             reason = f"importing the triton backend failed: {type(exc).__name__}: {exc}"
-        else:
-            return None
-    _triton_failure.append(reason)
+    _triton_state["reason"] = reason
     return reason
 
 
