@@ -8,14 +8,18 @@ group: :mod:`zoo.cli.training` (``train``, ``eval``, ``shapes``), :mod:`zoo.cli.
 
 Declaring the commands imports no torch: ``zoo --help`` answers at once, and each command
 imports what it needs when it runs. A run-time error prints one line on stderr and exits
-with status 1 (``--debug`` shows the traceback); usage errors exit with status 2.
+with status 1 (``--debug`` shows the traceback); usage errors exit with status 2. The
+zoo's own warnings print as one line, ``zoo COMMAND: warning: MESSAGE`` (without the
+source line Python's format adds); other packages' keep Python's format.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import zoo
 from zoo.cli import detect, export, models, plot, training
@@ -95,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     the traceback unless ``--debug``), or the command's own; argparse exits with 2 on a
     usage error.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # What the command line gave, for the commands that tell given options from defaults.
+    args.argv = argv
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_for_zoo(args.command, previous)  # type: ignore[assignment]
     try:
         return int(args.command_runner(args))
     except KeyboardInterrupt:
@@ -114,7 +123,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     finally:
+        warnings.formatwarning = previous
         _end_distributed()
+
+
+_ZOO_DIR = Path(zoo.__file__).resolve().parent
+
+
+def _one_line_for_zoo(command: str, fallback: Callable[..., str]) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that writes the zoo's own warnings (those issued from
+    its files) as ``zoo COMMAND: warning: MESSAGE``, one line, and others as ``fallback``."""
+
+    def format_warning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        try:
+            ours = Path(filename).resolve().is_relative_to(_ZOO_DIR)
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            return fallback(message, category, filename, lineno, line)
+        return f"zoo {command}: warning: {message}\n"
+
+    return format_warning
 
 
 def _end_distributed() -> None:
