@@ -1,8 +1,15 @@
 """Detection on image files: find them, batch them through a model, write pictures and JSON.
 
-For every input image ``out/<stem>.png`` shows the detections and ``out/<stem>.json``
+For every input image ``out/<name>.png`` shows the detections and ``out/<name>.json``
 lists them (or one ``detections.json`` holds all); with sampling on, Deformable DETR
-models also get ``out/<stem>_sampling.png``, their decoder's attention per level.
+models also get ``out/<name>_sampling.png``, their decoder's attention per level.
+
+``<name>`` is the input's stem when that is free, so ``photo.jpg`` gives ``photo.png`` and
+``photo.json``. The names are collision-free by construction (:func:`unique_stems`): an
+input whose outputs would take a name another input's outputs (or an input file in the
+output folder) already have keeps its extension (``x.jpg`` beside ``x.png`` gives
+``x.jpg.png``, ``x.jpg.json``), then gets a number (``x.png~2`` for a second ``x.png``
+from another folder).
 """
 
 from __future__ import annotations
@@ -113,7 +120,7 @@ def detect_files(
     out.mkdir(parents=True, exist_ok=True)
     config = cast(ModelConfig, model.config)
     names = class_names(config.num_classes, config.class_names)
-    stems = unique_stems(paths)
+    stems = unique_stems(paths, out)
     records: list[dict] = []
     bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
     try:
@@ -198,15 +205,36 @@ def _detect_chunk(
             (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output names: each file's stem, numbered when two inputs share one."""
-    seen: dict[str, int] = {}
-    stems = []
+# What detect_files writes for an input of output name N: N + each suffix.
+OUTPUT_SUFFIXES = (".png", ".json", "_sampling.png")
+
+
+def unique_stems(paths: Sequence[Path], out_dir: str | Path | None = None) -> list[str]:
+    """The output name of each input: its stem, else its file name, else the file name
+    with ``~2``, ``~3``..., the first whose outputs (:data:`OUTPUT_SUFFIXES`) are all free.
+
+    Free means: no earlier input's outputs have the name, and no input lies there (in
+    ``out_dir``), so no two inputs share an output file and no output replaces an input.
+    """
+    taken: set[str] = set()
+    if out_dir is not None:
+        folder = Path(out_dir).resolve()
+        taken |= {p.name for p in paths if p.resolve().parent == folder}
+    names = []
     for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
-    return stems
+        candidates = [path.stem, path.name]
+        n = 2
+        while not any(_free(c, taken) for c in candidates):
+            candidates.append(f"{path.name}~{n}")
+            n += 1
+        name = next(c for c in candidates if _free(c, taken))
+        taken |= {name + suffix for suffix in OUTPUT_SUFFIXES}
+        names.append(name)
+    return names
+
+
+def _free(name: str, taken: set[str]) -> bool:
+    return bool(name) and not any(name + suffix in taken for suffix in OUTPUT_SUFFIXES)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
