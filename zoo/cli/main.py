@@ -2,7 +2,7 @@
 
 Every command is one entry of :data:`COMMANDS`: its name, its help and the function
 that declares its arguments and returns the function running it. The commands live by
-group: :mod:`zoo.cli.training` (``train``, ``eval``, ``shapes``), :mod:`zoo.cli.models`
+group: :mod:`zoo.cli.training` (``train``, ``shapes``), :mod:`zoo.cli.evaluation` (``eval``), :mod:`zoo.cli.models`
 (``list``, ``convert``), :mod:`zoo.cli.detect` (``detect``), :mod:`zoo.cli.export`
 (``export``), :mod:`zoo.cli.plot` (``plot``); :mod:`zoo.cli.args` holds the parsing they share.
 
@@ -22,12 +22,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import zoo
-from zoo.cli import detect, export, models, plot, training
+from zoo.cli import detect, evaluation, export, models, plot, training
 from zoo.cli.args import Declare
 
 COMMANDS: tuple[tuple[str, str, Declare], ...] = (
     ("train", "train or fine-tune a model on a COCO-layout dataset", training.declare_train),
-    ("eval", "COCO box AP of a model on a COCO-layout dataset", training.declare_eval),
+    ("eval", "COCO box AP of a model on a COCO-layout dataset", evaluation.declare_eval),
     ("shapes", "write a synthetic COCO-format dataset of shapes", training.declare_shapes),
     ("list", "list the named models and their checkpoints", models.declare_list),
     ("detect", "detect objects in images and draw them", detect.declare_detect),
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     # What the command line gave, for the commands that tell given options from defaults.
-    args.argv = argv
+    args.given = given_options(argv)
     previous = warnings.formatwarning
     warnings.formatwarning = _one_line_for_zoo(args.command, previous)  # type: ignore[assignment]
     try:
@@ -125,6 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         warnings.formatwarning = previous
         _end_distributed()
+
+
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The dests of the options ``argv`` gives (its command's and the top level's), the
+    ones left to their defaults excluded: ``argv`` parsed again with no defaults."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in (parser, *sub.choices.values()):
+        for action in p._actions:
+            action.default = argparse.SUPPRESS  # an option left out is then absent
+    return set(vars(parser.parse_args(argv))) - {"command", "command_runner"}
 
 
 _ZOO_DIR = Path(zoo.__file__).resolve().parent

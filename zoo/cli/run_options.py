@@ -35,7 +35,7 @@ MAY_CHANGE = frozenset(
 )
 # Not options of the run: where it goes and how this command was started.
 NOT_RECORDED = frozenset(
-    {"resume", "out", "overwrite", "debug", "command", "command_runner", "argv"}
+    {"resume", "out", "overwrite", "debug", "command", "command_runner", "given"}
 )
 
 
@@ -72,26 +72,16 @@ def record_options(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def given_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> set[str]:
-    """The options the command line gave (the dests), defaults left out.
-
-    ``args.argv`` (set by :func:`zoo.cli.main.main`) is parsed again with every default
-    suppressed; without it, the options whose value differs from their default.
-    """
-    argv = getattr(args, "argv", None)
-    if argv is None:
-        return {
-            a.dest
-            for a in parser._actions
-            if hasattr(args, a.dest) and getattr(args, a.dest) != a.default
-        }
-    from zoo.cli.main import build_parser
-
-    top = build_parser()
-    sub = next(a for a in top._actions if isinstance(a, argparse._SubParsersAction))
-    for p in (top, sub.choices[args.command]):
-        for action in p._actions:
-            action.default = argparse.SUPPRESS  # an option left out is then absent
-    return set(vars(top.parse_args(argv))) - {"command", "command_runner"}
+    """The options the command line gave (their dests), defaults left out: ``args.given``
+    (set by :func:`zoo.cli.main.main`), else those whose value is not their default."""
+    given = getattr(args, "given", None)
+    if given is not None:
+        return set(given)
+    return {
+        a.dest
+        for a in parser._actions
+        if hasattr(args, a.dest) and getattr(args, a.dest) != a.default
+    }
 
 
 def _flag(parser: argparse.ArgumentParser, dest: str) -> str:

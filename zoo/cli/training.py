@@ -1,4 +1,4 @@
-"""The ``train``, ``eval`` and ``shapes`` commands: datasets, training and COCO evaluation.
+"""The ``train`` and ``shapes`` commands: datasets and training (``eval``: :mod:`zoo.cli.evaluation`).
 
 Datasets are folders in COCO layout (see :func:`zoo.data.coco.split_paths`)::
 
@@ -12,7 +12,6 @@ Examples::
         --overrides depth=18 hidden_dim=128
     torchrun --nproc-per-node 4 -m zoo train --model ddetr-refine --data DATA --amp bf16
     python -m zoo train --resume runs/x           # the run's own model, data and options
-    python -m zoo eval --model runs/x --data DATA
 
 Before anything is built, both splits are validated (:mod:`zoo.data.validate`): errors
 stop the command with one message listing them, bad boxes are fixed with a warning. A
@@ -323,73 +322,6 @@ def startup_summary(
         f"{args.batch_size} x {info.world_size} processes)\n"
         f"device: {info.device}{amp}; output: {out}"
     )
-
-
-def declare_eval(parser: argparse.ArgumentParser) -> Runner:
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="a name (official weights), Hub id, folder or .pth (see zoo.load), "
-        "or a training checkpoint / output folder",
-    )
-    add_data_args(parser)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--out", type=Path, default=None, help="also write the metrics here (JSON)")
-    parser.add_argument(
-        "--save-detections",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="write the detections as COCO results JSON (image_id, category_id, bbox xywh, score)",
-    )
-    return _run_eval
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
-
-    import zoo
-    from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
-    from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
-    from zoo.data.validate import check_splits
-    from zoo.training import init_distributed
-    from zoo.training.distributed import ShardSampler
-
-    info = init_distributed()
-    images, ann = split_paths(args.data, args.split)
-    (checked,) = check_splits([(images, ann)])  # before the model: data errors come first
-    model = zoo.load(local_or_hub(args.model), **parse_overrides(args.overrides))
-    model.to(info.device)
-    config = cast("ModelConfig", model.config)
-    recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
-    transforms = eval_transforms(recipe, config.image_mean, config.image_std)
-    dataset = CocoDetection(images, ann, transforms, config.num_classes, dataset=checked)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        sampler=ShardSampler(len(dataset), info),
-        collate_fn=collate,
-        num_workers=args.workers,
-    )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
-    predictions = predict_batches(model, loader, info.device, dtype)
-    # Collective under torch.distributed: every rank sends its share.
-    results = gather_results(to_coco_results(predictions, dataset.label_to_category))
-    if info.is_main:
-        # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
-        metrics = coco_metrics(
-            dataset.coco, results, verbose=True, area_thresholds=args.area_thresholds
-        )
-        print(json.dumps(metrics))
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(metrics, indent=1))
-        if args.save_detections is not None:
-            args.save_detections.parent.mkdir(parents=True, exist_ok=True)
-            args.save_detections.write_text(json.dumps(results) + "\n")
-            print(f"{len(results)} detections (COCO results) -> {args.save_detections}")
-    return 0
 
 
 def declare_shapes(parser: argparse.ArgumentParser) -> Runner:

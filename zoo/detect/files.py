@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -33,6 +34,9 @@ from zoo.models.pipeline.images import open_image, to_rgb_image
 
 logger = logging.getLogger(__name__)
 
+# The shorter side below which zoo detect enlarges its pictures by default (labels stay
+# readable on 128-pixel images).
+MIN_DRAWN_SIDE = 512
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -97,14 +101,15 @@ def detect_files(
     one_json: bool = False,
     progress: bool = True,
     image_size: int | None = None,
-    draw_scale: int = 1,
+    draw_scale: int | None = 1,
 ) -> list[dict]:
     """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
 
     Images are resized to the shorter side ``image_size`` (default: the model's
     ``config.image_size``, 800 for the official models). ``draw_scale`` > 1 draws the
     detections on a copy enlarged that many times (nearest neighbour), for pictures too
-    small to read; the JSON stays in pixels of the original.
+    small to read; None picks it per image (:func:`drawing_scale`: the shorter side at
+    least :data:`MIN_DRAWN_SIDE` pixels). The JSON stays in pixels of the original.
 
     An image that cannot be read (corrupt, truncated, not an image) is skipped with a
     warning naming it; the others are all processed. With ``one_json`` the file is
@@ -169,7 +174,7 @@ def _detect_chunk(
     top_k: int,
     one_json: bool,
     image_size: int | None,
-    draw_scale: int,
+    draw_scale: int | None,
 ) -> None:
     """Detect, draw and record the images of ``chunk`` that can be read."""
     loaded = [(item, read_image(item[0])) for item in chunk]
@@ -188,10 +193,11 @@ def _detect_chunk(
             boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
         )
         view = image
-        if draw_scale > 1:
-            size = (image.width * draw_scale, image.height * draw_scale)
+        scale = drawing_scale(image.size) if draw_scale is None else draw_scale
+        if scale > 1:
+            size = (image.width * scale, image.height * scale)
             view = image.resize(size, Image.Resampling.NEAREST)
-        boxes = pred["boxes"] * draw_scale
+        boxes = pred["boxes"] * scale
         draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
             out / f"{stem}.png"
         )
@@ -203,6 +209,12 @@ def _detect_chunk(
         records.append(record)
         if not one_json:
             (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def drawing_scale(size: tuple[int, int]) -> int:
+    """The smallest whole enlargement that gives an image of ``size`` (W, H) a shorter
+    side of at least :data:`MIN_DRAWN_SIDE` pixels (1 for larger images)."""
+    return max(1, math.ceil(MIN_DRAWN_SIDE / max(1, min(size))))
 
 
 # What detect_files writes for an input of output name N: N + each suffix.

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from zoo.data.batching import DetectionBatch, collate
 from zoo.data.coco import CocoDetection
-from zoo.data.coco_eval import evaluate
+from zoo.data.coco_eval import evaluate, format_metric
 from zoo.training.checkpoint import (
     capture_rng,
     find_checkpoint,
@@ -37,8 +37,14 @@ from zoo.training.checkpoint import (
     save_checkpoint,
 )
 from zoo.training.config import TrainConfig
-from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
-from zoo.training.lock import RunLock, RunLockedError
+from zoo.training.distributed import (
+    ProcessInfo,
+    ShardSampler,
+    epoch_batches,
+    on_every_rank,
+    process_info,
+)
+from zoo.training.lock import RunLock
 from zoo.training.log import MetricsLog
 from zoo.training.optim import build_optimizer, build_scheduler
 from zoo.training.run import check_belongs, check_unused, new_run_id, write_run
@@ -140,39 +146,9 @@ class Trainer:
 
     # ------------------------------------------------------------ the run lock
     def _take_lock(self) -> None:
-        """Rank 0 takes the folder's lock; every rank learns the outcome, so that all of
-        them stop together when it is refused (a lone rank raising would leave the
-        others waiting in a collective forever)."""
-        error = None
-        if self.info.is_main:
-            try:
-                self._lock.acquire()
-            except RunLockedError as e:
-                error = str(e)
-        if self.info.world_size > 1:
-            box = [error]
-            dist.broadcast_object_list(box, src=0)
-            error = box[0]
-        if error is not None:
-            raise RunLockedError(error)
+        """Rank 0 takes the folder's lock; every rank learns the outcome."""
+        on_every_rank(self.info, self._lock.acquire)
         self._locked = True  # on every rank (only rank 0 holds the file lock)
-
-    def _on_main(self, check: Callable[[], None]) -> None:
-        """Run ``check`` (a look at the run folder) on rank 0 only; when it raises, raise
-        the same error on every rank, so that they all stop together."""
-        error: Exception | None = None
-        if self.info.is_main:
-            try:
-                check()
-            except Exception as e:  # re-raised below, on every rank
-                error = e
-        if self.info.world_size > 1:
-            box = [None if error is None else (type(error).__name__, str(error))]
-            dist.broadcast_object_list(box, src=0)
-            if box[0] is not None and error is None:
-                error = RuntimeError(f"{box[0][0]} on rank 0: {box[0][1]}")
-        if error is not None:
-            raise error
 
     def event(self, kind: str, message: str, **fields: Any) -> None:
         """Print an operational event and record it in the metrics log (rank 0)."""
@@ -213,13 +189,10 @@ class Trainer:
     def resume(self, path: str | Path, skipped: Sequence[str] = ()) -> None:
         """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder).
 
-        The newest intact checkpoint there is used (see
-        :func:`~zoo.training.checkpoint.find_checkpoint`); each newer one skipped, and
-        ``skipped`` (reasons found by a caller that resolved ``path`` itself), becomes a
-        ``skipped`` event. The checkpoint must belong to the output folder's run (or the
-        folder hold none); the run continues under the checkpoint's run id. The metrics
-        logged after its step (by the run that was interrupted) are removed, as they are
-        logged again.
+        The newest intact checkpoint there is used; each newer one skipped (and each of
+        ``skipped``, reasons a caller found) is a ``skipped`` event. The checkpoint must
+        belong to the folder's run (or the folder hold none), whose id the run keeps. The
+        metrics logged after its step (by the interrupted run) are removed.
 
         Raises:
             CheckpointError: no intact checkpoint, or a state the safe loader refuses.
@@ -229,7 +202,7 @@ class Trainer:
         state = read_state(folder)
         run = state.get("run") if isinstance(state.get("run"), dict) else {}
         run_id = run.get("id")
-        self._on_main(lambda: check_belongs(self.out_dir, folder, run_id))
+        on_every_rank(self.info, lambda: check_belongs(self.out_dir, folder, run_id))
         self.model.load_state_dict(load_pretrained(folder).state_dict())
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -268,7 +241,7 @@ class Trainer:
             self._take_lock()
         try:
             if not self._claimed and self.step == 0:
-                self._on_main(lambda: check_unused(self.out_dir))
+                on_every_rank(self.info, lambda: check_unused(self.out_dir))
                 if self.info.is_main:
                     write_run(self.out_dir, self.run_id, _plain(self.run_options))
                 self._claimed = True  # a second fit() of this trainer continues its run
@@ -399,7 +372,7 @@ class Trainer:
         self.last_metrics = metrics
         if self.info.is_main:
             self.log.write("eval", epoch=self.epoch, step=self.step, **metrics)
-            summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            summary = "  ".join(f"{k} {format_metric(v, k)}" for k, v in metrics.items())
             tqdm.write(f"eval after epoch {self.epoch} (step {self.step}): {summary}")
             self._plot_curves()
         return metrics
