@@ -74,6 +74,10 @@ def test_resume_alone_restores_the_run_after_a_kill_and_a_damaged_checkpoint(
     events = {r["event"]: r for r in read_metrics(run / "metrics.jsonl") if "message" in r}
     assert events["skipped"]["message"] == skipped[0]
     assert events["resume"]["step"] == resumed_at
+    # Saving the damaged step again set the damaged folder aside, and said so.
+    aside = f"damaged checkpoint moved to {checkpoints / latest.name}.damaged ("
+    assert events["set_aside"]["message"].startswith(aside)
+    assert any(line.startswith(aside) for line in lines)
 
     # Bit for bit the uninterrupted run, every step's loss logged once.
     records = read_metrics(run / "metrics.jsonl", "train")

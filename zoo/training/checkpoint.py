@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,18 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: str | Path, step: int, model: nn.Module, state: dict[str, Any], keep: int = 2
+    root: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    keep: int = 2,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (a zoo detector) under ``root``.
 
     ``state`` must hold only tensors and plain containers (optimizer/scheduler state
-    dicts, numbers, RNG states). Keeps the newest ``keep`` intact checkpoints.
+    dicts, numbers, RNG states). Keeps the newest ``keep`` intact checkpoints. A damaged
+    checkpoint of the same step is set aside, said by ``report`` (default: a warning).
 
     Raises:
         CheckpointError: the write failed (a full disk, say); the previous checkpoint
@@ -105,7 +112,7 @@ def save_checkpoint(
         torch.save(state, tmp / STATE)
         write_manifest(tmp)
         if final.exists():  # the same step saved again (e.g. a resumed run)
-            _set_aside_or_remove(final)
+            _set_aside_or_remove(final, report)
         os.replace(tmp, final)
         fsync_path(root)
         _write_atomic(root / LATEST, name)
@@ -119,7 +126,7 @@ def save_checkpoint(
     return final
 
 
-def _set_aside_or_remove(folder: Path) -> None:
+def _set_aside_or_remove(folder: Path, report: Callable[[str], None] | None) -> None:
     """Make room for a new checkpoint of the same step: an intact old one is replaced, a
     damaged one is kept for inspection as ``step-N.damaged`` (which nothing loads)."""
     problem = check_manifest(folder, hashes=False)
@@ -130,7 +137,11 @@ def _set_aside_or_remove(folder: Path) -> None:
     if aside.exists():
         shutil.rmtree(aside)
     os.replace(folder, aside)
-    warnings.warn(f"damaged checkpoint moved to {aside} ({problem})", stacklevel=3)
+    message = f"damaged checkpoint moved to {aside} ({problem})"
+    if report is not None:
+        report(message)
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def _write_failure(root: Path, name: str, error: OSError) -> str:

@@ -182,9 +182,9 @@ class Trainer:
             "train_config": _plain(asdict(self.config)),
             "run": {"id": self.run_id, "options": _plain(self.run_options)},
         }
-        return save_checkpoint(
-            self.out_dir / "checkpoints", self.step, self.model, state, self.config.keep_checkpoints
-        )
+        report = lambda message: self.event("set_aside", message, step=self.step)  # noqa: E731
+        root, keep = self.out_dir / "checkpoints", self.config.keep_checkpoints
+        return save_checkpoint(root, self.step, self.model, state, keep, report)
 
     def resume(self, path: str | Path, skipped: Sequence[str] = ()) -> None:
         """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder).
