@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # What the command line gave, for the commands that tell given options from defaults.
     args.given = given_options(argv)
     previous = warnings.formatwarning
-    warnings.formatwarning = _one_line_for_zoo(args.command, previous)  # type: ignore[assignment]
+    warnings.formatwarning = _one_line_for_zoo(args.command, previous)
     try:
         return int(args.command_runner(args))
     except KeyboardInterrupt:

@@ -200,7 +200,7 @@ class Trainer:
         """
         folder, found = find_checkpoint(path)
         state = read_state(folder)
-        run = state.get("run") if isinstance(state.get("run"), dict) else {}
+        run: dict[str, Any] = state["run"] if isinstance(state.get("run"), dict) else {}
         run_id = run.get("id")
         on_every_rank(self.info, lambda: check_belongs(self.out_dir, folder, run_id))
         self.model.load_state_dict(load_pretrained(folder).state_dict())
