@@ -68,7 +68,7 @@ def test_killed_run_resumes_to_the_same_weights(
 
     records = read_metrics(out / "metrics.jsonl", "train")
     assert [r["step"] for r in records] == list(range(1, 9)), (fault, step, killed_at)
-    expected = {r["step"]: r["loss"] for r in read_metrics(straight_out / "metrics.jsonl")}
+    expected = {r["step"]: r["loss"] for r in read_metrics(straight_out / "metrics.jsonl", "train")}
     for r in records:
         assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
     want, got = load_model(straight_out).state_dict(), load_model(out).state_dict()
