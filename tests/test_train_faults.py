@@ -6,15 +6,13 @@ tests/test_train_resume.py.)"""
 from __future__ import annotations
 
 import random
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from support.runs import kill_when, train_steps
 from support.shapes import SHAPES_MODEL, shapes_data
 
 from zoo.training import read_metrics
@@ -39,25 +37,6 @@ def _train(cmd: list[str]) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _kill_when(cmd: list[str], ready: Callable[[], bool]) -> None:
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 300
-        while not ready():
-            assert proc.poll() is None, "the run ended before the fault"
-            assert time.monotonic() < deadline, "the fault point never came"
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-
-
-def _train_steps(out: Path) -> int:
-    path = out / "metrics.jsonl"
-    return path.read_text().count('"event": "train"') if path.is_file() else 0
-
-
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("faults")
@@ -74,22 +53,22 @@ def test_killed_run_resumes_to_the_same_weights(
     out = tmp_path / "run"
     if fault == "after a random step":
         step = random.Random(SEED).randint(2, 7)  # a checkpoint exists from step 2 on
-        _kill_when(_command(data, out), lambda: _train_steps(out) >= step)
+        kill_when(_command(data, out), lambda: train_steps(out) >= step)
     else:
         step = 4
         checkpoints = out / "checkpoints"
-        _kill_when(
+        kill_when(
             _command(data, out),
             lambda: checkpoints.is_dir() and any(checkpoints.glob(".tmp-step-0000000[46]-*")),
         )
-    killed_at = _train_steps(out)
+    killed_at = train_steps(out)
     assert 0 < killed_at < 8, (fault, step, killed_at)
     assert (out / ".lock").is_file()  # left by the killed run: must not block the resume
     _train(_command(data, out, "--resume", str(out)))
 
     records = read_metrics(out / "metrics.jsonl", "train")
     assert [r["step"] for r in records] == list(range(1, 9)), (fault, step, killed_at)
-    expected = {r["step"]: r["loss"] for r in read_metrics(straight_out / "metrics.jsonl")}
+    expected = {r["step"]: r["loss"] for r in read_metrics(straight_out / "metrics.jsonl", "train")}
     for r in records:
         assert r["loss"] == pytest.approx(expected[r["step"]], rel=1e-6, abs=1e-7), r["step"]
     want, got = load_model(straight_out).state_dict(), load_model(out).state_dict()

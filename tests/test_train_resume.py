@@ -4,6 +4,7 @@ a damaged checkpoint or a full disk."""
 from __future__ import annotations
 
 import errno
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -85,20 +86,29 @@ def test_param_groups_follow_the_recipe() -> None:
     assert sum(len(g["params"]) for g in groups.values()) == trainable
 
 
+@pytest.mark.filterwarnings("ignore")  # the events do not depend on the warning filters
 def test_resume_skips_a_truncated_checkpoint(
-    tmp_path: Path, straight: tuple[Path, Path, Trainer]
+    tmp_path: Path, straight: tuple[Path, Path, Trainer], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The newest checkpoint cut short (a copy interrupted, a full disk): resume warns,
-    falls back to the one before, logs the lost step again, and ends where a straight
-    run ends."""
+    """The newest checkpoint cut short (a copy interrupted, a full disk): resume says so
+    (printed and logged), falls back to the one before, logs the lost step again, and
+    ends where a straight run ends."""
     data, straight_out, straight_run = straight
     _run(tmp_path, data, replace(CONFIG, max_steps=5, checkpoint_every=2))
     checkpoints = tmp_path / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000004", "step-00000005"]
     weights = checkpoints / "step-00000005" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1000])
-    with pytest.warns(UserWarning, match=r"step-00000005 is damaged: .*model\.safetensors"):
-        resumed = _run(tmp_path, data, CONFIG, resume=tmp_path)
+    capsys.readouterr()
+    resumed = _run(tmp_path, data, CONFIG, resume=tmp_path)
+    printed = capsys.readouterr().out.splitlines()
+    damaged = r"checkpoint step-00000005 is damaged: .*model\.safetensors is \d+ bytes"
+    assert re.fullmatch(f"skipped: {damaged}.* \\(left in place\\)", printed[0]), printed
+    assert printed[1] == f"resuming from step 4 (epoch 2) of {checkpoints / 'step-00000004'}"
+    (skipped,) = read_metrics(tmp_path / "metrics.jsonl", "skipped")
+    assert re.match(damaged, skipped["message"].removeprefix("skipped: "))
+    (event,) = read_metrics(tmp_path / "metrics.jsonl", "resume")
+    assert event["step"] == 4 and event["checkpoint"] == str(checkpoints / "step-00000004")
     steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "train")]
     assert steps == list(range(1, 9))  # step 5 once, though the first run logged it too
     a, b = _losses(straight_out), _losses(tmp_path)

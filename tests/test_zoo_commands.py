@@ -60,6 +60,12 @@ def test_detect_writes_one_picture_and_json_per_image(
     assert record["width"] == 50 and record["height"] == 70
     assert {d["name"] for d in record["detections"]} <= {"class 0", "class 1", "class 2"}
     assert "detections in 3 images" in capsys.readouterr().out
+    # Drawn enlarged so the shorter side is at least 512 px: 50x70 by ceil(512 / 50) = 11.
+    with Image.open(out / "p1.png") as picture:
+        assert picture.size == (550, 770)
+    assert run([*argv[:2], "--model", str(tiny_folder), "--out", str(out), "--scale", "3"]) == 0
+    with Image.open(out / "p0.png") as picture:
+        assert picture.size == (270, 180)
 
 
 def test_detect_sampling_on_detr_is_a_clear_error(

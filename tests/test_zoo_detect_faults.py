@@ -4,6 +4,7 @@ no finished detection is lost; bad arguments are refused at parsing (exit 2)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from support.tiny import tiny_model
 
 import zoo
 from zoo.cli import main as run
-from zoo.detect.files import detect_files
+from zoo.detect.files import detect_files, unique_stems
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,44 @@ def test_16_bit_png_detects_like_its_8_bit_twin(folder: Path, tmp_path: Path) ->
     assert a["detections"] == b["detections"]
     drawn = np.asarray(Image.open(tmp_path / "o" / "g16.png"))
     assert drawn.mean() < 250  # not the white sheet .convert("RGB") made of it
+
+
+def test_output_names_never_collide(folder: Path, tmp_path: Path) -> None:
+    """x.png, x.jpg and x_1.png give three pictures and three JSON files; y.png beside
+    y_sampling.png keeps both sampling sheets; an input in --out is never overwritten."""
+    images = tmp_path / "images"
+    images.mkdir()
+    inputs = ["x.png", "x.jpg", "x_1.png", "y.png", "y_sampling.png"]
+    gen = np.random.default_rng(2)
+    for i, name in enumerate(inputs):  # sizes tell the pictures apart
+        Image.fromarray(gen.integers(0, 255, (40 + 8 * i, 56, 3), dtype=np.uint8)).save(
+            images / name
+        )
+    paths = [images / name for name in inputs]
+    out = tmp_path / "out"
+    records = detect_files(zoo.load(folder), paths, out, threshold=0.0, show_sampling=True)
+    assert len(records) == 5
+    names = ["x", "x.jpg", "x_1", "y", "y_sampling.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n}{suffix}" for n in names for suffix in (".png", ".json", "_sampling.png")
+    )
+    for name, path in zip(names, paths, strict=True):
+        assert json.loads((out / f"{name}.json").read_text())["image"] == str(path)
+        with Image.open(out / f"{name}.png") as picture, Image.open(path) as source:
+            assert picture.size == source.size
+    # Two inputs of one name from two folders, and --out the folder of the inputs.
+    (tmp_path / "other").mkdir()
+    shutil.copy(images / "x.png", tmp_path / "other" / "x.png")
+    twins = [images / "x.png", tmp_path / "other" / "x.png"]
+    assert unique_stems(twins) == ["x", "x.png"]
+    assert unique_stems([*twins, images / "x.png.png"]) == ["x", "x.png", "x.png.png"]
+    assert unique_stems([images / "x.png", images / "x.png"]) == ["x", "x.png"]
+    assert unique_stems([images / "x.png"] * 3) == ["x", "x.png", "x.png~2"]
+    assert unique_stems([images / "x.png", images / "y.png"], images) == ["x.png", "y.png"]
+    before = (images / "x.png").read_bytes()
+    detect_files(zoo.load(folder), [images / "x.png"], images, threshold=0.0)
+    assert (images / "x.png").read_bytes() == before
+    assert (images / "x.png.png").is_file() and (images / "x.png.json").is_file()
 
 
 @pytest.mark.parametrize(

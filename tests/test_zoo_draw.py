@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import types
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from support.tiny import TINY
 
 import zoo
-from zoo.detect.drawing import draw_detections, draw_sampling, heat_color, label_color
+from zoo.detect.drawing import (
+    draw_detections,
+    draw_sampling,
+    heat_color,
+    label_color,
+    line_width,
+)
 from zoo.detect.files import detect_files, find_images
 from zoo.detect.sampling import predict_with_sampling
 from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES, class_names
@@ -44,6 +51,31 @@ def test_boxes_are_drawn_at_their_edges() -> None:
     # The tag sits on a filled background just above the box.
     assert out.getpixel((41, 58)) == color
     assert image.getpixel((40, 120)) == GREY  # the input is not drawn on
+
+
+@pytest.mark.parametrize("top", [60.0, 0.0])  # room for the tag above the box, and none
+def test_the_tag_leaves_the_box_edge_whole(top: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tag's filled rectangle never covers the box's outline (drawn inward from the
+    box's corners), whether it sits above the box or inside it."""
+    drawn: list[tuple[float, ...]] = []
+    rectangle = ImageDraw.ImageDraw.rectangle
+
+    def record(self: ImageDraw.ImageDraw, xy: Any, *args: Any, **kwargs: Any) -> None:
+        drawn.append(tuple(xy))
+        rectangle(self, xy, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "rectangle", record)
+    image = Image.new("RGB", (320, 240), GREY)
+    box = torch.tensor([[40.0, top, 200.0, 180.0]])
+    out = draw_detections(image, box, torch.tensor([0.9]), torch.tensor([3]), class_names(91))
+    outline, tag = drawn
+    assert outline == (40.0, top, 200.0, 180.0)
+    width = line_width(out.size)
+    x0, y0, x1, y1 = tag  # PIL fills both end rows and columns
+    bands = [(40, top, 200, top + width - 1), (40, top, 40 + width - 1, 180)]  # top, left
+    for a0, b0, a1, b1 in bands:
+        assert x1 < a0 or x0 > a1 or y1 < b0 or y0 > b1, (tag, (a0, b0, a1, b1))
+    assert 0 <= x0 and 0 <= y0 and x1 < 320 and y1 < 240
 
 
 def test_line_width_grows_with_the_image() -> None:

@@ -65,8 +65,12 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="default: cuda when there is a GPU")
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder in COCO layout")
+def add_data_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--data`` (``required`` or not), batch size, image size, amp, workers, overrides and
+    the area thresholds: the options ``zoo train`` and ``zoo eval`` share."""
+    parser.add_argument(
+        "--data", type=Path, required=required, default=None, help="dataset folder in COCO layout"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=2, help="images per process")
     parser.add_argument(
         "--image-size",
@@ -145,6 +149,20 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+# The largest seed: numpy's legacy generator takes seeds below 2**32 (torch's below 2**64).
+MAX_SEED = 2**32 - 1
+
+
+def seed_int(text: str) -> int:
+    """An argparse ``type``: a seed, an integer in [0, :data:`MAX_SEED`]."""
+    value = non_negative_int(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {MAX_SEED}], got {text}")
+    return value
+
+
+seed_int.__name__ = "seed"
 
 
 def positive_float(text: str) -> float:

@@ -4,6 +4,11 @@ python -m zoo detect photos/ street.jpg --model ddetr-two-stage --out results
 python -m zoo detect photos/*.jpg --model ddetr --out results --show-sampling
 python -m zoo detect val2017/ --model runs/x --out results --format coco \
     --categories annotations/instances_val2017.json --threshold 0
+
+Output names: ``<name>.png`` (the picture), ``<name>.json`` and, with ``--show-sampling``,
+``<name>_sampling.png``, where ``<name>`` is the input's stem, or its file name when
+another input's outputs already use the stem (``x.png`` and ``x.jpg`` give ``x.png`` and
+``x.jpg.png``), never the same for two inputs (:func:`zoo.detect.files.unique_stems`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,13 @@ def declare_detect(parser: argparse.ArgumentParser) -> Runner:
     )
     parser.add_argument(
         "--top-k", type=positive_int, default=5, help="detections shown with --show-sampling"
+    )
+    parser.add_argument(
+        "--scale",
+        type=positive_int,
+        default=None,
+        help="draw the pictures K times larger (nearest neighbour; the JSON stays in the "
+        "image's pixels); default: the smallest K giving a shorter side of at least 512 px",
     )
     parser.add_argument(
         "--one-json", action="store_true", help="write one detections.json for all images"
@@ -105,6 +117,7 @@ def run_detect(args: argparse.Namespace) -> int:
         top_k=args.top_k,
         one_json=args.one_json,
         image_size=args.image_size,
+        draw_scale=args.scale,
     )
     found = sum(len(r["detections"]) for r in records)
     done = {r["image"] for r in records}

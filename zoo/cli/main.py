@@ -2,28 +2,32 @@
 
 Every command is one entry of :data:`COMMANDS`: its name, its help and the function
 that declares its arguments and returns the function running it. The commands live by
-group: :mod:`zoo.cli.training` (``train``, ``eval``, ``shapes``), :mod:`zoo.cli.models`
+group: :mod:`zoo.cli.training` (``train``, ``shapes``), :mod:`zoo.cli.evaluation` (``eval``), :mod:`zoo.cli.models`
 (``list``, ``convert``), :mod:`zoo.cli.detect` (``detect``), :mod:`zoo.cli.export`
 (``export``), :mod:`zoo.cli.plot` (``plot``); :mod:`zoo.cli.args` holds the parsing they share.
 
 Declaring the commands imports no torch: ``zoo --help`` answers at once, and each command
 imports what it needs when it runs. A run-time error prints one line on stderr and exits
-with status 1 (``--debug`` shows the traceback); usage errors exit with status 2.
+with status 1 (``--debug`` shows the traceback); usage errors exit with status 2. The
+zoo's own warnings print as one line, ``zoo COMMAND: warning: MESSAGE`` (without the
+source line Python's format adds); other packages' keep Python's format.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import zoo
-from zoo.cli import detect, export, models, plot, training
+from zoo.cli import detect, evaluation, export, models, plot, training
 from zoo.cli.args import Declare
 
 COMMANDS: tuple[tuple[str, str, Declare], ...] = (
     ("train", "train or fine-tune a model on a COCO-layout dataset", training.declare_train),
-    ("eval", "COCO box AP of a model on a COCO-layout dataset", training.declare_eval),
+    ("eval", "COCO box AP of a model on a COCO-layout dataset", evaluation.declare_eval),
     ("shapes", "write a synthetic COCO-format dataset of shapes", training.declare_shapes),
     ("list", "list the named models and their checkpoints", models.declare_list),
     ("detect", "detect objects in images and draw them", detect.declare_detect),
@@ -95,7 +99,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     the traceback unless ``--debug``), or the command's own; argparse exits with 2 on a
     usage error.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # What the command line gave, for the commands that tell given options from defaults.
+    args.given = given_options(argv)
+    previous = warnings.formatwarning
+    warnings.formatwarning = _one_line_for_zoo(args.command, previous)
     try:
         return int(args.command_runner(args))
     except KeyboardInterrupt:
@@ -114,7 +123,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {line}", file=sys.stderr)
         return 1
     finally:
+        warnings.formatwarning = previous
         _end_distributed()
+
+
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The dests of the options ``argv`` gives (its command's and the top level's), the
+    ones left to their defaults excluded: ``argv`` parsed again with no defaults."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for p in (parser, *sub.choices.values()):
+        for action in p._actions:
+            action.default = argparse.SUPPRESS  # an option left out is then absent
+    return set(vars(parser.parse_args(argv))) - {"command", "command_runner"}
+
+
+_ZOO_DIR = Path(zoo.__file__).resolve().parent
+
+
+def _one_line_for_zoo(command: str, fallback: Callable[..., str]) -> Callable[..., str]:
+    """A ``warnings.formatwarning`` that writes the zoo's own warnings (those issued from
+    its files) as ``zoo COMMAND: warning: MESSAGE``, one line, and others as ``fallback``."""
+
+    def format_warning(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        line: str | None = None,
+    ) -> str:
+        try:
+            ours = Path(filename).resolve().is_relative_to(_ZOO_DIR)
+        except (OSError, ValueError):
+            ours = False
+        if not ours:
+            return fallback(message, category, filename, lineno, line)
+        return f"zoo {command}: warning: {message}\n"
+
+    return format_warning
 
 
 def _end_distributed() -> None:

@@ -1,4 +1,4 @@
-"""The ``train``, ``eval`` and ``shapes`` commands: datasets, training and COCO evaluation.
+"""The ``train`` and ``shapes`` commands: datasets and training (``eval``: :mod:`zoo.cli.evaluation`).
 
 Datasets are folders in COCO layout (see :func:`zoo.data.coco.split_paths`)::
 
@@ -11,25 +11,28 @@ Examples::
     python -m zoo train --model ddetr --data DATA --out runs/x --epochs 50 \\
         --overrides depth=18 hidden_dim=128
     torchrun --nproc-per-node 4 -m zoo train --model ddetr-refine --data DATA --amp bf16
-    python -m zoo train --model ddetr --data DATA --resume runs/x
-    python -m zoo eval --model runs/x --data DATA
+    python -m zoo train --resume runs/x           # the run's own model, data and options
 
 Before anything is built, both splits are validated (:mod:`zoo.data.validate`): errors
 stop the command with one message listing them, bad boxes are fixed with a warning. A
 run holds ``OUT/.lock`` while it trains (:mod:`zoo.training.lock`): a second run on the
-same ``--out`` is refused. ``--resume`` takes the newest intact checkpoint there
-(:func:`zoo.training.checkpoint.resolve_checkpoint`).
+same ``--out`` is refused, and so is a new run into a folder that holds one
+(:mod:`zoo.training.run`; ``--overwrite`` moves the old one aside). ``--resume`` takes
+the newest intact checkpoint there (:func:`zoo.training.checkpoint.find_checkpoint`)
+and the run's recorded options (:mod:`zoo.cli.run_options`).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from zoo.cli.args import (
+    MAX_SEED,
     Runner,
     add_data_args,
     existing_path,
@@ -40,6 +43,7 @@ from zoo.cli.args import (
     parse_overrides,
     positive_float,
     positive_int,
+    seed_int,
 )
 
 # The smallest image the shapes generator draws recognisable shapes on (pixels).
@@ -50,9 +54,27 @@ if TYPE_CHECKING:
 
 
 def declare_train(parser: argparse.ArgumentParser) -> Runner:
-    parser.add_argument("--model", required=True, help="variant name (see zoo.list_variants())")
-    add_data_args(parser)
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default runs/MODEL)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="a variant name (zoo list; random weights), or any model zoo.load takes (the "
+        "bundled shapes-demo, a Hub id, a folder, a training run): fine-tuned from its "
+        "weights as with --init. Not needed with --resume",
+    )
+    add_data_args(parser, required=False)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default runs/MODEL; with --resume, the run's own). A folder "
+        "that holds another run is refused: see --overwrite",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start anew in an --out that holds a run: the old run folder is moved aside "
+        "to OUT.replaced-<time> (nothing is deleted)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=50)
     parser.add_argument("--lr", type=positive_float, default=2e-4)
     parser.add_argument(
@@ -71,65 +93,141 @@ def declare_train(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument(
         "--init",
         default=None,
-        help="fine-tune from weights: a name (official weights), Hub id, folder, .pth, "
-        "or a training checkpoint / output folder",
+        help="fine-tune from weights: anything zoo.load takes (a variant name for its "
+        "official weights, the bundled shapes-demo, a Hub id, a folder, a .pth) or a "
+        "training checkpoint / output folder; the class heads are re-created when the "
+        "data has another number of classes",
     )
     parser.add_argument(
-        "--resume", type=existing_path, default=None, help="a checkpoint or output folder"
+        "--resume",
+        type=existing_path,
+        default=None,
+        help="continue the run of this output folder (or checkpoint) with its own model, "
+        "data and options; an option given again must agree, but for --epochs, "
+        "--max-steps (later ones), --eval-every, --checkpoint-every, --keep-checkpoints, "
+        "--workers, --no-progress, --tensorboard",
     )
     parser.add_argument("--max-steps", type=positive_int, default=None)
     parser.add_argument(
-        "--checkpoint-every", type=non_negative_int, default=0, help="steps (0: each epoch)"
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=0,
+        help="also checkpoint every N steps, besides the checkpoint at each epoch's end "
+        "(0: at epoch ends only)",
     )
     parser.add_argument(
         "--keep-checkpoints", type=positive_int, default=2, help="the newest intact ones"
     )
     parser.add_argument("--eval-every", type=non_negative_int, default=1, help="epochs (0: never)")
-    parser.add_argument("--seed", type=non_negative_int, default=42)
+    parser.add_argument("--seed", type=seed_int, default=42, help=f"0 to {MAX_SEED}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
     )
-    return _run_train
+    return functools.partial(_run_train, parser=parser)
 
 
-def _build_model(args: argparse.Namespace, num_classes: int, names: tuple[str, ...]) -> Any:
-    """The model to train: resumed, fine-tuned from ``--init``, or freshly initialised.
+def _build_model(
+    args: argparse.Namespace, overrides: dict[str, Any], num_classes: int, names: tuple[str, ...]
+) -> Any:
+    """The model to train: resumed, fine-tuned from ``--init`` (or a ``--model`` that is
+    not a variant name), or freshly initialised.
 
     ``names`` (the dataset's category names) become the model's ``class_names``.
     """
     import zoo
 
-    overrides = {
-        "class_names": names,
-        "image_size": args.image_size,
-        **parse_overrides(args.overrides),
-    }
+    overrides = {"class_names": names, "image_size": args.image_size, **overrides}
     if args.resume is not None:
         return zoo.load(args.resume)  # a checkpoint folder (see _run_train)
-    if args.init is not None:
+    init = args.init
+    if init is None and args.model not in zoo.list_variants():
+        init = args.model  # shapes-demo, a Hub id, a folder: its weights, as --init
+    if init is not None:
         # zoo.load re-creates the class heads when num_classes differs from the weights'.
-        return zoo.load(local_or_hub(args.init), num_classes=num_classes, **overrides)
+        return zoo.load(local_or_hub(init), num_classes=num_classes, **overrides)
     return zoo.create_model(args.model, num_classes=num_classes, **overrides)
 
 
-def _run_train(args: argparse.Namespace) -> int:
+def _model_overrides(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """``--overrides`` for the model; a ``num_classes`` there is ``--num-classes``."""
+    try:
+        overrides = parse_overrides(args.overrides)
+    except ValueError as error:
+        parser.error(f"argument --overrides: {error}")
+    if "num_classes" in overrides:
+        value = overrides.pop("num_classes")
+        if type(value) is not int or value < 1:
+            parser.error(
+                f"argument --overrides: num_classes must be an integer >= 1, got {value!r}"
+            )
+        if args.num_classes not in (None, value):
+            parser.error(
+                f"argument --overrides: num_classes={value} disagrees with --num-classes "
+                f"{args.num_classes}"
+            )
+        args.num_classes = value
+    return overrides
+
+
+def _resume_options(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[list[str], list[str]]:
+    """With ``--resume``: the checkpoint (in ``args.resume``) and the run's options (into
+    ``args``); returns why newer checkpoints were skipped and the options changed."""
+    from zoo.cli.run_options import restore_options
+    from zoo.training.checkpoint import find_checkpoint, read_state
+
+    folder, skipped = find_checkpoint(args.resume)
+    state = read_state(folder)
+    run = state.get("run")
+    stored = run.get("options") if isinstance(run, dict) else None
+    changed: list[str] = []
+    if isinstance(stored, dict) and stored:
+        reached = (int(state["step"]), int(state["epoch"]))
+        changed = restore_options(parser, args, stored, folder, reached)
+    elif args.model is None or args.data is None:
+        parser.error(
+            f"the checkpoint {folder} records no options (written by an older version): "
+            "give --model, --data and the run's other options again"
+        )
+    args.resume = folder
+    return skipped, changed
+
+
+def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import torch
 
     import zoo
+    from zoo.cli.run_options import record_options
     from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, split_paths, train_transforms
     from zoo.data.coco import category_names, load_coco
     from zoo.data.validate import check_splits
     from zoo.training import TrainConfig, Trainer, init_distributed
-    from zoo.training.checkpoint import resolve_checkpoint
+    from zoo.training.run import check_unused, move_aside
 
+    skipped: list[str] = []
+    changed: list[str] = []
+    if args.resume is not None:
+        if args.overwrite:
+            parser.error("argument --overwrite: starts a new run, so it does not go with --resume")
+        skipped, changed = _resume_options(parser, args)
+    elif args.model is None or args.data is None:
+        parser.error("the following arguments are required: --model, --data (unless --resume)")
+    overrides = _model_overrides(parser, args)
     info = init_distributed()
     if args.image_size is None:
         args.image_size = 800
+    # A resumed run continues in its own folder unless --out says otherwise.
+    out = args.out or (
+        run_folder(args.resume) if args.resume is not None else Path("runs") / args.model
+    )
+    if args.resume is None:
+        if args.overwrite and info.is_main and (aside := move_aside(out)) is not None:
+            print(f"moved the run that was in {out} to {aside} (--overwrite)")
+        elif not args.overwrite:
+            check_unused(out)  # at once, not after the data and the model are ready
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    if args.resume is not None:
-        # Once: the newest intact checkpoint (with a warning when it had to skip one).
-        args.resume = resolve_checkpoint(args.resume)
     # Every problem of both splits, before anything is built or trained.
     splits = [split_paths(args.data, "train")]
     if args.eval_every:
@@ -138,7 +236,7 @@ def _run_train(args: argparse.Namespace) -> int:
     (train_images, train_ann), train_dict = splits[0], datasets[0]
     coco = load_coco(train_dict)
     num_classes = args.num_classes or len(coco.cats)
-    model = _build_model(args, num_classes, category_names(coco, num_classes))
+    model = _build_model(args, overrides, num_classes, category_names(coco, num_classes))
     model_config = cast("ModelConfig", model.config)
     num_classes = model_config.num_classes
     recipe = ResizeRecipe.for_image_size(args.image_size)
@@ -176,30 +274,31 @@ def _run_train(args: argparse.Namespace) -> int:
         tensorboard=args.tensorboard,
         eval_area_thresholds=args.area_thresholds,
     )
-    # A resumed run continues in its own folder unless --out says otherwise.
-    out = args.out or (
-        run_folder(args.resume) if args.resume is not None else Path("runs") / args.model
-    )
     trainer = Trainer(
-        model, zoo.build_criterion(model.config), train_set, config, out, val_set, info
+        model,
+        zoo.build_criterion(model.config),
+        train_set,
+        config,
+        out,
+        val_set,
+        info,
+        run_options=record_options(parser, args),
     )
     if info.is_main:
         print(startup_summary(args, model, len(train_set), val_set, info, out))
     if args.resume is not None:
-        trainer.resume(args.resume)
-        if info.is_main:
-            print(f"resuming from step {trainer.step} (epoch {trainer.epoch + 1}) of {args.resume}")
+        trainer.resume(args.resume, skipped=skipped)
+        for line in changed:
+            trainer.event("resume_option", f"resumed with {line}", step=trainer.step)
     metrics = trainer.fit()
     if info.is_main:
         print(json.dumps({"out": str(out), "step": trainer.step, "metrics": metrics}))
     return 0
 
 
-def run_folder(resume: Path) -> Path:
-    """The output folder of the run a checkpoint (or run folder) ``resume`` belongs to."""
-    from zoo.training.checkpoint import resolve_checkpoint
-
-    checkpoint = resolve_checkpoint(resume)  # OUT/checkpoints/step-N
+def run_folder(checkpoint: Path) -> Path:
+    """The output folder of the run the checkpoint folder ``checkpoint`` belongs to."""
+    # OUT/checkpoints/step-N, or a checkpoint folder of its own
     return checkpoint.parents[1] if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
@@ -225,73 +324,6 @@ def startup_summary(
     )
 
 
-def declare_eval(parser: argparse.ArgumentParser) -> Runner:
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="a name (official weights), Hub id, folder or .pth (see zoo.load), "
-        "or a training checkpoint / output folder",
-    )
-    add_data_args(parser)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--out", type=Path, default=None, help="also write the metrics here (JSON)")
-    parser.add_argument(
-        "--save-detections",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="write the detections as COCO results JSON (image_id, category_id, bbox xywh, score)",
-    )
-    return _run_eval
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
-
-    import zoo
-    from zoo.data import CocoDetection, ResizeRecipe, collate, eval_transforms, split_paths
-    from zoo.data.coco_eval import coco_metrics, gather_results, predict_batches, to_coco_results
-    from zoo.data.validate import check_splits
-    from zoo.training import init_distributed
-    from zoo.training.distributed import ShardSampler
-
-    info = init_distributed()
-    images, ann = split_paths(args.data, args.split)
-    (checked,) = check_splits([(images, ann)])  # before the model: data errors come first
-    model = zoo.load(local_or_hub(args.model), **parse_overrides(args.overrides))
-    model.to(info.device)
-    config = cast("ModelConfig", model.config)
-    recipe = ResizeRecipe.for_image_size(args.image_size or config.image_size)
-    transforms = eval_transforms(recipe, config.image_mean, config.image_std)
-    dataset = CocoDetection(images, ann, transforms, config.num_classes, dataset=checked)
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        sampler=ShardSampler(len(dataset), info),
-        collate_fn=collate,
-        num_workers=args.workers,
-    )
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp or "")
-    predictions = predict_batches(model, loader, info.device, dtype)
-    # Collective under torch.distributed: every rank sends its share.
-    results = gather_results(to_coco_results(predictions, dataset.label_to_category))
-    if info.is_main:
-        # pycocotools' standard summary table (AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l).
-        metrics = coco_metrics(
-            dataset.coco, results, verbose=True, area_thresholds=args.area_thresholds
-        )
-        print(json.dumps(metrics))
-        if args.out is not None:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(metrics, indent=1))
-        if args.save_detections is not None:
-            args.save_detections.parent.mkdir(parents=True, exist_ok=True)
-            args.save_detections.write_text(json.dumps(results) + "\n")
-            print(f"{len(results)} detections (COCO results) -> {args.save_detections}")
-    return 0
-
-
 def declare_shapes(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("out", type=Path, help="output folder (COCO layout)")
     parser.add_argument("--num-train", type=positive_int, default=200)
@@ -299,7 +331,7 @@ def declare_shapes(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument(
         "--size", type=int_at_least(MIN_SHAPES_SIZE), default=128, help="image side in pixels"
     )
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=seed_int, default=0, help=f"0 to {MAX_SEED}")
     parser.add_argument(
         "--max-objects", type=positive_int, default=None, help="per image (default 5, or 8)"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -23,6 +24,34 @@ from zoo.models.pipeline.detector import Detector, Predictions
 
 # The first six numbers of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+# pycocotools' score of an area range without ground truth (kept in the metrics dict).
+NO_OBJECTS = -1.0
+_AREA = {"all": "", "small": "small ", "medium": "medium ", "large": "large "}
+_ROW = re.compile(r"^ Average (Precision|Recall) .*\| area=\s*(\w+) .*= (-?\d+\.\d+)$")
+
+
+def format_metric(value: float, name: str = "AP") -> str:
+    """``0.1234``, or ``n/a (no large objects)`` for pycocotools' -1 (the area range of the
+    metric ``name``, ``APl`` here, holds no ground-truth object)."""
+    if value == NO_OBJECTS:
+        area = {"s": "small ", "m": "medium ", "l": "large "}.get(name[-1:], "")
+        return f"n/a (no {area}objects)"
+    return f"{value:.4f}"
+
+
+def summary_table(printed: str) -> str:
+    """The summary rows of what pycocotools printed (its progress lines left out), a -1
+    replaced by ``n/a (no AREA objects)``."""
+    rows = []
+    for line in printed.splitlines():
+        found = _ROW.match(line)
+        if found is None:
+            continue
+        if float(found.group(3)) == NO_OBJECTS:
+            area = found.group(2)
+            line = line[: found.start(3)] + f"n/a (no {_AREA.get(area, '')}objects)"
+        rows.append(line)
+    return "\n".join(rows)
 
 
 def to_coco_results(
@@ -73,8 +102,9 @@ def coco_metrics(
 ) -> dict[str, float]:
     """``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` of ``results`` against ``coco_gt``.
 
-    An area range without ground truth scores -1, as in pycocotools; no results at all
-    score 0. ``verbose`` prints pycocotools' summary table. ``area_thresholds``
+    An area range without ground truth scores -1 (:data:`NO_OBJECTS`), as in pycocotools;
+    no results at all score 0. ``verbose`` prints pycocotools' summary table (without its
+    progress lines; a -1 shown as ``n/a (no large objects)``). ``area_thresholds``
     (small, medium) bound the APs/APm/APl buckets in pixels of area: COCO's 32^2 and
     96^2 by default; images much smaller than COCO's want them scaled
     (:func:`zoo.data.areas.size_buckets`).
@@ -82,10 +112,8 @@ def coco_metrics(
     small, medium = check_area_thresholds(area_thresholds)
     if not results:
         return dict.fromkeys(METRIC_NAMES, 0.0)
-    sink: contextlib.AbstractContextManager = (
-        contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
-    )
-    with sink:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
         coco_dt = coco_gt.loadRes(results)
         evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
         # Same order and labels as pycocotools' default (all, small, medium, large).
@@ -93,6 +121,8 @@ def coco_metrics(
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
+    if verbose:
+        print(summary_table(printed.getvalue()))
     return {name: float(v) for name, v in zip(METRIC_NAMES, evaluator.stats[:6], strict=True)}
 
 

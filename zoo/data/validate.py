@@ -41,6 +41,7 @@ from PIL import Image
 # How many problems an error message lists (all of them are in DatasetError.problems).
 SHOWN = 20
 _KEYS = ("images", "annotations", "categories")
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,10 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+class DatasetWarning(UserWarning):
+    """Fixes made to a dataset (boxes clipped, areas set...): counts and the first few."""
 
 
 class DatasetError(ValueError):
@@ -95,7 +100,7 @@ class Validation:
         counts = Counter(p.kind for p in self.fixes)
         summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items()))
         first = "; ".join(str(p) for p in self.fixes[:5])
-        warnings.warn(f"{self.source}: {summary} (first: {first})", stacklevel=2)
+        warnings.warn(f"{self.source}: {summary} (first: {first})", DatasetWarning, stacklevel=2)
 
 
 def validate_coco(
@@ -150,6 +155,15 @@ def _ids(entries: list[Any], kind: str, report: Validation) -> dict[int, dict[st
         if not _is_int(entry_id):
             report.errors.append(
                 Problem(f"bad-{kind}", f"{kind}s[{i}]", f"id must be an integer, is {entry_id!r}")
+            )
+        elif not _INT64[0] <= entry_id <= _INT64[1]:
+            # Ids travel as int64 tensors (the data loader, pycocotools' numpy arrays).
+            report.errors.append(
+                Problem(
+                    f"bad-{kind}",
+                    f"{kind}s[{i}]",
+                    f"id {entry_id} is outside the int64 range [-2**63, 2**63 - 1]",
+                )
             )
         elif entry_id in seen:
             report.errors.append(

@@ -45,9 +45,15 @@ class CocoCategories:
         """Read a COCO annotations file or a JSON list of categories.
 
         Raises:
-            ValueError: the file holds neither.
+            ValueError: the file is not JSON, or holds neither (the message names it).
         """
-        data = json.loads(Path(path).read_text())
+        try:
+            data = json.loads(Path(path).read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"--categories {str(path)!r} is not a JSON file ({e}): expected a COCO "
+                "annotations file or a JSON list of {'id', 'name'} categories"
+            ) from None
         if isinstance(data, dict) and "categories" in data:
             images = {Path(im["file_name"]).name: int(im["id"]) for im in data.get("images", [])}
             return cls(data["categories"], images)

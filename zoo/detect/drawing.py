@@ -75,7 +75,7 @@ def draw_detections(
         color = label_color(label)
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
         name = names[label] if 0 <= label < len(names) else f"class {label}"
-        _tag(draw, (x0, y0), f"{name} {float(scores[k]):.2f}", color, font, out.size)
+        _tag(draw, (x0, y0), f"{name} {float(scores[k]):.2f}", color, font, out.size, width)
     return out
 
 
@@ -86,13 +86,20 @@ def _tag(
     color: tuple[int, int, int],
     font: ImageFont.FreeTypeFont | ImageFont.ImageFont,
     size: tuple[int, int],
+    outline: int = 0,
 ) -> None:
-    """Text on a filled box at a box's top-left corner: above it, or inside at the top edge."""
+    """Text on a filled box at a box's top-left corner, off its ``outline`` (the width of
+    the box's edge, drawn inward from the corner): above the box, or, without room there,
+    inside it below the edge."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     pad = max(2, (bottom - top) // 5)
     w, h = right - left + 2 * pad, bottom - top + 2 * pad
-    x = min(max(corner[0], 0), max(size[0] - w, 0))
-    y = corner[1] - h if corner[1] - h >= 0 else max(corner[1], 0)
+    x0, y0 = max(corner[0], 0), max(corner[1], 0)
+    # PIL fills both end rows of a rectangle: the tag above ends on the row before y0.
+    above = y0 - 1 - h >= 0
+    x = x0 if above else x0 + outline
+    x = min(x, max(size[0] - 1 - w, 0))
+    y = y0 - 1 - h if above else y0 + outline
     draw.rectangle((x, y, x + w, y + h), fill=color)
     # White on dark colours, black on light ones (perceived luminance).
     luminance = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]

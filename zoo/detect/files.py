@@ -1,8 +1,15 @@
 """Detection on image files: find them, batch them through a model, write pictures and JSON.
 
-For every input image ``out/<stem>.png`` shows the detections and ``out/<stem>.json``
+For every input image ``out/<name>.png`` shows the detections and ``out/<name>.json``
 lists them (or one ``detections.json`` holds all); with sampling on, Deformable DETR
-models also get ``out/<stem>_sampling.png``, their decoder's attention per level.
+models also get ``out/<name>_sampling.png``, their decoder's attention per level.
+
+``<name>`` is the input's stem when that is free, so ``photo.jpg`` gives ``photo.png`` and
+``photo.json``. The names are collision-free by construction (:func:`unique_stems`): an
+input whose outputs would take a name another input's outputs (or an input file in the
+output folder) already have keeps its extension (``x.jpg`` beside ``x.png`` gives
+``x.jpg.png``, ``x.jpg.json``), then gets a number (``x.png~2`` for a second ``x.png``
+from another folder).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
@@ -26,6 +34,9 @@ from zoo.models.pipeline.images import open_image, to_rgb_image
 
 logger = logging.getLogger(__name__)
 
+# The shorter side below which zoo detect enlarges its pictures by default (labels stay
+# readable on 128-pixel images).
+MIN_DRAWN_SIDE = 512
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -90,14 +101,15 @@ def detect_files(
     one_json: bool = False,
     progress: bool = True,
     image_size: int | None = None,
-    draw_scale: int = 1,
+    draw_scale: int | None = 1,
 ) -> list[dict]:
     """Detect objects in ``paths`` and write the pictures and JSON to ``out_dir``.
 
     Images are resized to the shorter side ``image_size`` (default: the model's
     ``config.image_size``, 800 for the official models). ``draw_scale`` > 1 draws the
     detections on a copy enlarged that many times (nearest neighbour), for pictures too
-    small to read; the JSON stays in pixels of the original.
+    small to read; None picks it per image (:func:`drawing_scale`: the shorter side at
+    least :data:`MIN_DRAWN_SIDE` pixels). The JSON stays in pixels of the original.
 
     An image that cannot be read (corrupt, truncated, not an image) is skipped with a
     warning naming it; the others are all processed. With ``one_json`` the file is
@@ -113,7 +125,7 @@ def detect_files(
     out.mkdir(parents=True, exist_ok=True)
     config = cast(ModelConfig, model.config)
     names = class_names(config.num_classes, config.class_names)
-    stems = unique_stems(paths)
+    stems = unique_stems(paths, out)
     records: list[dict] = []
     bar = tqdm(total=len(paths), unit="image", disable=not progress or len(paths) < 2)
     try:
@@ -162,7 +174,7 @@ def _detect_chunk(
     top_k: int,
     one_json: bool,
     image_size: int | None,
-    draw_scale: int,
+    draw_scale: int | None,
 ) -> None:
     """Detect, draw and record the images of ``chunk`` that can be read."""
     loaded = [(item, read_image(item[0])) for item in chunk]
@@ -181,10 +193,11 @@ def _detect_chunk(
             boxes=pred["boxes"].cpu(), scores=pred["scores"].cpu(), labels=pred["labels"].cpu()
         )
         view = image
-        if draw_scale > 1:
-            size = (image.width * draw_scale, image.height * draw_scale)
+        scale = drawing_scale(image.size) if draw_scale is None else draw_scale
+        if scale > 1:
+            size = (image.width * scale, image.height * scale)
             view = image.resize(size, Image.Resampling.NEAREST)
-        boxes = pred["boxes"] * draw_scale
+        boxes = pred["boxes"] * scale
         draw_detections(view, boxes, pred["scores"], pred["labels"], names).save(
             out / f"{stem}.png"
         )
@@ -198,15 +211,42 @@ def _detect_chunk(
             (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
-def unique_stems(paths: Sequence[Path]) -> list[str]:
-    """Output names: each file's stem, numbered when two inputs share one."""
-    seen: dict[str, int] = {}
-    stems = []
+def drawing_scale(size: tuple[int, int]) -> int:
+    """The smallest whole enlargement that gives an image of ``size`` (W, H) a shorter
+    side of at least :data:`MIN_DRAWN_SIDE` pixels (1 for larger images)."""
+    return max(1, math.ceil(MIN_DRAWN_SIDE / max(1, min(size))))
+
+
+# What detect_files writes for an input of output name N: N + each suffix.
+OUTPUT_SUFFIXES = (".png", ".json", "_sampling.png")
+
+
+def unique_stems(paths: Sequence[Path], out_dir: str | Path | None = None) -> list[str]:
+    """The output name of each input: its stem, else its file name, else the file name
+    with ``~2``, ``~3``..., the first whose outputs (:data:`OUTPUT_SUFFIXES`) are all free.
+
+    Free means: no earlier input's outputs have the name, and no input lies there (in
+    ``out_dir``), so no two inputs share an output file and no output replaces an input.
+    """
+    taken: set[str] = set()
+    if out_dir is not None:
+        folder = Path(out_dir).resolve()
+        taken |= {p.name for p in paths if p.resolve().parent == folder}
+    names = []
     for path in paths:
-        count = seen.get(path.stem, 0)
-        seen[path.stem] = count + 1
-        stems.append(path.stem if count == 0 else f"{path.stem}_{count}")
-    return stems
+        candidates = [path.stem, path.name]
+        n = 2
+        while not any(_free(c, taken) for c in candidates):
+            candidates.append(f"{path.name}~{n}")
+            n += 1
+        name = next(c for c in candidates if _free(c, taken))
+        taken |= {name + suffix for suffix in OUTPUT_SUFFIXES}
+        names.append(name)
+    return names
+
+
+def _free(name: str, taken: set[str]) -> bool:
+    return bool(name) and not any(name + suffix in taken for suffix in OUTPUT_SUFFIXES)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:

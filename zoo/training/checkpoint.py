@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
+import pickle
 import random
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,12 +80,18 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: str | Path, step: int, model: nn.Module, state: dict[str, Any], keep: int = 2
+    root: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    keep: int = 2,
+    report: Callable[[str], None] | None = None,
 ) -> Path:
     """Write a checkpoint of ``model`` (a zoo detector) under ``root``.
 
     ``state`` must hold only tensors and plain containers (optimizer/scheduler state
-    dicts, numbers, RNG states). Keeps the newest ``keep`` intact checkpoints.
+    dicts, numbers, RNG states). Keeps the newest ``keep`` intact checkpoints. A damaged
+    checkpoint of the same step is set aside, said by ``report`` (default: a warning).
 
     Raises:
         CheckpointError: the write failed (a full disk, say); the previous checkpoint
@@ -104,7 +112,7 @@ def save_checkpoint(
         torch.save(state, tmp / STATE)
         write_manifest(tmp)
         if final.exists():  # the same step saved again (e.g. a resumed run)
-            _set_aside_or_remove(final)
+            _set_aside_or_remove(final, report)
         os.replace(tmp, final)
         fsync_path(root)
         _write_atomic(root / LATEST, name)
@@ -118,7 +126,7 @@ def save_checkpoint(
     return final
 
 
-def _set_aside_or_remove(folder: Path) -> None:
+def _set_aside_or_remove(folder: Path, report: Callable[[str], None] | None) -> None:
     """Make room for a new checkpoint of the same step: an intact old one is replaced, a
     damaged one is kept for inspection as ``step-N.damaged`` (which nothing loads)."""
     problem = check_manifest(folder, hashes=False)
@@ -129,7 +137,11 @@ def _set_aside_or_remove(folder: Path) -> None:
     if aside.exists():
         shutil.rmtree(aside)
     os.replace(folder, aside)
-    warnings.warn(f"damaged checkpoint moved to {aside} ({problem})", stacklevel=3)
+    message = f"damaged checkpoint moved to {aside} ({problem})"
+    if report is not None:
+        report(message)
+    else:
+        warnings.warn(message, stacklevel=3)
 
 
 def _write_failure(root: Path, name: str, error: OSError) -> str:
@@ -184,12 +196,23 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
     When ``latest`` is damaged (see :mod:`zoo.training.manifest`) or names a missing
     folder, the newest intact older checkpoint is used, with a warning naming the bad
-    one (which stays on disk).
+    one (which stays on disk). (:func:`find_checkpoint` returns the reasons instead.)
 
     Raises:
         CheckpointNotFoundError: ``path`` does not exist or holds no checkpoint.
         CheckpointError: every checkpoint there is damaged (the message says how).
     """
+    folder, skipped = find_checkpoint(path)
+    if skipped:
+        warnings.warn(
+            f"using checkpoint {folder}: " + "; ".join(skipped) + " (left in place)", stacklevel=2
+        )
+    return folder
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, list[str]]:
+    """:func:`resolve_checkpoint` without warnings: the folder, and why each newer
+    checkpoint was skipped (empty when ``latest`` was intact)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointNotFoundError(f"no checkpoint at {path}: no such file or directory")
@@ -201,15 +224,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
             problem = check_manifest(path)
             if problem is not None:
                 raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
-            return path
+            return path, []
     raise CheckpointNotFoundError(
         f"no checkpoint at {path}: expected a checkpoint folder (with {STATE}), a "
         f"checkpoints folder or a training output folder (with checkpoints/{LATEST})"
     )
 
 
-def _newest_intact(root: Path) -> Path:
-    """The folder ``root/latest`` names if intact, else the newest intact one before it."""
+def _newest_intact(root: Path) -> tuple[Path, list[str]]:
+    """The folder ``root/latest`` names if intact, else the newest intact one before it,
+    and the reasons the newer ones were skipped."""
     steps = _step_folders(root)
     named = (root / LATEST).read_text().strip() if (root / LATEST).is_file() else None
     skipped: list[str] = []
@@ -221,21 +245,49 @@ def _newest_intact(root: Path) -> Path:
     for folder in candidates:
         problem = check_manifest(folder)
         if problem is None:
-            if skipped:
-                warnings.warn(
-                    f"using checkpoint {folder}: " + "; ".join(skipped) + " (left in place)",
-                    stacklevel=3,
-                )
-            return folder
+            return folder, skipped
         skipped.append(f"checkpoint {folder.name} is damaged: {problem}")
     if not skipped:
         raise CheckpointNotFoundError(f"no checkpoint in {root}")
     raise CheckpointError(f"no intact checkpoint in {root}: " + "; ".join(skipped))
 
 
+def read_state(folder: str | Path) -> dict[str, Any]:
+    """The ``state.pt`` of the checkpoint ``folder``, loaded without unpickling objects.
+
+    Raises:
+        CheckpointError: one line naming the file, when the safe loader refuses it (it
+            holds objects other than tensors and plain containers: not a zoo checkpoint,
+            or a tampered one) or cannot read it.
+    """
+    file = Path(folder) / STATE
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{file} is not a training state the safe loader accepts ({_refusal(str(e))}); "
+            "zoo checkpoints hold only tensors and plain containers"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{file} cannot be read ({first})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a training state")
+    return state
+
+
+def _refusal(message: str) -> str:
+    """The reason in torch's weights-only refusal, without its advice to unpickle anyway."""
+    found = re.search(
+        r"WeightsUnpickler error:\s*(.+?)(?: was not an allowed global|\n\n|$)", message, re.DOTALL
+    )
+    reason = " ".join(found.group(1).split()) if found else "unsupported content"
+    return reason.removesuffix(".")
+
+
 def load_state(path: str | Path) -> dict[str, Any]:
     """The training state of the checkpoint at ``path`` (see :func:`resolve_checkpoint`)."""
-    return torch.load(resolve_checkpoint(path) / STATE, map_location="cpu", weights_only=True)
+    return read_state(resolve_checkpoint(path))
 
 
 def load_model(path: str | Path, **overrides: Any) -> nn.Module:

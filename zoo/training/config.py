@@ -76,6 +76,8 @@ class TrainConfig:
             # "not >=" also refuses NaN.
             if not value >= low:
                 raise ValueError(f"TrainConfig.{name} must be >= {low}, got {value!r}")
+        if not self.seed < 2**32:  # numpy's legacy generator's bound (torch's is 2**64)
+            raise ValueError(f"TrainConfig.seed must be < 2**32, got {self.seed!r}")
         # Checked here, at construction, not at the first evaluation hours later.
         check_area_thresholds(self.eval_area_thresholds)
         if not self.lr > 0:

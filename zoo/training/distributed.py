@@ -7,7 +7,7 @@ Run ``torchrun --nproc-per-node K -m zoo train ...``: torchrun sets ``RANK``,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +37,28 @@ def init_distributed(backend: str | None = None) -> ProcessInfo:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
     return process_info()
+
+
+def on_every_rank(info: ProcessInfo, check: Callable[[], object]) -> None:
+    """Run ``check`` (a look at the run folder, the lock) on rank 0 only; when it raises,
+    raise the same error on every rank (its type and message), so that they all stop
+    together: a lone rank raising would leave the others waiting in a collective."""
+    error: Exception | None = None
+    if info.is_main:
+        try:
+            check()
+        except Exception as e:  # re-raised below, on every rank
+            error = e
+    if info.world_size > 1:
+        box: list[tuple[type[Exception], str] | None] = [
+            None if error is None else (type(error), str(error))
+        ]
+        dist.broadcast_object_list(box, src=0)
+        if box[0] is not None and error is None:
+            kind, message = box[0]
+            error = kind(message)
+    if error is not None:
+        raise error
 
 
 def process_info() -> ProcessInfo:

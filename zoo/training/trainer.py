@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -28,19 +28,26 @@ from tqdm import tqdm
 
 from zoo.data.batching import DetectionBatch, collate
 from zoo.data.coco import CocoDetection
-from zoo.data.coco_eval import evaluate
+from zoo.data.coco_eval import evaluate, format_metric
 from zoo.training.checkpoint import (
-    STATE,
     capture_rng,
-    resolve_checkpoint,
+    find_checkpoint,
+    read_state,
     restore_rng,
     save_checkpoint,
 )
 from zoo.training.config import TrainConfig
-from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
-from zoo.training.lock import RunLock, RunLockedError
+from zoo.training.distributed import (
+    ProcessInfo,
+    ShardSampler,
+    epoch_batches,
+    on_every_rank,
+    process_info,
+)
+from zoo.training.lock import RunLock
 from zoo.training.log import MetricsLog
 from zoo.training.optim import build_optimizer, build_scheduler
+from zoo.training.run import check_belongs, check_unused, new_run_id, write_run
 from zoo.weights.zoo_format import load_pretrained
 
 Criterion = Callable[[dict[str, Any], list[dict[str, Tensor]]], dict[str, Tensor]]
@@ -78,6 +85,13 @@ class Trainer:
             ``out_dir/metrics.jsonl``; locked (:class:`~zoo.training.lock.RunLock`) from
             construction to the end of :meth:`fit`, so two runs never share it.
         info: this process's rank and device (default: from the process group).
+        run_options: what started the run (the command line's options), recorded in
+            ``out_dir/run.json`` and in every checkpoint, so a resume can restore them.
+
+    The run has an id (:mod:`zoo.training.run`): a new run refuses a folder that holds
+    another one, and :meth:`resume` takes the id of the checkpoint it continues.
+    Operational events (resumed, a damaged checkpoint skipped) are printed and written
+    to the metrics log as ``resume`` / ``skipped`` records, whatever the warning filters.
 
     Raises:
         RunLockedError: another live run holds ``out_dir`` (on every rank under DDP).
@@ -92,8 +106,12 @@ class Trainer:
         out_dir: str | Path,
         val_set: CocoDetection | None = None,
         info: ProcessInfo | None = None,
+        run_options: dict[str, Any] | None = None,
     ) -> None:
         self.info = info or process_info()
+        self.run_id = new_run_id()
+        self.run_options = dict(run_options or {})
+        self._claimed = False
         self.config = config
         self.out_dir = Path(out_dir)
         self._lock = RunLock(self.out_dir)
@@ -128,22 +146,15 @@ class Trainer:
 
     # ------------------------------------------------------------ the run lock
     def _take_lock(self) -> None:
-        """Rank 0 takes the folder's lock; every rank learns the outcome, so that all of
-        them stop together when it is refused (a lone rank raising would leave the
-        others waiting in a collective forever)."""
-        error = None
-        if self.info.is_main:
-            try:
-                self._lock.acquire()
-            except RunLockedError as e:
-                error = str(e)
-        if self.info.world_size > 1:
-            box = [error]
-            dist.broadcast_object_list(box, src=0)
-            error = box[0]
-        if error is not None:
-            raise RunLockedError(error)
+        """Rank 0 takes the folder's lock; every rank learns the outcome."""
+        on_every_rank(self.info, self._lock.acquire)
         self._locked = True  # on every rank (only rank 0 holds the file lock)
+
+    def event(self, kind: str, message: str, **fields: Any) -> None:
+        """Print an operational event and record it in the metrics log (rank 0)."""
+        if self.info.is_main:
+            tqdm.write(message)
+            self.log.write(kind, message=message, **fields)
 
     def close(self) -> None:
         """Release the output folder (:meth:`fit` does it when it returns)."""
@@ -169,21 +180,30 @@ class Trainer:
             "step": self.step,
             "rng": rng,
             "train_config": _plain(asdict(self.config)),
+            "run": {"id": self.run_id, "options": _plain(self.run_options)},
         }
-        return save_checkpoint(
-            self.out_dir / "checkpoints", self.step, self.model, state, self.config.keep_checkpoints
-        )
+        report = lambda message: self.event("set_aside", message, step=self.step)  # noqa: E731
+        root, keep = self.out_dir / "checkpoints", self.config.keep_checkpoints
+        return save_checkpoint(root, self.step, self.model, state, keep, report)
 
-    def resume(self, path: str | Path) -> None:
+    def resume(self, path: str | Path, skipped: Sequence[str] = ()) -> None:
         """Continue from the checkpoint at ``path`` (a checkpoint, or a run's output folder).
 
-        The newest intact checkpoint there is used (see
-        :func:`~zoo.training.checkpoint.resolve_checkpoint`); the metrics logged after
-        its step (by the run that was interrupted) are removed, as they are logged again.
+        The newest intact checkpoint there is used; each newer one skipped (and each of
+        ``skipped``, reasons a caller found) is a ``skipped`` event. The checkpoint must
+        belong to the folder's run (or the folder hold none), whose id the run keeps. The
+        metrics logged after its step (by the interrupted run) are removed.
+
+        Raises:
+            CheckpointError: no intact checkpoint, or a state the safe loader refuses.
+            RunFolderInUseError: the output folder holds another run.
         """
-        folder = resolve_checkpoint(path)
+        folder, found = find_checkpoint(path)
+        state = read_state(folder)
+        run: dict[str, Any] = state["run"] if isinstance(state.get("run"), dict) else {}
+        run_id = run.get("id")
+        on_every_rank(self.info, lambda: check_belongs(self.out_dir, folder, run_id))
         self.model.load_state_dict(load_pretrained(folder).state_dict())
-        state = torch.load(folder / STATE, map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -195,7 +215,24 @@ class Trainer:
         rng = state["rng"]
         # Each process continues its own random stream when the world size is unchanged.
         restore_rng(rng[self.info.rank] if len(rng) == self.info.world_size else rng[0])
+        if run_id is not None:
+            self.run_id = run_id
+        if not self.run_options:
+            self.run_options = dict(run.get("options") or {})
+        self._claimed = True
         self.log.truncate_after(self.step)
+        if self.info.is_main:
+            # The folder's record names the run it now holds (a new --out gets one too).
+            write_run(self.out_dir, self.run_id, _plain(self.run_options))
+        for reason in [*skipped, *found]:
+            self.event("skipped", f"skipped: {reason} (left in place)", step=self.step)
+        self.event(
+            "resume",
+            f"resuming from step {self.step} (epoch {self.epoch + 1}) of {folder}",
+            step=self.step,
+            checkpoint=str(folder),
+            run_id=self.run_id,
+        )
 
     # ------------------------------------------------------------ loop
     def fit(self) -> dict[str, float] | None:
@@ -203,6 +240,14 @@ class Trainer:
         if not self._locked:
             self._take_lock()
         try:
+            if not self._claimed and self.step == 0:
+                on_every_rank(self.info, lambda: check_unused(self.out_dir))
+                if self.info.is_main:
+                    write_run(self.out_dir, self.run_id, _plain(self.run_options))
+                self._claimed = True  # a second fit() of this trainer continues its run
+                self.event(
+                    "start", f"starting run {self.run_id} in {self.out_dir}", run_id=self.run_id
+                )
             return self._fit()
         finally:
             self.close()
@@ -327,7 +372,7 @@ class Trainer:
         self.last_metrics = metrics
         if self.info.is_main:
             self.log.write("eval", epoch=self.epoch, step=self.step, **metrics)
-            summary = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            summary = "  ".join(f"{k} {format_metric(v, k)}" for k, v in metrics.items())
             tqdm.write(f"eval after epoch {self.epoch} (step {self.step}): {summary}")
             self._plot_curves()
         return metrics
