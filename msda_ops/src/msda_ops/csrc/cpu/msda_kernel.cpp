@@ -11,15 +11,22 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "msda_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define MSDA_AVX2 1
+#define MSDA_X86 1
 #define MSDA_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MSDA_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
 #else
-#define MSDA_AVX2 0
+#define MSDA_X86 0
 #endif
 
 namespace msda {
@@ -32,6 +39,10 @@ std::vector<Level> read_levels(const Prepared& p) {
   std::vector<Level> levels(p.s.levels);
   for (size_t l = 0; l < levels.size(); ++l) {
     levels[l] = make_level(hw[2 * l], hw[2 * l + 1], start[l], p.s.length);
+    // The loops hold pixel coordinates in int32 (see corners).
+    TORCH_CHECK(levels[l].height < INT32_MAX && levels[l].width < INT32_MAX,
+                "msda_ops: the CPU kernel takes levels under 2^31 - 1 pixels high and wide, "
+                "got spatial_shapes[", l, "] = (", hw[2 * l], ", ", hw[2 * l + 1], ")");
   }
   return levels;
 }
@@ -77,53 +88,222 @@ struct Inputs {
   Sizes s;
   bool softmax;
   const Softmax<opmath_t>* softmax_rows;  // backward with softmax: one per (n, q, m)
+  const scalar_t* zeros;                  // D zeros: the row of a corner outside the map
 };
 
+// Samples whose corners are computed together, before their channel loops.
+constexpr int kBlock = 64;
+
+// A block of samples: the sampling rule of bilinear_corners (msda_sampling.h) for all of them
+// at once, in arrays the compiler vectorises (one sample per lane) instead of ~40 scalar
+// instructions per sample. The loops that follow hold only loads and multiply-adds.
+template <typename T>
+struct Block {
+  // In: locations (x, y interleaved), attention weights, and each sample's level: its size
+  // (0 x 0 for a level make_level rejected: skipped), the offset of its first pixel (head m)
+  // from the image's first value, and the offset between two rows of its pixels.
+  T xy[2 * kBlock], attn[kBlock], width[kBlock], height[kBlock];
+  int32_t iwidth[kBlock], iheight[kBlock];
+  int64_t first[kBlock], row_step[kBlock];
+  // Out: whether the sample reads the map (Sample, or kSkipped for a skipped level); per
+  // corner the offset of its D values (-1 outside the map), its bilinear weight and
+  // attn * weight (both 0 outside: never attn * 0, NaN for attn = inf where nothing is read);
+  // the fractions lx, ly of the pixel coordinates (location gradients).
+  int32_t status[kBlock];
+  int64_t offset[4][kBlock];
+  T weight[4][kBlock], coef[4][kBlock];
+  T lx[kBlock], ly[kBlock];
+};
+
+constexpr int32_t kSkipped = 3;
+static_assert(static_cast<int>(Sample::outside) == 0 && static_cast<int>(Sample::inside) == 1 &&
+                  static_cast<int>(Sample::nan) == 2,
+              "corners() computes the Sample of each sample arithmetically");  // a sample of a skipped level: nothing read, nothing added
+
+// Levels reaching 2^31 pixels in a dimension are rejected by read_levels, so the pixel
+// coordinates of inside samples convert to int32 (a vector instruction on every x86-64).
+// keep ? v : 0, with integer operations on v's bits.
+template <typename T>
+MSDA_INLINE T zero_unless(int32_t keep, T v) {
+  using Bits = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  Bits bits;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits &= -static_cast<Bits>(keep);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+template <typename T>
+MSDA_INLINE void corners(Block<T>& b, int count, int64_t pixel_step) {
+  // No branch and no short-circuit (&&) in the loop body: GCC vectorises only then.
+  for (int j = 0; j < count; ++j) {
+    const T x = b.xy[2 * j], y = b.xy[2 * j + 1];
+    const T px = x * b.width[j] - T(0.5);
+    const T py = y * b.height[j] - T(0.5);
+    // The test of bilinear_corners; false for NaN, infinite and far-away locations.
+    const int32_t inside = static_cast<int32_t>(px >= T(-1)) & static_cast<int32_t>(py >= T(-1)) &
+                           static_cast<int32_t>(px < b.width[j]) &
+                           static_cast<int32_t>(py < b.height[j]);
+    // cx, cy = inside ? px, py : 0 (so that the int32 conversions below are defined), as a
+    // bit mask: GCC keeps a branch for that select under -ftrapping-math.
+    const T cx = zero_unless(inside, px), cy = zero_unless(inside, py);
+    const int32_t tx = static_cast<int32_t>(cx), ty = static_cast<int32_t>(cy);
+    const int32_t x0 = tx - static_cast<int32_t>(static_cast<T>(tx) > cx);  // floor
+    const int32_t y0 = ty - static_cast<int32_t>(static_cast<T>(ty) > cy);
+    const T lx = cx - static_cast<T>(x0), ly = cy - static_cast<T>(y0);
+    const T hx = T(1) - lx, hy = T(1) - ly;
+    const int32_t x0_in = static_cast<int32_t>(x0 >= 0);
+    const int32_t x1_in = static_cast<int32_t>(x0 + 1 <= b.iwidth[j] - 1);
+    const int32_t y0_in = inside & static_cast<int32_t>(y0 >= 0);
+    const int32_t y1_in = inside & static_cast<int32_t>(y0 + 1 <= b.iheight[j] - 1);
+    const int64_t base = b.first[j] + (static_cast<int64_t>(y0) * b.iwidth[j] + x0) * pixel_step;
+    const int32_t in[4] = {y0_in & x0_in, y0_in & x1_in, y1_in & x0_in, y1_in & x1_in};
+    const int64_t at[4] = {base, base + pixel_step, base + b.row_step[j],
+                           base + b.row_step[j] + pixel_step};
+    const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    for (int k = 0; k < 4; ++k) {
+      // Computed unconditionally, then selected: a multiplication under a condition could
+      // raise an FP exception once vectorised, so GCC would keep the branch.
+      const T coef = b.attn[j] * w[k];
+      b.offset[k][j] = in[k] ? at[k] : int64_t(-1);
+      b.weight[k][j] = in[k] ? w[k] : T(0);
+      b.coef[k][j] = in[k] ? coef : T(0);
+    }
+    b.lx[j] = lx;
+    b.ly[j] = ly;
+    // Sample::outside = 0, inside = 1, nan = 2 (a NaN location is never inside).
+    const int32_t where = inside + 2 * (static_cast<int32_t>(x != x) | static_cast<int32_t>(y != y));
+    b.status[j] = b.iwidth[j] == 0 ? kSkipped : where;
+  }
+}
+
+// Fills the level fields of b for samples [0, count) at levels level_of(j).
+template <typename T, typename LevelOf>
+MSDA_INLINE void set_levels(Block<T>& b, int count, const Level* levels, int64_t pixel_step,
+                            LevelOf level_of) {
+  for (int j = 0; j < count; ++j) {
+    const Level& lv = levels[level_of(j)];
+    b.width[j] = static_cast<T>(lv.width);
+    b.height[j] = static_cast<T>(lv.height);
+    b.iwidth[j] = static_cast<int32_t>(lv.width);
+    b.iheight[j] = static_cast<int32_t>(lv.height);
+    b.first[j] = lv.start * pixel_step;
+    b.row_step[j] = lv.width * pixel_step;
+  }
+}
+
+#if defined(__GNUC__)
+// kBytes of T as one GCC/Clang vector, kBytes the register width of the copy being compiled
+// (16, 32 or 64): a few of them stay in registers across a loop where a plain array would be
+// stored and reloaded at every step (GCC does not vectorise a register-held array).
+template <typename T, int kBytes>
+struct Simd {
+  static constexpr int kWidth = kBytes / sizeof(T);
+  typedef T type __attribute__((vector_size(kBytes)));
+};
+
+template <typename V, typename scalar_t>
+MSDA_INLINE void load(V& v, const scalar_t* p) {
+  using T = std::remove_reference_t<decltype(v[0])>;
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
+  } else {
+    for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) {
+      v[i] = static_cast<T>(p[i]);
+    }
+  }
+}
+
+template <typename V>
+MSDA_INLINE auto lane_sum(const V& v) {
+  using T = std::remove_reference_t<decltype(v[0])>;
+  T sum = 0;
+  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) sum += v[i];
+  return sum;
+}
+#define MSDA_SIMD 1
+#else
+#define MSDA_SIMD 0
+#endif
+
+// out[0, D) += sum over the inside samples of b and their corners of coef * row, where row
+// is the corner's D values of head m (image_m + offset) or zeros outside the map.
+template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, int count,
+                        const scalar_t* image_m, const scalar_t* zeros, int64_t D) {
+  const auto row = [&](int k, int j) {
+    const int64_t at = b.offset[k][j];
+    return at >= 0 ? image_m + at : zeros;
+  };
+#if MSDA_SIMD
+  if constexpr (kD > 0) {
+    using V = typename Simd<opmath_t, kBytes>::type;
+    constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
+    static_assert(kD % kW == 0, "specialised head sizes are whole vectors");
+    V acc[kV], v;
+    for (int i = 0; i < kV; ++i) load(acc[i], out + i * kW);
+    for (int j = 0; j < count; ++j) {
+      if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+      for (int k = 0; k < 4; ++k) {
+        const scalar_t* r = row(k, j);
+        const opmath_t coef = b.coef[k][j];
+        for (int i = 0; i < kV; ++i) {
+          load(v, r + i * kW);
+          acc[i] += coef * v;
+        }
+      }
+    }
+    std::memcpy(out, acc, sizeof(acc));
+    return;
+  }
+#endif
+  for (int j = 0; j < count; ++j) {
+    if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+    for (int k = 0; k < 4; ++k) axpy(out, b.coef[k][j], row(k, j), D);
+  }
+}
+
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
-// kD > 0: D known at compile time (the common head sizes), so the accumulator lives in
-// registers instead of memory.
-template <int kD, typename scalar_t>
+template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
                               int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
-  const int64_t M = s.heads, L = s.levels, P = s.points;
+  const int64_t M = s.heads, P = s.points, LP = s.levels * P;
   const int64_t D = kD > 0 ? kD : s.channels;
-  std::vector<opmath_t> heap(kD > 0 ? 0 : D);
-  opmath_t fixed[kD > 0 ? kD : 1];
-  opmath_t* acc = kD > 0 ? fixed : heap.data();
-  Corners<opmath_t> c;
+  std::vector<opmath_t> acc(D);
+  Block<opmath_t> b;
   for (int64_t nq = begin; nq < end; ++nq) {
     const int64_t n = nq / s.queries;
     for (int64_t m = 0; m < M; ++m) {
-      std::fill(acc, acc + D, opmath_t(0));
-      const int64_t sample0 = (nq * M + m) * L * P;
+      std::fill(acc.begin(), acc.end(), opmath_t(0));
+      const int64_t sample0 = (nq * M + m) * LP;
       const opmath_t* w = in.weights + sample0;
       const Softmax<opmath_t> softmax =
-          in.softmax ? softmax_of(w, L * P) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      for (int64_t l = 0; l < L; ++l) {
-        const Level& lv = in.levels[l];
-        if (lv.height == 0) continue;
-        // Pixel i of this level, head m, is at level_value[i * M * D].
-        const scalar_t* level_value = in.value + ((n * s.length + lv.start) * M + m) * D;
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t sample = l * P + p;
-          const opmath_t* loc = in.locations + 2 * (sample0 + sample);
-          const opmath_t attn = in.softmax ? softmax(w[sample]) : w[sample];
-          const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
-          if (where != Sample::inside) {
-            const opmath_t term = unsampled_term(where, loc[0], loc[1], attn);
-            if (term != opmath_t(0)) {
-              for (int64_t d = 0; d < D; ++d) acc[d] += term;
-            }
-            continue;
-          }
-          for (int k = 0; k < 4; ++k) {
-            if (c.index[k] < 0) continue;
-            axpy(acc, attn * c.weight[k], level_value + c.index[k] * M * D, D);
-          }
+          in.softmax ? softmax_of(w, LP) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
+      // Pixel i of level l, head m, is at image_m + (start_l + i) * M * D.
+      const scalar_t* image_m = in.value + n * s.length * M * D + m * D;
+      bool nan = false;  // a sample that reads no pixel adds 0 or, when its term is NaN, NaN
+      for (int64_t j0 = 0; j0 < LP; j0 += kBlock) {
+        const int count = static_cast<int>(std::min<int64_t>(kBlock, LP - j0));
+        if (LP > kBlock || (nq == begin && m == 0)) {  // the same levels in every block
+          set_levels(b, count, in.levels, M * D, [&](int j) { return (j0 + j) / P; });
         }
+        std::memcpy(b.xy, in.locations + 2 * (sample0 + j0), 2 * count * sizeof(opmath_t));
+        for (int j = 0; j < count; ++j) {
+          b.attn[j] = in.softmax ? softmax(w[j0 + j]) : w[j0 + j];
+        }
+        corners(b, count, M * D);
+        for (int j = 0; j < count; ++j) {
+          const int32_t where = b.status[j];
+          if (where == static_cast<int32_t>(Sample::inside) || where == kSkipped) continue;
+          const opmath_t term = unsampled_term(static_cast<Sample>(where), b.xy[2 * j],
+                                               b.xy[2 * j + 1], b.attn[j]);
+          nan = nan || term != opmath_t(0);
+        }
+        gather<kD, kBytes>(acc.data(), b, count, image_m, in.zeros, D);
       }
+      if (nan) std::fill(acc.begin(), acc.end(), std::numeric_limits<opmath_t>::quiet_NaN());
       scalar_t* out = out_ptr + (nq * M + m) * D;
       for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
     }
@@ -140,57 +320,110 @@ struct Grads {
   opmath_t* weights;            // (N, Lq, M, L, P): d loss / d weight (before softmax)
 };
 
-template <int kD, typename scalar_t>
+// For one inside sample j of b: adds attn * weight_k * g to the gradient rows of its corners
+// and returns the dot products <g, row_k> of its corners (0 for a corner outside).
+template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t* __restrict__ g,
+                                 const scalar_t* image_m, opmath_t* grad_m, int64_t D,
+                                 opmath_t dot[4]) {
+#if MSDA_SIMD
+  if constexpr (kD > 0) {
+    using V = typename Simd<opmath_t, kBytes>::type;
+    constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
+    V gv[kV], v, gr;
+    for (int i = 0; i < kV; ++i) load(gv[i], g + i * kW);
+    for (int k = 0; k < 4; ++k) {
+      const int64_t at = b.offset[k][j];
+      dot[k] = 0;
+      if (at < 0) continue;
+      const scalar_t* row = image_m + at;
+      opmath_t* grad_row = grad_m + at;
+      const opmath_t coef = b.coef[k][j];
+      V part = {};
+      for (int i = 0; i < kV; ++i) {
+        load(v, row + i * kW);
+        part += gv[i] * v;
+        load(gr, grad_row + i * kW);
+        gr += coef * gv[i];
+        std::memcpy(grad_row + i * kW, &gr, sizeof(gr));
+      }
+      dot[k] = lane_sum(part);
+    }
+    return;
+  }
+#endif
+  for (int k = 0; k < 4; ++k) {
+    const int64_t at = b.offset[k][j];
+    dot[k] = at < 0 ? opmath_t(0)
+                    : dot_and_axpy(g, image_m + at, grad_m + at, b.coef[k][j], D);
+  }
+}
+
+template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
                                int64_t begin, int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
   const int64_t M = s.heads, L = s.levels, P = s.points;
   const int64_t D = kD > 0 ? kD : s.channels;
-  std::vector<opmath_t> heap(kD > 0 ? 0 : D);
-  opmath_t fixed[kD > 0 ? kD : 1];
-  opmath_t* g = kD > 0 ? fixed : heap.data();
-  Corners<opmath_t> c;
+  std::vector<opmath_t> g(D);
+  Block<opmath_t> b;
+  // Whole queries per block; a block holds at least one query's P samples in pieces.
+  const int64_t per_block = std::max<int64_t>(1, kBlock / P);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t l = task % L;
     const int64_t m = (task / L) % M;
     const int64_t n = task / (L * M);
-    const Level& lv = in.levels[l];
-    if (lv.height == 0) continue;
-    const int64_t level_offset = ((n * s.length + lv.start) * M + m) * D;
-    const scalar_t* level_value = in.value + level_offset;
-    opmath_t* level_grad = grad.value + level_offset;
-    for (int64_t q = 0; q < s.queries; ++q) {
-      const int64_t nqm = (n * s.queries + q) * M + m;
-      const scalar_t* go = grad.grad_output + nqm * D;
-      const opmath_t* w = in.weights + nqm * L * P;
-      const Softmax<opmath_t> softmax =
-          in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t sample = (nqm * L + l) * P + p;
-        const opmath_t* loc = in.locations + 2 * sample;
-        const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
-        if (where == Sample::nan) {
-          grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
-              loc[0] + loc[1];  // NaN
+    if (in.levels[l].height == 0) continue;
+    const int64_t head_offset = n * s.length * M * D + m * D;
+    const scalar_t* image_m = in.value + head_offset;
+    opmath_t* grad_m = grad.value + head_offset;
+    set_levels(b, static_cast<int>(std::min<int64_t>(kBlock, per_block * P)), in.levels, M * D,
+               [&](int) { return l; });
+    for (int64_t q0 = 0; q0 < s.queries; q0 += per_block) {
+      const int64_t q1 = std::min(s.queries, q0 + per_block);
+      for (int64_t p0 = 0; p0 < P; p0 += kBlock) {  // more than one piece only when P > kBlock
+        const int64_t pieces = std::min<int64_t>(kBlock, P - p0);
+        int count = 0;
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t nqm = (n * s.queries + q) * M + m;
+          const int64_t sample = (nqm * L + l) * P + p0;
+          const Softmax<opmath_t> softmax =
+              in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
+          std::memcpy(b.xy + 2 * count, in.locations + 2 * sample,
+                      2 * pieces * sizeof(opmath_t));
+          for (int64_t p = 0; p < pieces; ++p) {
+            const opmath_t w = in.weights[sample + p];
+            b.attn[count + p] = in.softmax ? softmax(w) : w;
+          }
+          count += static_cast<int>(pieces);
         }
-        if (where != Sample::inside) continue;
-        const opmath_t attn = in.softmax ? softmax(w[l * P + p]) : in.weights[sample];
-        opmath_t grad_attn = 0, grad_x = 0, grad_y = 0;
-        for (int k = 0; k < 4; ++k) {
-          if (c.index[k] < 0) continue;
-          const int64_t row = c.index[k] * M * D;
-          const opmath_t dot =  // <grad_output, value at this corner>
-              dot_and_axpy(g, level_value + row, level_grad + row, attn * c.weight[k], D);
-          grad_attn += c.weight[k] * dot;
-          grad_x += c.d_weight_dx[k] * dot;
-          grad_y += c.d_weight_dy[k] * dot;
+        corners(b, count, M * D);
+        int j = 0;
+        for (int64_t q = q0; q < q1; ++q) {
+          const int64_t nqm = (n * s.queries + q) * M + m;
+          const scalar_t* go = grad.grad_output + nqm * D;
+          for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+          for (int64_t p = 0; p < pieces; ++p, ++j) {
+            const int64_t sample = (nqm * L + l) * P + p0 + p;
+            if (b.status[j] == static_cast<int32_t>(Sample::nan)) {
+              grad.weights[sample] = grad.locations[2 * sample] =
+                  grad.locations[2 * sample + 1] = b.xy[2 * j] + b.xy[2 * j + 1];  // NaN
+            }
+            if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+            opmath_t dot[4];
+            sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
+            // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
+            const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
+            const opmath_t grad_x = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
+            const opmath_t grad_y = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
+            grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
+                                   b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
+            // d(pixel x)/dx = W and d(pixel y)/dy = H.
+            grad.locations[2 * sample] = b.attn[j] * grad_x * b.width[j];
+            grad.locations[2 * sample + 1] = b.attn[j] * grad_y * b.height[j];
+          }
         }
-        grad.weights[sample] = grad_attn;
-        // d(pixel x)/dx = W and d(pixel y)/dy = H.
-        grad.locations[2 * sample] = attn * grad_x * static_cast<opmath_t>(lv.width);
-        grad.locations[2 * sample + 1] = attn * grad_y * static_cast<opmath_t>(lv.height);
       }
     }
   }
@@ -198,74 +431,127 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
 
 // The head sizes worth a specialisation get their own copy of the loops (kD = D); others
 // take the runtime-D one (kD = 0). A plain switch: lambdas would not be inlined into the
-// AVX2 copies and would stay baseline code.
-template <typename scalar_t>
+// AVX2/AVX-512 copies and would stay baseline code.
+template <int kBytes, typename scalar_t>
 MSDA_INLINE void forward_any(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
                              int64_t end) {
   switch (in.s.channels) {
+#if MSDA_SIMD
     case 32:
-      return forward_body<32>(in, out, begin, end);
+      return forward_body<32, kBytes>(in, out, begin, end);
     case 64:
-      return forward_body<64>(in, out, begin, end);
+      return forward_body<64, kBytes>(in, out, begin, end);
+#endif
     default:
-      return forward_body<0>(in, out, begin, end);
+      return forward_body<0, kBytes>(in, out, begin, end);
   }
 }
 
-template <typename scalar_t>
+template <int kBytes, typename scalar_t>
 MSDA_INLINE void backward_any(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
                               int64_t begin, int64_t end) {
   switch (in.s.channels) {
+#if MSDA_SIMD
     case 32:
-      return backward_body<32>(in, grad, begin, end);
+      return backward_body<32, kBytes>(in, grad, begin, end);
     case 64:
-      return backward_body<64>(in, grad, begin, end);
+      return backward_body<64, kBytes>(in, grad, begin, end);
+#endif
     default:
-      return backward_body<0>(in, grad, begin, end);
+      return backward_body<0, kBytes>(in, grad, begin, end);
   }
 }
 
-#if MSDA_AVX2
+#if MSDA_X86
+template <typename scalar_t>
+MSDA_TARGET_AVX512 void forward_avx512(const Inputs<scalar_t>& in, scalar_t* out,
+                                       int64_t begin, int64_t end) {
+  forward_any<64>(in, out, begin, end);
+}
+
+template <typename scalar_t>
+MSDA_TARGET_AVX512 void backward_avx512(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
+                                        int64_t begin, int64_t end) {
+  backward_any<64>(in, grad, begin, end);
+}
+
 template <typename scalar_t>
 MSDA_TARGET_AVX2 void forward_avx2(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
                                    int64_t end) {
-  forward_any(in, out, begin, end);
+  forward_any<32>(in, out, begin, end);
 }
 
 template <typename scalar_t>
 MSDA_TARGET_AVX2 void backward_avx2(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
                                     int64_t begin, int64_t end) {
-  backward_any(in, grad, begin, end);
+  backward_any<32>(in, grad, begin, end);
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
+// The widest copy this CPU runs (checked once); MSDA_OPS_CPU_ISA caps it for tests and
+// benchmarks ("avx2" or "baseline").
+enum class Isa { baseline, avx2, avx512 };
+
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::baseline;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+    if (best == Isa::avx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq")) {
+      best = Isa::avx512;
+    }
+    const char* cap = std::getenv("MSDA_OPS_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "baseline") == 0) return Isa::baseline;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    return best;
+  }();
+  return isa;
 }
 #endif
 
 template <typename scalar_t>
 void forward_range(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin, int64_t end) {
-#if MSDA_AVX2
-  if (has_avx2()) return forward_avx2(in, out, begin, end);
+#if MSDA_X86
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return forward_avx512(in, out, begin, end);
+    case Isa::avx2:
+      return forward_avx2(in, out, begin, end);
+    case Isa::baseline:
+      break;
+  }
 #endif
-  forward_any(in, out, begin, end);
+  forward_any<16>(in, out, begin, end);
 }
 
 template <typename scalar_t>
 void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int64_t begin,
                     int64_t end) {
-#if MSDA_AVX2
-  if (has_avx2()) return backward_avx2(in, grad, begin, end);
+#if MSDA_X86
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return backward_avx512(in, grad, begin, end);
+    case Isa::avx2:
+      return backward_avx2(in, grad, begin, end);
+    case Isa::baseline:
+      break;
+  }
 #endif
-  backward_any(in, grad, begin, end);
+  backward_any<16>(in, grad, begin, end);
 }
 
 template <typename scalar_t>
-Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax) {
+Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax,
+                      const std::vector<scalar_t>& zeros) {
   using opmath_t = at::opmath_type<scalar_t>;
-  return {p.value.const_data_ptr<scalar_t>(), p.locations.const_data_ptr<opmath_t>(),
-          p.weights.const_data_ptr<opmath_t>(), levels.data(), p.s, softmax, nullptr};
+  return {p.value.const_data_ptr<scalar_t>(),
+          p.locations.const_data_ptr<opmath_t>(),
+          p.weights.const_data_ptr<opmath_t>(),
+          levels.data(),
+          p.s,
+          softmax,
+          nullptr,
+          zeros.data()};
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
@@ -277,7 +563,8 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
   auto output = at::empty({p.s.batch, p.s.queries, p.s.heads * p.s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-        const auto in = view<scalar_t>(p, levels, softmax);
+        const std::vector<scalar_t> zeros(p.s.channels, scalar_t(0));
+        const auto in = view<scalar_t>(p, levels, softmax, zeros);
         scalar_t* out = output.mutable_data_ptr<scalar_t>();
         // One task per (n, q): all heads of a query share its cache lines of the output.
         at::parallel_for(0, p.s.batch * p.s.queries, 1, [&](int64_t begin, int64_t end) {
@@ -304,7 +591,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        auto in = view<scalar_t>(p, levels, softmax);
+        const std::vector<scalar_t> zeros(s.channels, scalar_t(0));
+        auto in = view<scalar_t>(p, levels, softmax, zeros);
         // The L tasks of a query share its softmax: max and 1/sum once per (n, q, m), never
         // the normalised weights themselves.
         const int64_t rows = s.batch * s.queries * s.heads, samples = s.levels * s.points;
