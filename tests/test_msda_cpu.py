@@ -298,3 +298,20 @@ def test_any_batch_size(device, batch):
     """The original kernel required N % im2col_step == 0 for N > 64; any N works here."""
     args = random_inputs(batch, 2, 1, 2, [(2, 3)], 1, dtype=torch.float64, seed=2, device=device)
     torch.testing.assert_close(kernel(*args), ms_deform_attn_reference(*args), rtol=0, atol=1e-12)
+
+
+# The CPU kernel computes the corners of up to 64 samples at a time: more samples per
+# (query, head) than that (L * P = 70, 75) go in several blocks, forward and backward. Batch x
+# heads = 1 splits the backward per level, 8 keeps the levels of a head in one task.
+@pytest.mark.parametrize(("levels", "points"), [([(5, 6)], 70), ([(5, 6), (3, 2), (1, 4)], 25)])
+@pytest.mark.parametrize(("batch", "heads"), [(1, 1), (2, 4)])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_float64_many_samples_per_query(levels, points, batch, heads, softmax):
+    args = random_inputs(batch, 3, heads, 32, levels, points, dtype=torch.float64, seed=points,
+                         spread=0.2, requires_grad=True)  # fmt: skip
+    out, grads = forward_and_grads(lambda *a: kernel(*a, softmax=softmax), args)
+    reference = softmax_reference if softmax else ms_deform_attn_reference
+    out_ref, grads_ref = forward_and_grads(reference, args)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-10)
+    for got, expected in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)

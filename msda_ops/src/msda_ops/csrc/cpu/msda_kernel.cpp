@@ -214,12 +214,18 @@ MSDA_INLINE void load(V& v, const scalar_t* p) {
   }
 }
 
-template <typename V>
-MSDA_INLINE auto lane_sum(const V& v) {
-  using T = std::remove_reference_t<decltype(v[0])>;
-  T sum = 0;
-  for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) sum += v[i];
-  return sum;
+// The sum of v's lanes as a tree of halves: a running sum over the lanes would be a chain of
+// dependent scalar additions (the compiler may not reorder them).
+template <typename T, int kBytes>
+MSDA_INLINE T lane_sum(const typename Simd<T, kBytes>::type& v) {
+  if constexpr (kBytes == 2 * sizeof(T)) {
+    return v[0] + v[1];
+  } else {
+    typename Simd<T, kBytes / 2>::type low, high;
+    std::memcpy(&low, &v, kBytes / 2);
+    std::memcpy(&high, reinterpret_cast<const char*>(&v) + kBytes / 2, kBytes / 2);
+    return lane_sum<T, kBytes / 2>(low + high);
+  }
 }
 #define MSDA_SIMD 1
 #else
@@ -263,6 +269,15 @@ MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, in
   }
 }
 
+// dst[0, count) = src[0, count) for the few values of one query. A memcpy of a run-time
+// size becomes `rep movs`, whose start-up costs more than the copy at these sizes.
+template <typename T>
+MSDA_INLINE void copy_few(T* __restrict__ dst, const T* __restrict__ src, int64_t count) {
+  int64_t i = 0;
+  for (; i + 8 <= count; i += 8) std::memcpy(dst + i, src + i, 8 * sizeof(T));
+  for (; i < count; ++i) dst[i] = src[i];
+}
+
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
 template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
@@ -289,7 +304,7 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
         if (LP > kBlock || (nq == begin && m == 0)) {  // the same levels in every block
           set_levels(b, count, in.levels, M * D, [&](int j) { return (j0 + j) / P; });
         }
-        std::memcpy(b.xy, in.locations + 2 * (sample0 + j0), 2 * count * sizeof(opmath_t));
+        copy_few(b.xy, in.locations + 2 * (sample0 + j0), 2 * count);
         for (int j = 0; j < count; ++j) {
           b.attn[j] = in.softmax ? softmax(w[j0 + j]) : w[j0 + j];
         }
@@ -347,7 +362,7 @@ MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t
         gr += coef * gv[i];
         std::memcpy(grad_row + i * kW, &gr, sizeof(gr));
       }
-      dot[k] = lane_sum(part);
+      dot[k] = lane_sum<opmath_t, kBytes>(part);
     }
     return;
   }
@@ -359,42 +374,44 @@ MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t
   }
 }
 
+// Tasks t in [begin, end): t = (n * M + m) * groups + group, where the levels are split into
+// `groups` equal groups (1 or L, see backward_cpu). A task owns the gradient rows of value its
+// levels and head read, and its own location and weight gradients.
 template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                               int64_t begin, int64_t end) {
+                               int64_t groups, int64_t begin, int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
   const int64_t M = s.heads, L = s.levels, P = s.points;
   const int64_t D = kD > 0 ? kD : s.channels;
+  const int64_t group_levels = L / groups, per_query = group_levels * P;
+  // Whole queries per block, or one query in pieces when its samples do not fit.
+  const int64_t per_block = std::max<int64_t>(1, kBlock / std::max<int64_t>(per_query, 1));
   std::vector<opmath_t> g(D);
   Block<opmath_t> b;
-  // Whole queries per block; a block holds at least one query's P samples in pieces.
-  const int64_t per_block = std::max<int64_t>(1, kBlock / P);
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t l = task % L;
-    const int64_t m = (task / L) % M;
-    const int64_t n = task / (L * M);
-    if (in.levels[l].height == 0) continue;
+    const int64_t l0 = (task % groups) * group_levels;
+    const int64_t m = (task / groups) % M;
+    const int64_t n = task / (groups * M);
     const int64_t head_offset = n * s.length * M * D + m * D;
     const scalar_t* image_m = in.value + head_offset;
     opmath_t* grad_m = grad.value + head_offset;
-    set_levels(b, static_cast<int>(std::min<int64_t>(kBlock, per_block * P)), in.levels, M * D,
-               [&](int) { return l; });
-    for (int64_t q0 = 0; q0 < s.queries; q0 += per_block) {
-      const int64_t q1 = std::min(s.queries, q0 + per_block);
-      for (int64_t p0 = 0; p0 < P; p0 += kBlock) {  // more than one piece only when P > kBlock
-        const int64_t pieces = std::min<int64_t>(kBlock, P - p0);
+    for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {  // pieces only when > kBlock samples
+      const int64_t pieces = std::min<int64_t>(kBlock, per_query - p0);
+      set_levels(b, static_cast<int>(std::min<int64_t>(kBlock, per_block * pieces)), in.levels,
+                 M * D, [&](int j) { return l0 + (p0 + j % pieces) / P; });
+      for (int64_t q0 = 0; q0 < s.queries; q0 += per_block) {
+        const int64_t q1 = std::min(s.queries, q0 + per_block);
         int count = 0;
         for (int64_t q = q0; q < q1; ++q) {
           const int64_t nqm = (n * s.queries + q) * M + m;
-          const int64_t sample = (nqm * L + l) * P + p0;
+          const int64_t sample = (nqm * L + l0) * P + p0;
           const Softmax<opmath_t> softmax =
               in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-          std::memcpy(b.xy + 2 * count, in.locations + 2 * sample,
-                      2 * pieces * sizeof(opmath_t));
-          for (int64_t p = 0; p < pieces; ++p) {
-            const opmath_t w = in.weights[sample + p];
-            b.attn[count + p] = in.softmax ? softmax(w) : w;
+          copy_few(b.xy + 2 * count, in.locations + 2 * sample, 2 * pieces);
+          for (int64_t i = 0; i < pieces; ++i) {
+            const opmath_t w = in.weights[sample + i];
+            b.attn[count + i] = in.softmax ? softmax(w) : w;
           }
           count += static_cast<int>(pieces);
         }
@@ -404,13 +421,14 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
           const int64_t nqm = (n * s.queries + q) * M + m;
           const scalar_t* go = grad.grad_output + nqm * D;
           for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
-          for (int64_t p = 0; p < pieces; ++p, ++j) {
-            const int64_t sample = (nqm * L + l) * P + p0 + p;
-            if (b.status[j] == static_cast<int32_t>(Sample::nan)) {
+          for (int64_t i = 0; i < pieces; ++i, ++j) {
+            const int64_t sample = (nqm * L + l0) * P + p0 + i;
+            const int32_t where = b.status[j];
+            if (where == static_cast<int32_t>(Sample::nan)) {
               grad.weights[sample] = grad.locations[2 * sample] =
                   grad.locations[2 * sample + 1] = b.xy[2 * j] + b.xy[2 * j + 1];  // NaN
             }
-            if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+            if (where != static_cast<int32_t>(Sample::inside)) continue;
             opmath_t dot[4];
             sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
             // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
@@ -449,16 +467,16 @@ MSDA_INLINE void forward_any(const Inputs<scalar_t>& in, scalar_t* out, int64_t 
 
 template <int kBytes, typename scalar_t>
 MSDA_INLINE void backward_any(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                              int64_t begin, int64_t end) {
+                              int64_t groups, int64_t begin, int64_t end) {
   switch (in.s.channels) {
 #if MSDA_SIMD
     case 32:
-      return backward_body<32, kBytes>(in, grad, begin, end);
+      return backward_body<32, kBytes>(in, grad, groups, begin, end);
     case 64:
-      return backward_body<64, kBytes>(in, grad, begin, end);
+      return backward_body<64, kBytes>(in, grad, groups, begin, end);
 #endif
     default:
-      return backward_body<0, kBytes>(in, grad, begin, end);
+      return backward_body<0, kBytes>(in, grad, groups, begin, end);
   }
 }
 
@@ -471,8 +489,8 @@ MSDA_TARGET_AVX512 void forward_avx512(const Inputs<scalar_t>& in, scalar_t* out
 
 template <typename scalar_t>
 MSDA_TARGET_AVX512 void backward_avx512(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                                        int64_t begin, int64_t end) {
-  backward_any<64>(in, grad, begin, end);
+                                        int64_t groups, int64_t begin, int64_t end) {
+  backward_any<64>(in, grad, groups, begin, end);
 }
 
 template <typename scalar_t>
@@ -483,8 +501,8 @@ MSDA_TARGET_AVX2 void forward_avx2(const Inputs<scalar_t>& in, scalar_t* out, in
 
 template <typename scalar_t>
 MSDA_TARGET_AVX2 void backward_avx2(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                                    int64_t begin, int64_t end) {
-  backward_any<32>(in, grad, begin, end);
+                                    int64_t groups, int64_t begin, int64_t end) {
+  backward_any<32>(in, grad, groups, begin, end);
 }
 
 // The widest copy this CPU runs (checked once); MSDA_OPS_CPU_ISA caps it for tests and
@@ -525,19 +543,19 @@ void forward_range(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin, int
 }
 
 template <typename scalar_t>
-void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int64_t begin,
-                    int64_t end) {
+void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int64_t groups,
+                    int64_t begin, int64_t end) {
 #if MSDA_X86
   switch (cpu_isa()) {
     case Isa::avx512:
-      return backward_avx512(in, grad, begin, end);
+      return backward_avx512(in, grad, groups, begin, end);
     case Isa::avx2:
-      return backward_avx2(in, grad, begin, end);
+      return backward_avx2(in, grad, groups, begin, end);
     case Isa::baseline:
       break;
   }
 #endif
-  backward_any<16>(in, grad, begin, end);
+  backward_any<16>(in, grad, groups, begin, end);
 }
 
 template <typename scalar_t>
@@ -574,10 +592,10 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
   return output;
 }
 
-// One task per (n, m, level): the gradient rows of value that a task writes (its level's
-// pixels, head m of image n) and its location/weight gradients belong to no other task, so
-// there are no atomics and no per-thread copies of grad_value, and the result does not
-// depend on the number of threads (deterministic by construction).
+// One task per (n, m) or (n, m, level): the gradient rows of value that a task writes (its
+// levels' pixels, head m of image n) and its location/weight gradients belong to no other
+// task, so there are no atomics and no per-thread copies of grad_value, and the result does
+// not depend on the number of threads (deterministic by construction).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
@@ -609,8 +627,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
                                 grads.value.mutable_data_ptr<opmath_t>(),
                                 grads.locations.mutable_data_ptr<opmath_t>(),
                                 grads.weights.mutable_data_ptr<opmath_t>()};
-        at::parallel_for(0, s.batch * s.heads * s.levels, 1, [&](int64_t begin, int64_t end) {
-          backward_range(in, g, begin, end);
+        // One task per (n, m) reads each query's L*P samples together; split per level as
+        // well when that leaves too few tasks for the threads. Either way a gradient row of
+        // value receives its terms in the same order (query, then point), so the result is
+        // the same bit for bit.
+        const int64_t heads = s.batch * s.heads;
+        const int64_t groups = heads >= 4 * at::get_num_threads() ? 1 : s.levels;
+        at::parallel_for(0, heads * groups, 1, [&](int64_t begin, int64_t end) {
+          backward_range(in, g, groups, begin, end);
         });
         if (softmax) {  // weight gradients -> logit gradients, per (n, q, m)
           at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
