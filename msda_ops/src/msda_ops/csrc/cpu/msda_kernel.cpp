@@ -99,10 +99,10 @@ constexpr int kBlock = 64;
 // instructions per sample. The loops that follow hold only loads and multiply-adds.
 template <typename T>
 struct Block {
-  // In: locations (x, y interleaved), attention weights, and each sample's level: its size
-  // (0 x 0 for a level make_level rejected: skipped), the offset of its first pixel (head m)
-  // from the image's first value, and the offset between two rows of its pixels.
-  T xy[2 * kBlock], attn[kBlock], width[kBlock], height[kBlock];
+  // In: each sample's level: its size (0 x 0 for a level make_level rejected: skipped), the
+  // offset of its first pixel (head m) from the image's first value, and the offset between
+  // two rows of its pixels. The locations and weights are read where they are (see corners).
+  T width[kBlock], height[kBlock];
   int32_t iwidth[kBlock], iheight[kBlock];
   int64_t first[kBlock], row_step[kBlock];
   // Out: whether the sample reads the map (Sample, or kSkipped for a skipped level); per
@@ -113,6 +113,7 @@ struct Block {
   int64_t offset[4][kBlock];
   T weight[4][kBlock], coef[4][kBlock];
   T lx[kBlock], ly[kBlock];
+  T softmax[kBlock];  // the weights after the softmax, when the op applies it
 };
 
 constexpr int32_t kSkipped = 3;
@@ -133,11 +134,13 @@ MSDA_INLINE T zero_unless(int32_t keep, T v) {
   return v;
 }
 
+// Samples [0, count) at xy[2 j], xy[2 j + 1] (x, y) with attention weights attn[j].
 template <typename T>
-MSDA_INLINE void corners(Block<T>& b, int count, int64_t pixel_step) {
+MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
+                         const T* __restrict__ attn, int64_t pixel_step) {
   // No branch and no short-circuit (&&) in the loop body: GCC vectorises only then.
   for (int j = 0; j < count; ++j) {
-    const T x = b.xy[2 * j], y = b.xy[2 * j + 1];
+    const T x = xy[2 * j], y = xy[2 * j + 1];
     const T px = x * b.width[j] - T(0.5);
     const T py = y * b.height[j] - T(0.5);
     // The test of bilinear_corners; false for NaN, infinite and far-away locations.
@@ -164,7 +167,7 @@ MSDA_INLINE void corners(Block<T>& b, int count, int64_t pixel_step) {
     for (int k = 0; k < 4; ++k) {
       // Computed unconditionally, then selected: a multiplication under a condition could
       // raise an FP exception once vectorised, so GCC would keep the branch.
-      const T coef = b.attn[j] * w[k];
+      const T coef = attn[j] * w[k];
       b.offset[k][j] = in[k] ? at[k] : int64_t(-1);
       b.weight[k][j] = in[k] ? w[k] : T(0);
       b.coef[k][j] = in[k] ? coef : T(0);
@@ -269,15 +272,6 @@ MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, in
   }
 }
 
-// dst[0, count) = src[0, count) for the few values of one query. A memcpy of a run-time
-// size becomes `rep movs`, whose start-up costs more than the copy at these sizes.
-template <typename T>
-MSDA_INLINE void copy_few(T* __restrict__ dst, const T* __restrict__ src, int64_t count) {
-  int64_t i = 0;
-  for (; i + 8 <= count; i += 8) std::memcpy(dst + i, src + i, 8 * sizeof(T));
-  for (; i < count; ++i) dst[i] = src[i];
-}
-
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
 template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
@@ -304,16 +298,18 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
         if (LP > kBlock || (nq == begin && m == 0)) {  // the same levels in every block
           set_levels(b, count, in.levels, M * D, [&](int j) { return (j0 + j) / P; });
         }
-        copy_few(b.xy, in.locations + 2 * (sample0 + j0), 2 * count);
-        for (int j = 0; j < count; ++j) {
-          b.attn[j] = in.softmax ? softmax(w[j0 + j]) : w[j0 + j];
+        const opmath_t* xy = in.locations + 2 * (sample0 + j0);
+        const opmath_t* attn = w + j0;
+        if (in.softmax) {
+          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+          attn = b.softmax;
         }
-        corners(b, count, M * D);
+        corners(b, count, xy, attn, M * D);
         for (int j = 0; j < count; ++j) {
           const int32_t where = b.status[j];
           if (where == static_cast<int32_t>(Sample::inside) || where == kSkipped) continue;
-          const opmath_t term = unsampled_term(static_cast<Sample>(where), b.xy[2 * j],
-                                               b.xy[2 * j + 1], b.attn[j]);
+          const opmath_t term =
+              unsampled_term(static_cast<Sample>(where), xy[2 * j], xy[2 * j + 1], attn[j]);
           nan = nan || term != opmath_t(0);
         }
         gather<kD, kBytes>(acc.data(), b, count, image_m, in.zeros, D);
@@ -385,8 +381,6 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
   const int64_t M = s.heads, L = s.levels, P = s.points;
   const int64_t D = kD > 0 ? kD : s.channels;
   const int64_t group_levels = L / groups, per_query = group_levels * P;
-  // Whole queries per block, or one query in pieces when its samples do not fit.
-  const int64_t per_block = std::max<int64_t>(1, kBlock / std::max<int64_t>(per_query, 1));
   std::vector<opmath_t> g(D);
   Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
@@ -396,51 +390,42 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
     const int64_t head_offset = n * s.length * M * D + m * D;
     const scalar_t* image_m = in.value + head_offset;
     opmath_t* grad_m = grad.value + head_offset;
-    for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {  // pieces only when > kBlock samples
-      const int64_t pieces = std::min<int64_t>(kBlock, per_query - p0);
-      set_levels(b, static_cast<int>(std::min<int64_t>(kBlock, per_block * pieces)), in.levels,
-                 M * D, [&](int j) { return l0 + (p0 + j % pieces) / P; });
-      for (int64_t q0 = 0; q0 < s.queries; q0 += per_block) {
-        const int64_t q1 = std::min(s.queries, q0 + per_block);
-        int count = 0;
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t nqm = (n * s.queries + q) * M + m;
-          const int64_t sample = (nqm * L + l0) * P + p0;
-          const Softmax<opmath_t> softmax =
-              in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-          copy_few(b.xy + 2 * count, in.locations + 2 * sample, 2 * pieces);
-          for (int64_t i = 0; i < pieces; ++i) {
-            const opmath_t w = in.weights[sample + i];
-            b.attn[count + i] = in.softmax ? softmax(w) : w;
-          }
-          count += static_cast<int>(pieces);
+    // One query's samples of the task's levels per block (in pieces beyond kBlock samples).
+    for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {
+      const int count = static_cast<int>(std::min<int64_t>(kBlock, per_query - p0));
+      set_levels(b, count, in.levels, M * D, [&](int j) { return l0 + (p0 + j) / P; });
+      for (int64_t q = 0; q < s.queries; ++q) {
+        const int64_t nqm = (n * s.queries + q) * M + m;
+        const int64_t sample0 = (nqm * L + l0) * P + p0;
+        const opmath_t* xy = in.locations + 2 * sample0;
+        const opmath_t* attn = in.weights + sample0;
+        if (in.softmax) {
+          const Softmax<opmath_t> softmax = in.softmax_rows[nqm];
+          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+          attn = b.softmax;
         }
-        corners(b, count, M * D);
-        int j = 0;
-        for (int64_t q = q0; q < q1; ++q) {
-          const int64_t nqm = (n * s.queries + q) * M + m;
-          const scalar_t* go = grad.grad_output + nqm * D;
-          for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
-          for (int64_t i = 0; i < pieces; ++i, ++j) {
-            const int64_t sample = (nqm * L + l0) * P + p0 + i;
-            const int32_t where = b.status[j];
-            if (where == static_cast<int32_t>(Sample::nan)) {
-              grad.weights[sample] = grad.locations[2 * sample] =
-                  grad.locations[2 * sample + 1] = b.xy[2 * j] + b.xy[2 * j + 1];  // NaN
-            }
-            if (where != static_cast<int32_t>(Sample::inside)) continue;
-            opmath_t dot[4];
-            sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
-            // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
-            const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
-            const opmath_t grad_x = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
-            const opmath_t grad_y = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
-            grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
-                                   b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
-            // d(pixel x)/dx = W and d(pixel y)/dy = H.
-            grad.locations[2 * sample] = b.attn[j] * grad_x * b.width[j];
-            grad.locations[2 * sample + 1] = b.attn[j] * grad_y * b.height[j];
+        corners(b, count, xy, attn, M * D);
+        const scalar_t* go = grad.grad_output + nqm * D;
+        for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+        for (int j = 0; j < count; ++j) {
+          const int64_t sample = sample0 + j;
+          const int32_t where = b.status[j];
+          if (where == static_cast<int32_t>(Sample::nan)) {
+            grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
+                xy[2 * j] + xy[2 * j + 1];  // NaN
           }
+          if (where != static_cast<int32_t>(Sample::inside)) continue;
+          opmath_t dot[4];
+          sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
+          // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
+          const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
+          const opmath_t grad_x = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
+          const opmath_t grad_y = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
+          grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
+                                 b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
+          // d(pixel x)/dx = W and d(pixel y)/dy = H.
+          grad.locations[2 * sample] = attn[j] * grad_x * b.width[j];
+          grad.locations[2 * sample + 1] = attn[j] * grad_y * b.height[j];
         }
       }
     }
