@@ -18,17 +18,22 @@ and writes the three gradients). The machine is measured in the same run:
 - peak FLOP/s: a large float32 matmul (2 n^3 FLOPs) with the same threads: the dense
   vector-FMA peak that MKL/oneDNN reach, an upper bound no gather-based op attains.
 
-bound = max(bytes / bandwidth, FLOPs / peak). The kernel is timed through the raw ops
+bound = max(bytes / bandwidth, FLOPs / peak), with the best machine figures of the run; a
+shared machine's load lowers them (the load average is recorded), so ``--machine-from`` also
+rates the kernel against the figures of an earlier, quieter run. The kernel is timed through the raw ops
 (``torch.ops.msda_ops.ms_deform_attn_{forward,backward}``) and, with the reference
 interleaved in the same rounds, through ``ms_deform_attn`` with autograd (forward+backward),
 as ``bench_msda.py`` does::
 
     python benchmarks/roofline_cpu.py --threads 2    # -> results/msda_roofline_cpu.json
+    python benchmarks/roofline_cpu.py --machine-from results/msda_roofline_cpu_before.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
 import sys
@@ -105,10 +110,10 @@ def best_median(fn: Callable[[], Any], repeats: int) -> float:
 def machine(stream_mib: int, matmul_n: int, repeats: int) -> dict[str, float]:
     """Measured memory bandwidth (triad and copy, bytes/s) and matmul FLOP/s."""
     n = stream_mib * 2**20 // 4
-    a, b, c = (torch.rand(n) for _ in range(3))
-    triad = best_median(lambda: torch.add(b, c, alpha=3.0, out=a), repeats)
-    copy = best_median(lambda: a.copy_(b), repeats)
-    del a, b, c
+    arrays = [torch.rand(n) for _ in range(3)]
+    triad = best_median(lambda: torch.add(arrays[1], arrays[2], alpha=3.0, out=arrays[0]), repeats)
+    copy = best_median(lambda: arrays[0].copy_(arrays[1]), repeats)
+    arrays.clear()  # free them before the matmul
     x, y = torch.rand(matmul_n, matmul_n), torch.rand(matmul_n, matmul_n)
     out = torch.empty(matmul_n, matmul_n)
     mm = best_median(lambda: torch.mm(x, y, out=out), repeats)
@@ -123,7 +128,7 @@ def machine(stream_mib: int, matmul_n: int, repeats: int) -> dict[str, float]:
 
 def op_calls(inputs: tuple[Tensor, ...]) -> dict[str, Callable[[], None]]:
     """The timed calls: raw kernel ops, and kernel/reference forward+backward with autograd."""
-    value, shapes, starts, loc, weights = inputs
+    value, _, _, loc, weights = inputs
     ops = torch.ops.msda_ops
     plain = [t.detach() for t in inputs]
     grad = torch.randn(value.shape[0], loc.shape[1], HEADS * CHANNELS)
@@ -166,6 +171,32 @@ def interleaved(calls: dict[str, Callable[[], None]], rounds: int, budget_s: flo
     }
 
 
+def roofline_row(
+    phase: str,
+    counts: dict[str, int],
+    measured_s: float,
+    machine_source: str,
+    bandwidth: float,
+    peak: float,
+) -> dict[str, Any]:
+    """The bound of one phase on one machine's figures, and the kernel's time against it."""
+    flops, nbytes = counts[f"{phase}_flops"], counts[f"{phase}_bytes"]
+    memory_s, compute_s = nbytes / bandwidth, flops / peak
+    bound = max(memory_s, compute_s)
+    return {
+        "machine": machine_source,
+        "phase": phase,
+        "mflop": flops / 1e6,
+        "mbytes": nbytes / 1e6,
+        "memory_ms": memory_s * 1e3,
+        "compute_ms": compute_s * 1e3,
+        "bound_ms": bound * 1e3,
+        "kernel_ms": measured_s * 1e3,
+        "x_bound": measured_s / bound,
+        "gflop_per_s": flops / measured_s / 1e9,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -174,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream-mib", type=int, default=256, help="triad array size")
     parser.add_argument("--matmul", type=int, default=2048, help="matmul size n")
     parser.add_argument("--output", default=None, help="a .json path or a name in results/")
+    parser.add_argument(
+        "--machine-from",
+        default=None,
+        help="a result JSON of this script whose bandwidth and peak also rate the kernel",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -182,36 +218,30 @@ def main(argv: list[str] | None = None) -> int:
         1, length, HEADS, CHANNELS, CPU_LEVELS, POINTS, dtype=torch.float32, requires_grad=True
     )
     counts = work(1, length, length, len(CPU_LEVELS))
+    load_before = os.getloadavg()
     hw = machine(args.stream_mib, args.matmul, repeats=5)
     times = interleaved(op_calls(inputs), args.rounds, args.budget)
     hw_after = machine(args.stream_mib, args.matmul, repeats=5)  # the load may change
     bandwidth = max(hw["triad_bytes_per_s"], hw_after["triad_bytes_per_s"])
     peak = max(hw["matmul_flops_per_s"], hw_after["matmul_flops_per_s"])
-
-    rows = []
-    for phase, name in (("forward", "kernel fwd (op)"), ("backward", "kernel bwd (op)")):
-        flops, nbytes = counts[f"{phase}_flops"], counts[f"{phase}_bytes"]
-        memory_s, compute_s = nbytes / bandwidth, flops / peak
-        bound = max(memory_s, compute_s)
-        measured = times[name]["median_s"]
-        rows.append(
-            {
-                "phase": phase,
-                "mflop": flops / 1e6,
-                "mbytes": nbytes / 1e6,
-                "memory_ms": memory_s * 1e3,
-                "compute_ms": compute_s * 1e3,
-                "bound_ms": bound * 1e3,
-                "kernel_ms": measured * 1e3,
-                "x_bound": measured / bound,
-                "gflop_per_s": flops / measured / 1e9,
-            }
+    machines = {"this run": (bandwidth, peak)}
+    if args.machine_from:
+        earlier = json.loads(Path(args.machine_from).read_text())
+        machines[args.machine_from] = (
+            earlier["bandwidth_bytes_per_s"],
+            earlier["peak_flops_per_s"],
         )
+    rows = [
+        roofline_row(phase, counts, times[name]["median_s"], source, bw, flops_per_s)
+        for source, (bw, flops_per_s) in machines.items()
+        for phase, name in (("forward", "kernel fwd (op)"), ("backward", "kernel bwd (op)"))
+    ]
     ratio = times["reference fwd+bwd"]["median_s"] / times["kernel fwd+bwd"]["median_s"]
     payload = {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
         "threads": torch.get_num_threads(),
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "shape": {
             "case": "encoder (bench_msda.py, CPU)",
             "batch": 1,
@@ -236,11 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     write_json(path, payload)
     print(
         f"{payload['cpu']}, {args.threads} threads: triad {bandwidth / 1e9:.1f} GB/s, "
-        f"matmul {peak / 1e9:.0f} GFLOP/s"
+        f"matmul {peak / 1e9:.0f} GFLOP/s (load average {load_before[0]:.1f})"
     )
     for name, t in times.items():
         print(f"  {name:20s} {t['median_s'] * 1e3:8.3f} ms (median of {args.rounds} rounds)")
-    columns = ["phase", "mflop", "mbytes", "memory_ms", "compute_ms", "bound_ms", "kernel_ms"]
+    columns = ["machine", "phase", "mflop", "mbytes", "memory_ms", "compute_ms", "bound_ms"]
+    columns += ["kernel_ms"]
     print(format_table(rows, [*columns, "x_bound", "gflop_per_s"]))
     print(f"fwd+bwd with autograd: kernel {ratio:.1f}x the reference")
     print(f"wrote {path}")
