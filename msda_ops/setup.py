@@ -32,7 +32,7 @@ def _extensions() -> dict[str, Any]:
     from torch.utils import cpp_extension
 
     sys.path.insert(0, str(HERE / "src"))
-    from msda_ops.cuda_toolkit import find_cuda_home
+    from msda_ops.cuda_home import find_cuda_home
 
     from msda_ops import build
 

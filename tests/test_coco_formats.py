@@ -14,7 +14,7 @@ from pycocotools.cocoeval import COCOeval
 from zoo.cli import main as run
 from zoo.data.shapes import ShapesSpec, generate
 from zoo.detect.coco_results import CocoCategories, default_label_to_category, image_id
-from zoo.models.postprocess import clip_boxes, postprocess_topk
+from zoo.models.pipeline.postprocess import clip_boxes, postprocess_topk
 
 
 def test_clip_boxes_by_hand() -> None:

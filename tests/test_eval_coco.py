@@ -11,7 +11,7 @@ import torch
 from zoo.data import CocoDetection, ResizeRecipe, eval_transforms, load_coco
 from zoo.data.coco_eval import coco_metrics, to_coco_results
 from zoo.data.shapes import generate
-from zoo.models.box_ops import scale_boxes
+from zoo.models.parts.box_ops import scale_boxes
 from zoo.training import TrainConfig
 
 # COCOeval interpolates precision at 101 recall points: recall 0..0.5 at precision 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 from msda_ops.testing import random_inputs
 
-from msda_ops import ms_deform_attn
+from msda_ops import checks, ms_deform_attn
 
 NAMES = ("value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights")
 
@@ -147,6 +147,24 @@ CASES = {
         "level_start_index",
         "torch.int64",
     ),
+    "float8 value": (
+        replace(value=lambda a: a["value"].to(torch.float8_e4m3fn)),
+        TypeError,
+        "value",
+        "float64, float32, float16 or bfloat16, got torch.float8_e4m3fn",
+    ),
+    "float8 locations": (
+        replace(sampling_locations=lambda a: a["sampling_locations"].to(torch.float8_e5m2)),
+        TypeError,
+        "sampling_locations",
+        "float64, float32, float16 or bfloat16, got torch.float8_e5m2",
+    ),
+    "float8 weights": (
+        replace(attention_weights=lambda a: a["attention_weights"].to(torch.float8_e4m3fn)),
+        TypeError,
+        "attention_weights",
+        "float64, float32, float16 or bfloat16",
+    ),
     "not a tensor": (
         replace(spatial_shapes=lambda a: [[3, 4], [2, 2]]),
         TypeError,
@@ -200,3 +218,58 @@ def test_device_side_content_checks():
     ]:
         with pytest.raises(RuntimeError, match="level_start_index"):
             _queue_device_asserts(bad_shapes, bad_starts, length)
+
+
+@pytest.mark.parametrize("softmax", ["no", 1, None, torch.tensor(True)])
+@pytest.mark.parametrize("backend", ["kernel", "reference"])
+def test_softmax_must_be_a_bool(softmax, backend):
+    with pytest.raises(TypeError, match=r"softmax must be True or False, got "):
+        ms_deform_attn(*good().values(), softmax=softmax, backend=backend)
+
+
+@pytest.mark.parametrize("name", ["value", "sampling_locations", "attention_weights"])
+def test_float8_is_refused_before_any_backend_runs(name):
+    """Every backend, auto included, refuses float8 with the same message."""
+    messages = set()
+    for backend in ("auto", "kernel", "reference", "triton"):
+        args = good()
+        args[name] = args[name].to(torch.float8_e4m3fn)
+        with pytest.raises(TypeError) as info:
+            ms_deform_attn(*args.values(), backend=backend)
+        messages.add(str(info.value))
+    assert len(messages) == 1 and name in messages.pop()
+
+
+def test_level_contents_on_accelerators_are_checked_once_per_tensor(monkeypatch):
+    """Off the CPU the contents are queued as a device assert the first time a pair of
+    tensor objects is seen, again after an in-place change or for a new tensor; with
+    MSDA_OPS_CHECK_LEVELS=1 they are read on the host and checked on every call."""
+    queued = []
+    monkeypatch.setattr(checks, "_queue_device_asserts", lambda *a: queued.append(a))
+    shapes, starts = torch.tensor([[3, 4], [2, 2]]), torch.tensor([0, 12])
+    for _ in range(3):
+        checks.check_levels_on_device(shapes, starts, 16)
+    assert len(queued) == 1
+    checks.check_levels_on_device(shapes, starts, 17)  # another S
+    starts.add_(0)  # an in-place change bumps the version
+    checks.check_levels_on_device(shapes, starts, 16)
+    checks.check_levels_on_device(shapes.clone(), starts, 16)  # a new tensor
+    checks.check_levels_on_device(shapes, starts.clone(), 16)
+    assert len(queued) == 5
+    monkeypatch.setenv("MSDA_OPS_CHECK_LEVELS", "1")
+    checks.check_levels_on_device(shapes, starts, 16)
+    with pytest.raises(ValueError, match="level_start_index is"):
+        checks.check_levels_on_device(shapes, starts + 1, 16)
+    assert len(queued) == 5
+
+
+def test_metadata_checks_launch_nothing_on_repeated_calls(monkeypatch):
+    """A second call with the same level tensors does no content work at all on a device."""
+    calls = []
+    monkeypatch.setattr(checks, "check_level_values", lambda *a: calls.append(a))
+    monkeypatch.setattr(checks, "_queue_device_asserts", lambda *a: calls.append(a))
+    monkeypatch.setattr(checks, "_on_host", lambda t: False)  # as for CUDA tensors
+    args = good()
+    for _ in range(3):
+        checks.check_inputs(*args.values())
+    assert len(calls) == 1

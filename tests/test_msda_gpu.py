@@ -171,6 +171,28 @@ def test_bad_level_contents_assert_on_device():
     assert "assert" in proc.stderr.lower()
 
 
+def test_level_contents_are_queued_once_per_tensor_pair(monkeypatch):
+    """Repeated calls with the same level tensors add no check kernel after the first."""
+    from msda_ops import checks
+
+    queued = []
+    original = checks._queue_device_asserts
+    monkeypatch.setattr(checks, "_queue_device_asserts", lambda *a: queued.append(original(*a)))
+    args = random_inputs(1, 2, 1, 2, [(3, 3)], 1, device="cuda")
+    for _ in range(3):
+        ms_deform_attn(*args)
+    torch.cuda.synchronize()
+    assert len(queued) == 1
+
+
+def test_debug_flag_checks_level_contents_on_the_host(monkeypatch):
+    """MSDA_OPS_CHECK_LEVELS=1: a clear ValueError on CUDA, as on CPU (no device assert)."""
+    monkeypatch.setenv("MSDA_OPS_CHECK_LEVELS", "1")
+    v, s, i, loc, w = random_inputs(1, 2, 1, 2, [(3, 3)], 1, device="cuda")
+    with pytest.raises(ValueError, match="level_start_index is"):
+        ms_deform_attn(v, s, i + 1, loc, w)
+
+
 def test_more_than_2_to_the_31_value_elements():
     """Flat value offsets beyond int32: one level of 16500 x 16500 pixels, 8 float16 channels."""
     height = width = 16500

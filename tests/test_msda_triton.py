@@ -35,8 +35,10 @@ def device(request):
 
 
 def test_interpreter_cases():
-    """Every CPU case below and in test_msda_softmax.py, in Triton's interpreter."""
-    run_interpreter_cases(TESTS / "test_msda_triton.py", TESTS / "test_msda_softmax.py")
+    """Every CPU case below and in the other files of the Triton backend, in Triton's
+    interpreter (one child process for all)."""
+    files = ("triton", "softmax", "edge_cases", "triton_tuning")
+    run_interpreter_cases(*(TESTS / f"test_msda_{name}.py" for name in files))
 
 
 def triton(*args, **kw):

@@ -12,10 +12,10 @@ from PIL import Image
 from support.tiny import TINY
 
 import zoo
-from zoo.detect.coco_names import COCO_CATEGORY_NAMES, class_names
 from zoo.detect.drawing import draw_detections, draw_sampling, heat_color, label_color
 from zoo.detect.files import detect_files, find_images
 from zoo.detect.sampling import predict_with_sampling
+from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES, class_names
 
 GREY = (128, 128, 128)
 

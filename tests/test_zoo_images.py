@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from support.tiny import tiny_model
 
-from zoo.models.images import image_to_tensor, to_rgb_image
+from zoo.models.pipeline.images import image_to_tensor, to_rgb_image
 
 transformers = pytest.importorskip("transformers")
 

@@ -13,8 +13,9 @@ from support.transformers_models import build_hf
 
 import zoo
 from zoo.models.config import IMAGENET_MEAN, IMAGENET_STD
-from zoo.models.postprocess import postprocess_softmax, postprocess_topk
-from zoo.models.preprocess import preprocess, resized_size
+from zoo.models.pipeline.postprocess import postprocess_softmax, postprocess_topk
+from zoo.models.pipeline.preprocess import preprocess
+from zoo.models.pipeline.resize import resized_size
 from zoo.weights.transformers_format import load_transformers_folder
 
 transformers = pytest.importorskip("transformers")

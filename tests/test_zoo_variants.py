@@ -9,7 +9,7 @@ import torch
 from support.tiny import NUM_CLASSES, NUM_QUERIES, TINY, random_targets, randomize_
 
 import zoo
-import zoo.models.backbone
+import zoo.models.parts.backbone
 from zoo.loss.criterion import SetCriterion, build_criterion
 
 VARIANTS = zoo.list_variants()
@@ -148,7 +148,7 @@ class _PoolingBackbone(torch.nn.Module):
         self.channels = channels
 
     def forward(self, images: torch.Tensor, padding_mask: torch.Tensor) -> list:
-        from zoo.models.backbone import downsample_mask
+        from zoo.models.parts.backbone import downsample_mask
 
         pooled = torch.nn.functional.avg_pool2d(images, 32)
         feats = pooled.repeat(1, -(-self.channels // 3), 1, 1)[:, : self.channels]
@@ -196,7 +196,7 @@ def test_scaled_group_norm_backbone_is_a_torchvision_resnet() -> None:
     import torchvision
 
     reference = torchvision.models.resnet18(weights=None)
-    full = zoo.models.backbone.ResNetBody(18, width=64, norm="group")
+    full = zoo.models.parts.backbone.ResNetBody(18, width=64, norm="group")
     convs = {
         k: v.shape for k, v in reference.state_dict().items() if "conv" in k or "downsample.0" in k
     }

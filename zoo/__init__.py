@@ -22,23 +22,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from zoo.loss.criterion import SetCriterion, build_criterion
-    from zoo.models.config import (
+if TYPE_CHECKING:  # re-exported through __all__ (ruff cannot see it computed)
+    from zoo.loss.criterion import SetCriterion, build_criterion  # noqa: F401
+    from zoo.models.config import (  # noqa: F401
         BackboneConfig,
         ConfigError,
         DeformableDetrConfig,
         DetrConfig,
         LossConfig,
     )
-    from zoo.models.factory import ModelRecord, create_model, list_models
-    from zoo.models.families import build_model
-    from zoo.models.registry import get_variant, list_variants, variant_config
-    from zoo.weights.convert import WeightsError
-    from zoo.weights.hub import WeightsNotFoundError, load
-    from zoo.weights.official_format import load_official_checkpoint
-    from zoo.weights.transformers_format import load_transformers_folder
-    from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained
+    from zoo.models.registry.catalog import get_variant, list_variants, variant_config  # noqa: F401
+    from zoo.models.registry.factory import ModelRecord, create_model, list_models  # noqa: F401
+    from zoo.models.registry.families import build_model  # noqa: F401
+    from zoo.weights.convert import WeightsError  # noqa: F401
+    from zoo.weights.hub import WeightsNotFoundError, load  # noqa: F401
+    from zoo.weights.official_format import load_official_checkpoint  # noqa: F401
+    from zoo.weights.transformers_format import load_transformers_folder  # noqa: F401
+    from zoo.weights.zoo_format import load_pretrained, push_to_hub, save_pretrained  # noqa: F401
 
 # Public name -> the module defining it.
 _LAZY: dict[str, str] = {
@@ -49,13 +49,13 @@ _LAZY: dict[str, str] = {
     "DeformableDetrConfig": "zoo.models.config",
     "DetrConfig": "zoo.models.config",
     "LossConfig": "zoo.models.config",
-    "ModelRecord": "zoo.models.factory",
-    "create_model": "zoo.models.factory",
-    "list_models": "zoo.models.factory",
-    "build_model": "zoo.models.families",
-    "get_variant": "zoo.models.registry",
-    "list_variants": "zoo.models.registry",
-    "variant_config": "zoo.models.registry",
+    "ModelRecord": "zoo.models.registry.factory",
+    "create_model": "zoo.models.registry.factory",
+    "list_models": "zoo.models.registry.factory",
+    "build_model": "zoo.models.registry.families",
+    "get_variant": "zoo.models.registry.catalog",
+    "list_variants": "zoo.models.registry.catalog",
+    "variant_config": "zoo.models.registry.catalog",
     "WeightsError": "zoo.weights.convert",
     "WeightsNotFoundError": "zoo.weights.hub",
     "load": "zoo.weights.hub",
@@ -66,30 +66,9 @@ _LAZY: dict[str, str] = {
     "save_pretrained": "zoo.weights.zoo_format",
 }
 
-__all__ = [
-    "BackboneConfig",
-    "ConfigError",
-    "DeformableDetrConfig",
-    "DetrConfig",
-    "LossConfig",
-    "ModelRecord",
-    "SetCriterion",
-    "WeightsError",
-    "WeightsNotFoundError",
-    "build_criterion",
-    "build_model",
-    "create_model",
-    "get_variant",
-    "list_models",
-    "list_variants",
-    "load",
-    "load_official_checkpoint",
-    "load_pretrained",
-    "load_transformers_folder",
-    "push_to_hub",
-    "save_pretrained",
-    "variant_config",
-]
+# The public names: those of the table above (the imports under TYPE_CHECKING are for
+# type checkers, which cannot follow ``__getattr__``).
+__all__ = sorted(_LAZY)
 __version__ = "0.1.0"
 
 

@@ -4,7 +4,7 @@ The exported graph takes ``pixel_values`` (N, 3, H, W), normalised with the mode
 ``image_mean``/``image_std`` and unpadded, and returns ``pred_logits`` (N, Q, C) and
 ``pred_boxes`` (N, Q, 4) normalised cxcywh, as the model's forward does; batch size, height
 and width stay dynamic. Post-processing (top-k, box scaling) is left to the caller
-(:mod:`zoo.models.postprocess` does it on the outputs, as ``predict`` does).
+(:mod:`zoo.models.pipeline.postprocess` does it on the outputs, as ``predict`` does).
 
 The deformable attention runs on the compiled kernel during the export and lowers through
 :mod:`msda_ops.onnx`: standard ONNX (a ``GridSample`` per level, opset >= 16) by default,

@@ -139,6 +139,11 @@ emu::Problem draw(const Case& c) {
     std::uniform_int_distribution<int64_t> pick(0, samples - 1);
     for (double v : odd) p.locations[2 * pick(rng) + (rng() & 1)] = as_opmath(v);
     p.weights[pick(rng)] = nan;
+    // Infinite weights (non-softmax: logits of inf would only make NaN rows again).
+    if (!c.softmax) {
+      p.weights[pick(rng)] = inf;
+      p.weights[pick(rng)] = -inf;
+    }
     if (!p.value.empty()) {
       std::uniform_int_distribution<size_t> any(0, p.value.size() - 1);
       p.value[any(rng)] = nan;

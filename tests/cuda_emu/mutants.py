@@ -103,6 +103,20 @@ MUTANTS = [
         "deterministic grad_",
     ),
     Mutant(
+        "infinite weight folded into the corner weights",
+        "cuda/kernels.cuh",
+        "if (!is_finite(attn)) {  // the reference's order",
+        "if (false) {  // the reference's order",
+        "output",
+    ),
+    Mutant(
+        "location gradient of an infinite weight left to arithmetic",
+        "msda_sampling.h",
+        "return is_finite(attn) ? attn * grad : attn - attn;",
+        "return attn * grad;",
+        "grad_locations",
+    ),
+    Mutant(
         "softmax gradient without the mean term",
         "msda_sampling.h",
         "grad[i] = softmax(logits[i]) * (grad[i] - dot);",

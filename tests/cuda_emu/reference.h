@@ -62,43 +62,45 @@ inline Result reference(const Problem& p) {
               grad_a[s] = r.grad_locations[2 * sample] = r.grad_locations[2 * sample + 1] = nan;
               continue;
             }
+            // The op's rule for non-finite weights (msda_ops/README.md): the weight times
+            // the whole bilinear sample (0 outside the map, so inf * 0 = NaN), and NaN
+            // location gradients.
+            if (!std::isfinite(a[s])) {
+              r.grad_locations[2 * sample] = r.grad_locations[2 * sample + 1] = nan;
+            }
+            std::vector<double> sampled(D, 0.0);
             const double px = x * W - 0.5, py = y * H - 0.5;
-            // Far away (inf included): no corner can be inside; such samples add 0 * weight.
-            if (!(std::fabs(px) < 1e15 && std::fabs(py) < 1e15)) {
-              if (!std::isfinite(a[s])) {
-                for (int64_t d = 0; d < D; ++d) out[d] += a[s] * 0.0;
+            // Far away (inf included): no corner can be inside; the sample is 0.
+            if (std::fabs(px) < 1e15 && std::fabs(py) < 1e15) {
+              const double fx = std::floor(px), fy = std::floor(py);
+              const double lx = px - fx, ly = py - fy;
+              double gx = 0, gy = 0;
+              bool any = false;
+              for (int corner = 0; corner < 4; ++corner) {
+                const double cx = fx + (corner & 1), cy = fy + (corner >> 1);
+                if (cx < 0 || cy < 0 || cx > W - 1 || cy > H - 1) continue;
+                any = true;
+                const double wx = (corner & 1) ? lx : 1 - lx, wy = (corner >> 1) ? ly : 1 - ly;
+                const double dwx = (corner & 1) ? 1 : -1, dwy = (corner >> 1) ? 1 : -1;
+                const int64_t pixel =
+                    start + static_cast<int64_t>(cy) * W + static_cast<int64_t>(cx);
+                const int64_t at = ((n * p.length + pixel) * M + m) * D;
+                double dot = 0;
+                for (int64_t d = 0; d < D; ++d) {
+                  sampled[d] += wx * wy * p.value[at + d];
+                  dot += g[d] * p.value[at + d];
+                  r.grad_value[at + d] += a[s] * wx * wy * g[d];
+                }
+                grad_a[s] += wx * wy * dot;
+                gx += dwx * wy * dot;
+                gy += wx * dwy * dot;
               }
-              continue;
-            }
-            const double fx = std::floor(px), fy = std::floor(py);
-            const double lx = px - fx, ly = py - fy;
-            double gx = 0, gy = 0;
-            bool any = false;
-            for (int corner = 0; corner < 4; ++corner) {
-              const double cx = fx + (corner & 1), cy = fy + (corner >> 1);
-              if (cx < 0 || cy < 0 || cx > W - 1 || cy > H - 1) continue;
-              any = true;
-              const double wx = (corner & 1) ? lx : 1 - lx, wy = (corner >> 1) ? ly : 1 - ly;
-              const double dwx = (corner & 1) ? 1 : -1, dwy = (corner >> 1) ? 1 : -1;
-              const int64_t pixel = start + static_cast<int64_t>(cy) * W + static_cast<int64_t>(cx);
-              const int64_t at = ((n * p.length + pixel) * M + m) * D;
-              double dot = 0;
-              for (int64_t d = 0; d < D; ++d) {
-                out[d] += a[s] * wx * wy * p.value[at + d];
-                dot += g[d] * p.value[at + d];
-                r.grad_value[at + d] += a[s] * wx * wy * g[d];
+              if (any && std::isfinite(a[s])) {
+                r.grad_locations[2 * sample] = a[s] * gx * W;
+                r.grad_locations[2 * sample + 1] = a[s] * gy * H;
               }
-              grad_a[s] += wx * wy * dot;
-              gx += dwx * wy * dot;
-              gy += wx * dwy * dot;
             }
-            if (!any && !std::isfinite(a[s])) {
-              for (int64_t d = 0; d < D; ++d) out[d] += a[s] * 0.0;
-            }
-            if (any) {
-              r.grad_locations[2 * sample] = a[s] * gx * W;
-              r.grad_locations[2 * sample + 1] = a[s] * gy * H;
-            }
+            for (int64_t d = 0; d < D; ++d) out[d] += a[s] * sampled[d];
           }
         }
         double* gw = &r.grad_weights[nqm * L * P];

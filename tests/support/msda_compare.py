@@ -73,3 +73,21 @@ def assert_matches(got: Tensor, expected: Tensor, dtype: torch.dtype, what: str)
     assert not got.isnan().any(), f"{what}: NaN in the result"
     error = scaled_error(got, expected)
     assert error <= TOLERANCE[dtype], f"{what}: scaled error {error:.3g} > {TOLERANCE[dtype]}"
+
+
+def assert_same_ieee(got: Tensor, expected: Tensor, dtype: torch.dtype, what: str) -> None:
+    """NaN where ``expected`` is NaN, the same ±inf where it is infinite, close elsewhere."""
+    assert got.shape == expected.shape, (what, got.shape, expected.shape)
+    got, expected = got.detach().cpu().double(), expected.detach().cpu().double()
+    nan = expected.isnan()
+    assert torch.equal(got.isnan(), nan), (
+        f"{what}: NaN at {got.isnan().nonzero().tolist()}, expected at {nan.nonzero().tolist()}"
+    )
+    inf = expected.isinf()
+    assert torch.equal(got.isinf(), inf), (
+        f"{what}: inf at {got.isinf().nonzero().tolist()}, expected at {inf.nonzero().tolist()}"
+    )
+    assert torch.equal(got[inf], expected[inf]), f"{what}: infinities of another sign"
+    finite = expected.isfinite()
+    error = scaled_error(got[finite], expected[finite])
+    assert error <= TOLERANCE[dtype], f"{what}: scaled error {error:.3g} > {TOLERANCE[dtype]}"

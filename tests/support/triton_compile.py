@@ -14,10 +14,11 @@ import tempfile
 from dataclasses import dataclass
 
 import triton
+from msda_ops.triton_tuning import DEFAULT, Config, launch_shape
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from msda_ops import triton_kernels, triton_ops
+from msda_ops import triton_kernels
 
 # Strides that are 1 for contiguous inputs: Triton's JIT specialises them to constants.
 _UNIT_STRIDES = ("sv_d", "sg_c", "so_c", "sl_c", "ss_c", "st_l", "sw_p")
@@ -43,11 +44,18 @@ def _signature(kernel: triton.JITFunction, dtype: str, constants: dict) -> dict[
 
 
 def compile_report(
-    which: str, dtype: str, softmax: bool, queries: int, samples: int, channels: int, arch: int
+    which: str,
+    dtype: str,
+    softmax: bool,
+    queries: int,
+    samples: int,
+    channels: int,
+    arch: int,
+    config: Config = DEFAULT,
 ) -> PtxasReport:
     """Compile the ``which`` ("forward"/"backward") kernel as launched for these sizes."""
     kernel = getattr(triton_kernels, f"msda_{which}_kernel")
-    shape = triton_ops.launch_shape(queries, samples, channels)
+    shape = launch_shape(queries, samples, channels, config)
     warps = shape.pop("num_warps")
     constants = {"SOFTMAX": softmax, **shape}
     constants.update({name: 1 for name in _UNIT_STRIDES if name in kernel.arg_names})

@@ -126,8 +126,8 @@ def run_detect(args: argparse.Namespace) -> int:
 def _coco_ids(args: argparse.Namespace, model: Any) -> tuple[list[int | None], dict[str, int]]:
     """The category id of each label and the image ids of ``--categories`` (see
     :mod:`zoo.detect.coco_results`), read before any image is processed."""
-    from zoo.detect.coco_names import class_names
     from zoo.detect.coco_results import CocoCategories, default_label_to_category
+    from zoo.models.pipeline.coco_names import class_names
 
     names = class_names(model.config.num_classes, model.config.class_names)
     if args.categories is None:

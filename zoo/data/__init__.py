@@ -7,15 +7,13 @@ command line can declare ``zoo shapes`` (:mod:`zoo.data.shapes`) without importi
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from zoo.data.coco import CocoDetection, category_names, label_mapping, load_coco, split_paths
-    from zoo.data.collate import DetectionBatch, collate
-    from zoo.data.transforms import ResizeRecipe, eval_transforms, train_transforms
-    from zoo.data.validate import DatasetError, check_splits, validate_coco
+if TYPE_CHECKING:  # re-exported through __all__ (ruff cannot see it computed)
+    from zoo.data.batching import DetectionBatch, collate  # noqa: F401
+    from zoo.data.coco import CocoDetection, category_names, label_mapping, load_coco, split_paths  # noqa: F401
+    from zoo.data.transforms import ResizeRecipe, eval_transforms, train_transforms  # noqa: F401
+    from zoo.data.validate import DatasetError, check_splits, validate_coco  # noqa: F401
 
 _LAZY: dict[str, str] = {
     "CocoDetection": "zoo.data.coco",
@@ -23,8 +21,8 @@ _LAZY: dict[str, str] = {
     "label_mapping": "zoo.data.coco",
     "load_coco": "zoo.data.coco",
     "split_paths": "zoo.data.coco",
-    "DetectionBatch": "zoo.data.collate",
-    "collate": "zoo.data.collate",
+    "DetectionBatch": "zoo.data.batching",
+    "collate": "zoo.data.batching",
     "ResizeRecipe": "zoo.data.transforms",
     "eval_transforms": "zoo.data.transforms",
     "train_transforms": "zoo.data.transforms",
@@ -33,21 +31,9 @@ _LAZY: dict[str, str] = {
     "validate_coco": "zoo.data.validate",
 }
 
-__all__ = [
-    "CocoDetection",
-    "DatasetError",
-    "DetectionBatch",
-    "ResizeRecipe",
-    "category_names",
-    "check_splits",
-    "collate",
-    "eval_transforms",
-    "label_mapping",
-    "load_coco",
-    "split_paths",
-    "train_transforms",
-    "validate_coco",
-]
+# The public names: those of the table above (the imports under TYPE_CHECKING are for
+# type checkers, which cannot follow ``__getattr__``).
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
@@ -57,16 +43,3 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
-
-
-class _Package(types.ModuleType):
-    """Keeps ``zoo.data.collate`` the function: importing the submodule of the same name
-    would otherwise set the package attribute to the module (eager imports hid this)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and name in _LAZY:
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

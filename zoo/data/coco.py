@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image
 from pycocotools.coco import COCO
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -28,6 +27,7 @@ from torchvision import tv_tensors
 
 from zoo.data.transforms import normalised_cxcywh
 from zoo.data.validate import check_splits
+from zoo.models.pipeline.images import open_image, to_rgb_image
 
 Transform = Callable[[Any, Any], tuple[Any, Any]]
 
@@ -118,8 +118,10 @@ class CocoDetection(Dataset):
         """The untransformed uint8 image and its XYXY boxes and labels."""
         image_id = self.ids[index]
         info = self.coco.imgs[image_id]
-        with Image.open(self.images_dir / info["file_name"]) as pil:
-            image = tv_tensors.Image(TF.pil_to_tensor(pil.convert("RGB")))
+        # The one image reader (16-bit and alpha read by their real range); no EXIF
+        # rotation: COCO's boxes are drawn on the stored pixel grid.
+        pil = to_rgb_image(open_image(self.images_dir / info["file_name"], exif_rotate=False))
+        image = tv_tensors.Image(TF.pil_to_tensor(pil))
         height, width = image.shape[-2:]
         anns = [a for a in self.coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         xywh = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)

@@ -18,8 +18,8 @@ from pycocotools.cocoeval import COCOeval
 from torch import Tensor, nn
 
 from zoo.data.areas import COCO_AREA_THRESHOLDS, check_area_thresholds
-from zoo.data.collate import DetectionBatch
-from zoo.models.detector import Detector, Predictions
+from zoo.data.batching import DetectionBatch
+from zoo.models.pipeline.detector import Detector, Predictions
 
 # The first six numbers of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

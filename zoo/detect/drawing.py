@@ -63,7 +63,7 @@ def draw_detections(
         image: the picture the boxes belong to.
         boxes: (K, 4) as (x0, y0, x1, y1) in pixels of ``image``.
         scores: (K,) in [0, 1]. labels: (K,) indices into ``names``.
-        names: class names (see :func:`zoo.detect.coco_names.class_names`).
+        names: class names (see :func:`zoo.models.pipeline.coco_names.class_names`).
     """
     out = image.convert("RGB")
     draw = ImageDraw.Draw(out)

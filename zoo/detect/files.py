@@ -14,15 +14,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import cast
 
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from zoo.detect.coco_names import class_names
 from zoo.detect.drawing import draw_detections, draw_sampling
 from zoo.detect.sampling import predict_with_sampling
 from zoo.models.config import ModelConfig
-from zoo.models.detector import Predictions
-from zoo.models.images import to_rgb_image
+from zoo.models.pipeline.coco_names import class_names
+from zoo.models.pipeline.detector import Predictions
+from zoo.models.pipeline.images import open_image, to_rgb_image
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,7 @@ def read_image(path: Path) -> Image.Image | None:
     """``path`` as an 8-bit RGB image (EXIF rotation applied, 16-bit read by its range),
     or None, with a warning naming it, when it cannot be read."""
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            return to_rgb_image(ImageOps.exif_transpose(opened))
+        return to_rgb_image(open_image(path))
     # PIL reports unreadable files as OSError (UnidentifiedImageError, truncated data),
     # ValueError or SyntaxError (broken headers), and oversized ones as DecompressionBombError.
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

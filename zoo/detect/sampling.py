@@ -1,7 +1,7 @@
 """Where Deformable DETR looked: the decoder's sampling points for the top detections.
 
 ``zoo detect --show-sampling`` draws them. They are read through the model's own
-hook, :meth:`~zoo.models.deformable_detr.DeformableDETR.record_sampling`, around a plain
+hook, :meth:`~zoo.models.deformable.model.DeformableDETR.record_sampling`, around a plain
 ``model.predict`` call: the detections are exactly ``predict``'s.
 """
 
@@ -14,10 +14,10 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from zoo.models.box_ops import scale_boxes
-from zoo.models.deformable_detr import DeformableDETR
-from zoo.models.detector import Predictions
-from zoo.models.preprocess import ImageInput
+from zoo.models.deformable.model import DeformableDETR
+from zoo.models.parts.box_ops import scale_boxes
+from zoo.models.pipeline.detector import Predictions
+from zoo.models.pipeline.preprocess import ImageInput
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Model configurations: every size of DETR and Deformable DETR is a dataclass field.
 
 A configuration describes an architecture completely (it is what a weights folder maps
-to); the builders in :mod:`zoo.models.detr` and :mod:`zoo.models.deformable_detr` read it and pick
+to); the builders in :mod:`zoo.models.detr.model` and :mod:`zoo.models.deformable.model` read it and pick
 the parts. Loss and matcher coefficients live in :class:`LossConfig` so that the
 criterion can be built from a model's configuration alone; the input statistics
 (``image_mean``, ``image_std``, ``image_size``) travel with the weights, as timm's
@@ -171,7 +171,7 @@ class DetectorConfig:
     ``image_size`` is the shorter image side the model was trained for (800 for the
     official models); ``predict`` resizes to it, the longer side capped at 1333/800 of it.
     ``image_mean`` and ``image_std`` (RGB, for pixels in [0, 1]) normalise its inputs.
-    ``family`` names the model family (see :mod:`zoo.models.families`).
+    ``family`` names the model family (see :mod:`zoo.models.registry.families`).
     """
 
     family: ClassVar[str]

@@ -26,9 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from zoo.data.batching import DetectionBatch, collate
 from zoo.data.coco import CocoDetection
 from zoo.data.coco_eval import evaluate
-from zoo.data.collate import DetectionBatch, collate
 from zoo.training.checkpoint import (
     STATE,
     capture_rng,

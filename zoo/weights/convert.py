@@ -1,7 +1,7 @@
 """What every weights converter shares: reading weight files, key renaming, aliased heads,
 loading with a report.
 
-The per-family renaming rules are data of :mod:`zoo.models.families`; the formats are
+The per-family renaming rules are data of :mod:`zoo.models.registry.families`; the formats are
 :mod:`zoo.weights.official_format` and :mod:`zoo.weights.transformers_format`.
 """
 
@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from zoo.models.config import ModelConfig
-from zoo.models.families import KeyRules
 
 logger = logging.getLogger(__name__)
 
@@ -116,13 +115,6 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if bad:
         raise WeightsError(f"{path}: the state dict holds entries that are no tensors: {bad[:5]}")
     return state
-
-
-def rename_key(key: str, rules: KeyRules) -> str:
-    """Apply every ``(pattern, replacement)`` of ``rules`` to ``key``, in order."""
-    for pattern, repl in rules:
-        key = re.sub(pattern, repl, key)
-    return key
 
 
 def split_heads(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[HeadKey, Tensor]]:

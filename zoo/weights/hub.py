@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.models.registry import (
+from zoo.models.registry.catalog import (
     get_bundled,
     get_variant,
     identity,

@@ -6,8 +6,13 @@ from typing import Any
 
 from torch import nn
 
-from zoo.models.families import family_named
-from zoo.models.registry import get_variant
+from zoo.models.registry.catalog import get_variant
+
+# Hub tags of each family's model card.
+CARD_TAGS = {
+    "detr": ("object-detection", "detr", "zoo"),
+    "deformable": ("object-detection", "detr", "zoo", "deformable-detr"),
+}
 
 
 def model_card(model: nn.Module, config_data: dict[str, Any]) -> str:
@@ -23,7 +28,7 @@ def model_card(model: nn.Module, config_data: dict[str, Any]) -> str:
     config = config_data["config"]
     num_params = sum(p.numel() for p in model.parameters())
     source = getattr(model, "source", None)
-    tags = family_named(config_data["family"]).card_tags
+    tags = CARD_TAGS[config_data["family"]]
     front = ["---", f"license: {(info.license if info else None) or 'other'}".lower()]
     front += ["library_name: zoo", "pipeline_tag: object-detection", "tags:"]
     front += [f"- {t}" for t in tags]

@@ -14,17 +14,17 @@ from typing import Any
 from torch import Tensor, nn
 
 from zoo.models.config import ConfigError, ModelConfig
-from zoo.models.factory import create_model
-from zoo.models.families import family_of
-from zoo.models.registry import variant_config
+from zoo.models.registry.catalog import variant_config
+from zoo.models.registry.factory import create_model
+from zoo.models.registry.families import family_of
 from zoo.weights.convert import (
     WeightsError,
     load_weights,
     read_state_dict,
-    rename_key,
     resolve_heads,
     split_heads,
 )
+from zoo.weights.key_renaming import LAYOUTS, rename_key
 
 
 def convert_official_state_dict(
@@ -33,9 +33,9 @@ def convert_official_state_dict(
     """Rename an official state dict to the zoo's keys; also returns unused checkpoint keys."""
     family = family_of(config)
     if not family.per_layer_heads:
-        return {rename_key(k, family.official_keys): v for k, v in state.items()}, []
+        return {rename_key(k, LAYOUTS[family.name].official_keys): v for k, v in state.items()}, []
     rest, heads = split_heads(state)
-    out = {rename_key(k, family.official_keys): v for k, v in rest.items()}
+    out = {rename_key(k, LAYOUTS[family.name].official_keys): v for k, v in rest.items()}
     return out, resolve_heads(heads, config, out)
 
 

@@ -16,38 +16,24 @@ import torch
 from torch import Tensor, nn
 
 from zoo.models.config import BackboneConfig, ModelConfig, check_field_names
-from zoo.models.families import FAMILIES, KeyRules, build_model, family_of
+from zoo.models.registry.families import build_model, family_named, family_of
 from zoo.weights.convert import (
     WeightsError,
     load_weights,
     read_json_object,
     read_state_dict,
-    rename_key,
     resolve_heads,
     split_heads,
+)
+from zoo.weights.key_renaming import (
+    LAYOUTS,
+    TRANSFORMERS_COMMON,
+    TRANSFORMERS_V5_TO_V4,
+    rename_key,
 )
 
 # Weight files of a transformers folder, in order of preference (never a pickle first).
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-# transformers 5 renamed some keys; bring them back to the 4.x names first.
-_V5_TO_V4: KeyRules = [
-    (r"\.o_proj\.", ".out_proj."),
-    (r"\.mlp\.fc([12])\.", r".fc\1."),
-    (r"^model\.backbone\.model\.", "model.backbone.conv_encoder.model."),
-]
-
-# 4.x name -> zoo name, for the parts DETR and Deformable DETR share (then the
-# family's own ``transformers_keys``).
-_COMMON: KeyRules = [
-    (r"^model\.backbone\.conv_encoder\.model\.", "backbone.body."),
-    (r"\.self_attn_layer_norm\.", ".norm1."),
-    (r"\.encoder_attn_layer_norm\.", ".norm2."),
-    (r"\.encoder_attn\.", ".cross_attn."),
-    (r"\.fc1\.", ".ffn.linear1."),
-    (r"\.fc2\.", ".ffn.linear2."),
-    (r"\.final_layer_norm\.", ".ffn.norm."),
-]
 
 
 def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfig:
@@ -63,10 +49,11 @@ def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfi
     ):
         if a in hf and b in hf and hf[a] != hf[b]:
             raise ValueError(f"{a} != {b} is not supported")
-    family = next((f for f in FAMILIES.values() if f.transformers_type == model_type), None)
-    if family is None:
-        types = " or ".join(repr(f.transformers_type) for f in FAMILIES.values())
+    name = next((n for n, lay in LAYOUTS.items() if lay.transformers_type == model_type), None)
+    if name is None:
+        types = " or ".join(repr(lay.transformers_type) for lay in LAYOUTS.values())
         raise ValueError(f"unsupported model_type {model_type!r} (want {types})")
+    family, layout = family_named(name), LAYOUTS[name]
     fields: dict[str, Any] = {
         "backbone": BackboneConfig(
             depth=_depth_of_backbone_name(hf), dilation=bool(hf.get("dilation", False))
@@ -81,7 +68,7 @@ def config_from_transformers(hf: dict[str, Any], **overrides: Any) -> ModelConfi
         "dropout": hf.get("dropout", 0.1),
     }
     fields.update(
-        {ours: hf[theirs] for ours, theirs in family.transformers_fields.items() if theirs in hf}
+        {ours: hf[theirs] for ours, theirs in layout.transformers_fields.items() if theirs in hf}
     )
     if hf.get("two_stage", False):
         # Two-stage queries are the top proposals; transformers counts them separately.
@@ -112,9 +99,9 @@ def convert_state_dict(
     Returns the converted dict and the checkpoint keys that found no place.
     """
     family = family_of(config)
-    rules = _COMMON + family.transformers_keys
+    rules = TRANSFORMERS_COMMON + LAYOUTS[family.name].transformers_keys
     state = {
-        rename_key(k, _V5_TO_V4): v
+        rename_key(k, TRANSFORMERS_V5_TO_V4): v
         for k, v in hf_state.items()
         if not k.endswith("num_batches_tracked")
     }

@@ -27,8 +27,8 @@ from zoo.models.config import (
     ModelConfig,
     check_field_names,
 )
-from zoo.models.families import FAMILIES, build_model, family_named
-from zoo.models.registry import variant_of
+from zoo.models.registry.catalog import variant_of
+from zoo.models.registry.families import FAMILIES, build_model, family_named
 from zoo.weights.convert import WeightsError, load_weights, read_json_object
 from zoo.weights.model_card import model_card
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from msda_ops import build, dispatch, ops
+from msda_ops import dispatch, ops
+from msda_ops.cuda_home import find_cuda_home
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,17 @@ def _ninja() -> str | None:
 
 def _kernel_status(kind: str) -> BackendStatus:
     name = "C++ CPU kernel" if kind == "cpu" else "CUDA kernel"
-    if getattr(ops, "_loaded", {}).get(kind):
+    state = ops.load_state(kind)
+    if state:
         return BackendStatus(kind, "kernel", True, f"{name}, loaded")
-    if getattr(ops, "_loaded", {}).get(kind) is False:
+    if state is False:
         return BackendStatus(kind, "kernel", False, f"{name}: {dispatch.kernel_failure(kind)}")
     if kind == "cuda" and torch.version.cuda is None:
         return BackendStatus(kind, "kernel", False, f"{name}: this torch is a CPU-only build")
+    # Imported here: `import msda_ops` leaves build unimported, so that
+    # `python -m msda_ops.build` runs it as a fresh __main__ (no runpy warning).
+    from msda_ops import build
+
     directory = build.build_directory(kind)
     if (directory / "BUILT").is_file():
         return BackendStatus(kind, "kernel", True, f"{name}, built in {directory}")
@@ -65,10 +71,8 @@ def _kernel_status(kind: str) -> BackendStatus:
     if _ninja() is None:
         missing.append("ninja (pip install ninja)")
     if kind == "cuda":
-        from msda_ops.cuda_toolkit import find_cuda_home
-
         if find_cuda_home() is None:
-            missing.append(f"nvcc ({dispatch._nvcc_hint()})")
+            missing.append(f"nvcc ({dispatch.nvcc_hint()})")
     if missing:
         return BackendStatus(kind, "kernel", False, f"{name}: needs " + ", ".join(missing))
     return BackendStatus(kind, "kernel", True, f"{name}, compiles on first use into {directory}")

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from msda_ops.cuda_toolkit import find_cuda_home, link_cudart
+from msda_ops.cuda_home import find_cuda_home, link_cudart
 
 PACKAGE = Path(__file__).resolve().parent
 CSRC = PACKAGE / "csrc"

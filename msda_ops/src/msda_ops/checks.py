@@ -1,19 +1,42 @@
-"""Argument validation for :func:`msda_ops.ms_deform_attn`, in one place.
+"""Argument validation for :func:`msda_ops.ms_deform_attn`: the one layer that checks a call.
 
-Every error names the argument and the shape it expected. Shape, dtype and device checks
-read only metadata. The checks on the *contents* of ``spatial_shapes`` and
-``level_start_index`` (positive sizes, sum equal to S, consistent start offsets) need
-their values: on CPU they are read directly (a few integers); on an accelerator they are
-queued as asynchronous device asserts, so no call waits on the device. Under
-``torch.compile``/``torch.export`` tracing the contents are unknown and those checks are
-skipped; the kernels never read outside ``value`` whatever the contents are.
+The public entry calls :func:`check_inputs` once; the backends behind it (the compiled
+kernels, Triton, the reference) trust what it let through. Every error names the argument
+and what was expected.
+
+What is checked, and when:
+
+- shapes, dtypes, devices, ``softmax``: from the tensors' metadata, on every call (no
+  device work);
+- the *contents* of ``spatial_shapes`` and ``level_start_index`` (sizes > 0, sum of H*W
+  equal to S, start offsets the exclusive cumulative sum of H*W):
+
+  - CPU tensors: read on the host, every call (a few integers), ``ValueError`` on failure;
+  - accelerator tensors: one asynchronous device assert (no synchronisation), queued the
+    first time a given pair of tensor objects is seen with this S and not again while
+    neither is modified in place (their version counters are part of the key); a new
+    tensor, even at a reused address, is checked again. ``MSDA_OPS_CHECK_LEVELS=1``
+    copies them to the host and checks them on every call instead (it synchronises, and
+    raises the same ``ValueError`` as on CPU): a debugging aid;
+  - under ``torch.compile``/``torch.export`` tracing, or on the ``meta`` device, the
+    contents are unknown and not checked.
+
+  Whatever the contents, no backend reads outside ``value``: the kernels validate each
+  level against S once per call and skip a level that does not fit.
 """
 
 from __future__ import annotations
 
+import os
+import weakref
+
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
+FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+INDEX_DTYPES = (torch.int64, torch.int32)
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _SHAPES = {
     "value": "(N, S, M, D)",
     "spatial_shapes": "(L, 2)",
@@ -21,6 +44,8 @@ _SHAPES = {
     "sampling_locations": "(N, Lq, M, L, P, 2)",
     "attention_weights": "(N, Lq, M, L, P)",
 }
+# spatial_shapes object -> (its version, level_start_index, its version, S) last checked.
+_checked_levels: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
 def _fail(name: str, problem: str) -> ValueError:
@@ -37,17 +62,46 @@ def _require_dim(name: str, t: Tensor, dim: int, size: int, what: str) -> None:
         raise _fail(name, f"has size {t.shape[dim]} in dimension {dim}, but {what} is {size}")
 
 
+def _check_types(args: dict[str, Tensor], softmax: object) -> None:
+    for name, t in args.items():
+        if not isinstance(t, Tensor):
+            raise TypeError(
+                f"ms_deform_attn: {name} must be a torch.Tensor, got {type(t).__name__}"
+            )
+    for name in ("value", "sampling_locations", "attention_weights"):
+        dtype = args[name].dtype
+        if not dtype.is_floating_point:
+            raise TypeError(
+                f"ms_deform_attn: {name} must have a floating-point dtype (float64, float32, "
+                f"float16 or bfloat16), got {dtype}"
+            )
+        if dtype not in FLOAT_DTYPES:  # float8 and other storage-only formats
+            raise TypeError(
+                f"ms_deform_attn: {name} must be float64, float32, float16 or bfloat16, got "
+                f"{dtype}; convert it first, e.g. {name}.to(torch.bfloat16)"
+            )
+    for name in ("spatial_shapes", "level_start_index"):
+        if args[name].dtype not in INDEX_DTYPES:
+            raise TypeError(
+                f"ms_deform_attn: {name} must have dtype torch.int64 (or int32), got {args[name].dtype}"
+            )
+    if not isinstance(softmax, bool):
+        raise TypeError(f"ms_deform_attn: softmax must be True or False, got {softmax!r}")
+
+
 def check_inputs(
     value: Tensor,
     spatial_shapes: Tensor,
     level_start_index: Tensor,
     sampling_locations: Tensor,
     attention_weights: Tensor,
+    softmax: object = False,
 ) -> None:
-    """Raise TypeError/ValueError unless the five tensors form a valid call.
+    """Raise TypeError/ValueError unless the arguments form a valid call.
 
     Shapes: value (N, S, M, D), spatial_shapes int (L, 2) as (H, W), level_start_index
-    int (L,), sampling_locations (N, Lq, M, L, P, 2), attention_weights (N, Lq, M, L, P).
+    int (L,), sampling_locations (N, Lq, M, L, P, 2), attention_weights (N, Lq, M, L, P);
+    ``softmax`` a bool. N, Lq, M and P may be 0; D and L may not.
     """
     args = {
         "value": value,
@@ -56,21 +110,7 @@ def check_inputs(
         "sampling_locations": sampling_locations,
         "attention_weights": attention_weights,
     }
-    for name, t in args.items():
-        if not isinstance(t, Tensor):
-            raise TypeError(
-                f"ms_deform_attn: {name} must be a torch.Tensor, got {type(t).__name__}"
-            )
-    for name in ("value", "sampling_locations", "attention_weights"):
-        if not args[name].is_floating_point():
-            raise TypeError(
-                f"ms_deform_attn: {name} must have a floating-point dtype, got {args[name].dtype}"
-            )
-    for name in ("spatial_shapes", "level_start_index"):
-        if args[name].dtype not in (torch.int64, torch.int32):
-            raise TypeError(
-                f"ms_deform_attn: {name} must have dtype torch.int64 (or int32), got {args[name].dtype}"
-            )
+    _check_types(args, softmax)
     devices = {name: t.device for name, t in args.items()}
     if len(set(devices.values())) > 1:
         listing = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
@@ -107,13 +147,59 @@ def check_inputs(
     _check_level_contents(spatial_shapes, level_start_index, value.shape[1])
 
 
+def check_triton_inputs(
+    value: Tensor, sampling_locations: Tensor, attention_weights: Tensor, interpreted: bool
+) -> None:
+    """What the Triton backend adds to :func:`check_inputs`: its dtypes and devices.
+
+    ``interpreted``: the kernels run in Triton's CPU interpreter (then CPU tensors work).
+    """
+    tensors = (value, sampling_locations, attention_weights)
+    for name, t in zip(("value", "sampling_locations", "attention_weights"), tensors, strict=True):
+        if t.dtype not in TRITON_DTYPES:
+            raise TypeError(
+                f"ms_deform_attn: the triton backend computes in float32 and takes float32, "
+                f"float16 or bfloat16 inputs, got {name} of dtype {t.dtype}; use "
+                "backend='kernel' or backend='reference' for this dtype"
+            )
+    device = value.device
+    if device.type != "cuda" and not (device.type == "cpu" and interpreted):
+        raise RuntimeError(
+            f"ms_deform_attn: the triton backend runs on CUDA tensors, got {device}; CPU "
+            "tensors run only in Triton's interpreter (TRITON_INTERPRET=1 set before triton is "
+            "first imported, for testing); use backend='kernel' or 'reference'"
+        )
+
+
 def _check_level_contents(spatial_shapes: Tensor, level_start_index: Tensor, length: int) -> None:
-    """H, W > 0, sum of H*W == S, and level_start_index == exclusive cumsum of H*W."""
+    """H, W > 0, sum of H*W == S, level_start_index == exclusive cumsum of H*W (see above)."""
     if torch.compiler.is_compiling() or spatial_shapes.device.type == "meta":
         return
-    if spatial_shapes.device.type != "cpu":
-        _queue_device_asserts(spatial_shapes, level_start_index, length)
+    if _on_host(spatial_shapes):
+        check_level_values(spatial_shapes, level_start_index, length)
+    else:
+        check_levels_on_device(spatial_shapes, level_start_index, length)
+
+
+def _on_host(t: Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
+def check_levels_on_device(spatial_shapes: Tensor, level_start_index: Tensor, length: int) -> None:
+    """The content checks for accelerator tensors: once per tensor pair, or every call in debug."""
+    if os.environ.get("MSDA_OPS_CHECK_LEVELS") == "1":
+        check_level_values(spatial_shapes.cpu(), level_start_index.cpu(), length)
         return
+    seen = _checked_levels.get(spatial_shapes)
+    key = (spatial_shapes._version, level_start_index._version, length)
+    if seen is not None and seen[0]() is level_start_index and seen[1:] == key:
+        return
+    _queue_device_asserts(spatial_shapes, level_start_index, length)
+    _checked_levels[spatial_shapes] = (weakref.ref(level_start_index), *key)
+
+
+def check_level_values(spatial_shapes: Tensor, level_start_index: Tensor, length: int) -> None:
+    """The content checks on host tensors: raise ValueError naming the argument at fault."""
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
     for lvl, (h, w) in enumerate(shapes):
         if h <= 0 or w <= 0:
@@ -137,7 +223,7 @@ def _check_level_contents(spatial_shapes: Tensor, level_start_index: Tensor, len
 
 
 def _queue_device_asserts(spatial_shapes: Tensor, level_start_index: Tensor, length: int) -> None:
-    """The checks of _check_level_contents as one device assert: it fails at the next sync."""
+    """The content checks as one device assert: it fails at the next synchronisation."""
     sizes = spatial_shapes[:, 0].long() * spatial_shapes[:, 1].long()
     ok = (spatial_shapes > 0).all() & (sizes.sum() == length)
     ok &= (level_start_index.long() == sizes.cumsum(0) - sizes).all()

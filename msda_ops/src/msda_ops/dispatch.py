@@ -3,7 +3,7 @@
 ``auto`` picks, for the inputs' device:
 
 - CPU: the C++ kernel when it is built or can be built, else the reference (warned once by
-  :func:`msda_ops.ops.kernel_available`, as before);
+  :func:`msda_ops.ops.kernel_available`);
 - CUDA: the compiled CUDA kernel when it is built or can be built, else the Triton kernels
   (float32/float16/bfloat16, no compiler needed), else the reference; each fallback is
   warned once, naming the backend that runs, why the faster ones do not, and how to get them;
@@ -52,8 +52,7 @@ def require_triton() -> None:
 
 def kernel_failure(device_type: str) -> str:
     """Why the compiled kernel of ``device_type`` did not load (after a failed attempt)."""
-    failures: dict[str, str] = getattr(ops, "_failures", {})
-    return failures.get(device_type, "it could not be built")
+    return ops.load_failure(device_type) or "it could not be built"
 
 
 def _warn_once(device_type: str, message: str) -> None:
@@ -63,7 +62,8 @@ def _warn_once(device_type: str, message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=4)
 
 
-def _nvcc_hint() -> str:
+def nvcc_hint() -> str:
+    """How to get nvcc for the compiled CUDA kernel (torch's CUDA release from PyPI)."""
     release = torch.version.cuda or "<torch.version.cuda>"
     return (
         f'pip install "cuda-toolkit[nvcc,cccl]=={release}.*" (the CUDA release of torch) or '
@@ -80,7 +80,7 @@ def _auto_cuda(half_or_float: bool) -> str:
         _warn_once(
             "cuda",
             f"msda_ops: running the Triton kernels on cuda: the compiled CUDA kernel is "
-            f"unavailable ({kernel_reason}). For the compiled kernel, {_nvcc_hint()}; "
+            f"unavailable ({kernel_reason}). For the compiled kernel, {nvcc_hint()}; "
             "`python -m msda_ops` lists what is available.",
         )
         return "triton"
@@ -90,7 +90,7 @@ def _auto_cuda(half_or_float: bool) -> str:
         "cuda",
         f"msda_ops: running the slow PyTorch reference on cuda: the compiled CUDA kernel is "
         f"unavailable ({kernel_reason}) and so is the triton backend ({triton_reason}). "
-        f"For the compiled kernel, {_nvcc_hint()}; `python -m msda_ops` lists what is "
+        f"For the compiled kernel, {nvcc_hint()}; `python -m msda_ops` lists what is "
         "available.",
     )
     return "reference"

@@ -26,12 +26,11 @@ import torch
 from torch import Tensor
 
 from msda_ops import dispatch, ops
-from msda_ops.checks import check_inputs
+from msda_ops.checks import TRITON_DTYPES, check_inputs, check_triton_inputs
 from msda_ops.reference import ms_deform_attn_reference
 
 Backend = Literal["auto", "kernel", "triton", "reference"]
 _BACKENDS = ("auto", "kernel", "triton", "reference")
-_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Process-wide (not per-thread) so torch.compile can guard on it like any global.
 _override: list[str] = []
@@ -98,8 +97,14 @@ def ms_deform_attn(
 
     A location (x, y) in [0, 1] maps to pixel (x*W - 0.5, y*H - 0.5) of its level; the
     value there is interpolated bilinearly, corners outside the map contributing zero, and
-    the samples are summed with their attention weights. NaN in any input propagates to
-    the output and the gradients; infinite and far-away locations contribute zero.
+    the samples are summed with their attention weights.
+
+    NaN and infinities, the same on every backend (msda_ops/README.md): NaN in any input
+    propagates to the output and the gradients (a NaN location: its output row and its own
+    location and weight gradients); infinite and far-away locations contribute zero; the
+    output is IEEE arithmetic of sum w * bilinear sample with the sample formed first (0
+    outside the map, so an infinite weight gives ±inf, or NaN where its sample is 0); the
+    location gradients of a sample with a non-finite weight are NaN.
 
     Args:
         value: (N, S, M, D) with S = sum_l H_l * W_l; float64/32/16 or bfloat16.
@@ -118,17 +123,21 @@ def ms_deform_attn(
 
     Raises:
         TypeError / ValueError: inputs of the wrong dtype, rank, size or device (float64
-            on the triton backend included).
+            on the triton backend included), naming the argument; see
+            :mod:`msda_ops.checks` for what is checked when.
         RuntimeError: ``backend="kernel"`` or ``"triton"`` when it is unavailable for the
             inputs' device.
     """
-    check_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    # The one validation of the call: the backends below trust it.
+    check_inputs(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights, softmax
+    )
     args = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     requested = _requested_backend(backend)
     device_type = value.device.type
     if requested == "auto":
         floats = (value.dtype, sampling_locations.dtype, attention_weights.dtype)
-        chosen = dispatch.auto_backend(device_type, all(t in _TRITON_DTYPES for t in floats))
+        chosen = dispatch.auto_backend(device_type, all(t in TRITON_DTYPES for t in floats))
     elif requested == "kernel":
         ops.kernel_available(device_type, True)
         chosen = "kernel"
@@ -138,9 +147,8 @@ def ms_deform_attn(
         dispatch.require_triton()
         from msda_ops import triton_ops
 
-        triton_ops.check_tensors(value, sampling_locations, attention_weights)
+        check_triton_inputs(value, sampling_locations, attention_weights, triton_ops.interpreted())
         return torch.ops.msda_triton.ms_deform_attn_forward(*args, softmax)
     if chosen == "kernel":
-        # The build cache is keyed by the sources, so a loaded library always has `softmax`.
         return torch.ops.msda_ops.ms_deform_attn_forward(*args, softmax)
     return ms_deform_attn_reference(*args, softmax=softmax)

@@ -45,8 +45,8 @@ def _check_plugin(plugin: object) -> None:
 
 def _constant_bool(name: str, value: Any) -> bool:
     """A TorchScript argument that must be a constant, as a Python bool."""
-    if value is None or isinstance(value, bool):
-        return bool(value)
+    if isinstance(value, bool):
+        return value
     node = value.node()
     const = node.t("value") if node.kind() == "onnx::Constant" else value.toIValue()
     if const is None:
@@ -64,9 +64,9 @@ def symbolic(
     level_start_index: Any,
     sampling_locations: Any,
     attention_weights: Any,
-    softmax: Any = None,
+    softmax: Any,
 ) -> Any:
-    """TorchScript-exporter symbolic of the op (5- or 6-argument schema)."""
+    """TorchScript-exporter symbolic of the op (its schema's six arguments)."""
     if g.opset < MIN_OPSET:
         raise ValueError(
             f"msda_ops.onnx: exporting {OP_NAME} needs opset_version >= {MIN_OPSET} "

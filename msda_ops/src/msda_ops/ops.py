@@ -65,7 +65,7 @@ def _backward_fake(
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Tensor) -> None:
     ctx.save_for_backward(*inputs[:5])
-    ctx.softmax = bool(inputs[5]) if len(inputs) > 5 else False
+    ctx.softmax = inputs[5]
 
 
 def _no_context(ctx: Any, inputs: tuple[Tensor, ...], output: Any) -> None:
@@ -122,6 +122,16 @@ def _load(kind: str) -> None:
             raise build.BuildError(f"registering the ops with torch failed: {exc}") from exc
 
 
+def load_state(kind: str) -> bool | None:
+    """Whether library ``kind`` is loaded (True), failed to load (False) or was not tried."""
+    return _loaded.get(kind)
+
+
+def load_failure(kind: str) -> str | None:
+    """Why library ``kind`` did not load, after a failed attempt; else None."""
+    return _failures.get(kind)
+
+
 def load(kind: str) -> bool:
     """Load (compiling on first use) library ``kind``; False, with the reason kept, on failure.
 
@@ -155,7 +165,7 @@ def constant_under_compile(fn: F) -> F:
 
     torch's decorator imports Dynamo (1.7 s, nearly half of ``import msda_ops``) only to
     set one attribute on ``fn``; Dynamo reads it when it traces a call. This sets the same
-    attribute; ``tests/test_msda_dispatch.py`` checks that it is exactly what torch's
+    attribute; ``tests/test_msda_backends.py`` checks that it is exactly what torch's
     decorator sets, so a torch that changes the mechanism fails the test, not users.
     """
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]

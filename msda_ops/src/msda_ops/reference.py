@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+class _LocationGradRule(torch.autograd.Function):
+    """Identity on the locations whose backward applies the op's rule for location gradients.
+
+    A sample with a NaN coordinate or a non-finite attention weight gets NaN gradients for
+    both coordinates (msda_ops/README.md, "NaN and infinities"). ``grid_sample``'s own
+    answer there depends on its implementation (its vectorised CPU backward gives NaN for one
+    coordinate and 0 for the other; inf times a derivative of 0 is NaN in one code path and
+    0 in another), so the reference states the rule explicitly, as every kernel does.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, locations: Tensor, weights: Tensor) -> Tensor:
+        undefined = locations.isnan().any(-1) | ~weights.isfinite()
+        ctx.save_for_backward(undefined)
+        return locations.view_as(locations)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        (undefined,) = ctx.saved_tensors
+        return grad.masked_fill(undefined[..., None], float("nan")), None
 
 
 def ms_deform_attn_reference(
@@ -41,6 +65,8 @@ def ms_deform_attn_reference(
     if softmax:
         shape = attention_weights.shape
         attention_weights = attention_weights.flatten(3).softmax(-1).view(shape)
+    if sampling_locations.requires_grad and torch.is_grad_enabled():
+        sampling_locations = _LocationGradRule.apply(sampling_locations, attention_weights)
     n, _, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
     sizes = [int(h) * int(w) for h, w in spatial_shapes.tolist()]

@@ -31,15 +31,10 @@ from torch import Tensor
 
 from msda_ops import triton_kernels
 from msda_ops.ops import register_python_side
+from msda_ops.triton_tuning import Config, choose, launch_shape, tuning_enabled
 
 FORWARD = "msda_triton::ms_deform_attn_forward"
 BACKWARD = "msda_triton::ms_deform_attn_backward"
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Elements of one [BLOCK_Q, BLOCK_LP, BLOCK_D] tile, and per thread. Chosen from ptxas'
-# register reports for sm_90 (tests/support/triton_compile.py): at 4 elements per thread
-# the backward needs ~225 registers and does not spill; at 8 it spills.
-_TILE = 1024
-_PER_THREAD = 4
 
 
 def interpreted() -> bool:
@@ -49,59 +44,51 @@ def interpreted() -> bool:
     return not isinstance(triton_kernels.msda_forward_kernel, JITFunction)
 
 
-def check_tensors(*tensors: Tensor) -> None:
-    """Raise unless the dtypes and the device suit the Triton kernels."""
-    for name, t in zip(("value", "sampling_locations", "attention_weights"), tensors, strict=True):
-        if t.dtype not in DTYPES:
-            raise TypeError(
-                f"ms_deform_attn: the triton backend computes in float32 and takes float32, "
-                f"float16 or bfloat16 inputs, got {name} of dtype {t.dtype}; use "
-                "backend='kernel' or backend='reference' for this dtype"
-            )
-    device = tensors[0].device
-    if device.type != "cuda" and not (device.type == "cpu" and interpreted()):
-        raise RuntimeError(
-            f"ms_deform_attn: the triton backend runs on CUDA tensors, got {device}; CPU "
-            "tensors run only in Triton's interpreter (TRITON_INTERPRET=1 set before triton is "
-            "first imported, for testing); use backend='kernel' or 'reference'"
-        )
-
-
-def launch_shape(queries: int, samples: int, channels: int) -> dict[str, int]:
-    """BLOCK_Q, BLOCK_LP, BLOCK_D and num_warps for Lq queries, L*P samples, D channels."""
-    block_lp = triton.next_power_of_2(samples)
-    block_d = min(triton.next_power_of_2(channels), 32, max(1, _TILE // block_lp))
-    block_q = max(1, min(triton.next_power_of_2(max(queries, 1)), _TILE // (block_lp * block_d)))
-    warps = max(1, min(8, block_q * block_lp * block_d // (32 * _PER_THREAD)))
-    return {"BLOCK_Q": block_q, "BLOCK_LP": block_lp, "BLOCK_D": block_d, "num_warps": warps}
-
-
 def _common_args(
-    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor
+    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor, config: Config
 ) -> tuple[list[Any], dict[str, int], int]:
     """Sizes and strides shared by both kernels, the launch shape and the grid size."""
-    n, _, m, d = value.shape
+    n, length, m, d = value.shape
     _, lq, _, n_levels, n_points, _ = loc.shape
-    meta = launch_shape(lq, n_levels * n_points, d)
+    meta = launch_shape(lq, n_levels * n_points, d, config)
     q_blocks = triton.cdiv(lq, meta["BLOCK_Q"])
-    sizes = [lq, m, d, n_levels, n_points, q_blocks]
+    sizes = [lq, m, d, n_levels, n_points, q_blocks, length]
     strides = [*shapes.stride(), *starts.stride(), *loc.stride(), *weights.stride()]
     return [*sizes, *value.stride(), *strides], meta, n * m * q_blocks
 
 
+def _tuning_key(kind: str, value: Tensor, loc: Tensor, softmax: bool) -> tuple[Any, ...]:
+    return (kind, loc.shape[3] * loc.shape[4], value.shape[3], value.dtype, softmax, value.device)
+
+
 def _launch_forward(
-    value: Tensor, shapes: Tensor, starts: Tensor, loc: Tensor, weights: Tensor, softmax: bool
+    value: Tensor,
+    shapes: Tensor,
+    starts: Tensor,
+    loc: Tensor,
+    weights: Tensor,
+    softmax: bool,
+    config: Config | None = None,
 ) -> Tensor:
+    """The forward kernel; ``config`` None: the tuned (or default) launch shape."""
     n, _, m, d = value.shape
     out = value.new_empty((n, loc.shape[1], m * d))
     if out.numel() == 0:
         return out
-    (lq, m_, d_, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
-        value, shapes, starts, loc, weights
+    if loc.shape[3] * loc.shape[4] == 0:  # no samples: an empty sum, as in the reference
+        return out.zero_()
+    if config is None:
+        config = choose(
+            _tuning_key("forward", value, loc, softmax),
+            lambda c: _launch_forward(value, shapes, starts, loc, weights, softmax, c),
+            tuning_enabled(value.device, interpreted()),
+        )
+    (lq, m_, d_, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
+        value, shapes, starts, loc, weights, config
     )
     triton_kernels.msda_forward_kernel[(programs,)](
         value, shapes, starts, loc, weights, out,
-        lq, m_, d_, n_levels, n_points, q_blocks,
+        lq, m_, d_, n_levels, n_points, q_blocks, length,
         *strides, *out.stride(),
         SOFTMAX=softmax, **meta,
     )  # fmt: skip
@@ -129,7 +116,9 @@ def _launch_backward(
     loc: Tensor,
     weights: Tensor,
     softmax: bool,
+    config: Config | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The backward kernel; ``config`` None: the tuned (or default) launch shape."""
     # grad_value is summed from many samples with atomics: float32 whatever value's dtype.
     grad_value = torch.zeros(value.shape, dtype=torch.float32, device=value.device)
     grad_loc = torch.empty_like(loc, memory_format=torch.contiguous_format)
@@ -138,13 +127,20 @@ def _launch_backward(
         # The atomics make the order of the sums, hence their last bits, vary between runs.
         if torch.are_deterministic_algorithms_enabled():
             _alert_not_deterministic()
-        (lq, m, d, n_levels, n_points, q_blocks, *strides), meta, programs = _common_args(
-            value, shapes, starts, loc, weights
+        if config is None:
+            args = (grad_output, value, shapes, starts, loc, weights, softmax)
+            config = choose(
+                _tuning_key("backward", value, loc, softmax),
+                lambda c: _launch_backward(*args, c),  # into scratch gradients
+                tuning_enabled(value.device, interpreted()),
+            )
+        (lq, m, d, n_levels, n_points, q_blocks, length, *strides), meta, programs = _common_args(
+            value, shapes, starts, loc, weights, config
         )
         value_strides, other_strides = strides[:4], strides[4:]
         triton_kernels.msda_backward_kernel[(programs,)](
             grad_output, value, shapes, starts, loc, weights, grad_value, grad_loc, grad_w,
-            lq, m, d, n_levels, n_points, q_blocks,
+            lq, m, d, n_levels, n_points, q_blocks, length,
             *grad_output.stride(), *value_strides, *grad_value.stride()[:3], *other_strides,
             SOFTMAX=softmax, **meta,
         )  # fmt: skip
@@ -160,8 +156,7 @@ def ms_deform_attn_forward(
     attention_weights: Tensor,
     softmax: bool,
 ) -> Tensor:
-    """(N, Lq, M*D) in value's dtype; see :func:`msda_ops.ms_deform_attn`."""
-    check_tensors(value, sampling_locations, attention_weights)
+    """(N, Lq, M*D) in value's dtype; see :func:`msda_ops.ms_deform_attn` (which validates)."""
     return _launch_forward(
         value, spatial_shapes, level_start_index, sampling_locations, attention_weights, softmax
     )
@@ -179,7 +174,6 @@ def ms_deform_attn_backward(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of value, sampling_locations and attention_weights (the logits when
     ``softmax``), each fresh, contiguous and in its input's dtype."""
-    check_tensors(value, sampling_locations, attention_weights)
     n, _, m, d = value.shape
     expected = (n, sampling_locations.shape[1], m * d)
     if tuple(grad_output.shape) != expected:

@@ -6,10 +6,12 @@
 // a location (x, y) in [0, 1] maps to pixel (x*W - 0.5, y*H - 0.5); the four neighbouring
 // pixels are weighted bilinearly and a corner outside the map contributes zero.
 //
-// NaN rule (DESIGN.md): a NaN location makes its (query, head) output NaN and its own
-// location and weight gradients NaN; a non-finite weight times the zero of an outside sample
-// is NaN, as in the reference; NaN values propagate through ordinary arithmetic. ±inf and
-// far-away locations are outside the map and contribute zero.
+// NaN rule (DESIGN.md, msda_ops/README.md): a NaN location makes its (query, head) output
+// NaN and its own location (both coordinates) and weight gradients NaN; NaN values propagate
+// through ordinary arithmetic; ±inf and far-away locations are outside the map and contribute
+// zero. A non-finite attention weight w multiplies the bilinear sample as a whole, as in the
+// reference (w * sample, so inf * 0 = NaN for a sample outside the map or equal to 0; see
+// bilinear_sample), and its location gradients are NaN (location_grad).
 #pragma once
 
 #include <cmath>
@@ -113,6 +115,34 @@ MSDA_HOST_DEVICE Sample bilinear_corners(T x, T y, int64_t height, int64_t width
 template <typename T>
 MSDA_HOST_DEVICE T unsampled_term(Sample where, T x, T y, T attn) {
   return where == Sample::nan ? x + y : attn * T(0);
+}
+
+// False for ±inf and NaN (v - v is NaN then), without <cmath> overloads on the device.
+template <typename T>
+MSDA_HOST_DEVICE bool is_finite(T v) {
+  return v - v == T(0);
+}
+
+// The bilinear sample of one channel, sum_k weight_k * v[index_k * stride], for the rare
+// non-finite attention weight: the kernels otherwise fold the weight into each corner's
+// coefficient, which for inf turns a corner weight of 0 or corners of opposite sign into
+// NaN where the reference's inf * sample is ±inf.
+template <typename T, typename V>
+MSDA_HOST_DEVICE T bilinear_sample(const Corners<T>& c, const V* v, int64_t stride) {
+  T sum = 0;
+  for (int k = 0; k < 4; ++k) {
+    if (c.index[k] >= 0) sum += c.weight[k] * static_cast<T>(v[c.index[k] * stride]);
+  }
+  return sum;
+}
+
+// d out / d location of a sample: attn * grad (grad: the derivative of the sample, times
+// <grad_output, value>, scaled to normalised coordinates). NaN when attn is not finite,
+// inside the map or outside: inf times a derivative that is 0 (outside, or cancelling
+// channels) has no value; the reference is made to follow the same rule.
+template <typename T>
+MSDA_HOST_DEVICE T location_grad(T attn, T grad) {
+  return is_finite(attn) ? attn * grad : attn - attn;
 }
 
 MSDA_HOST_DEVICE float exp_of(float v) { return ::expf(v); }

@@ -272,6 +272,22 @@ MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, in
   }
 }
 
+// acc[d] += attn * sum_k weight_k * row_k[d] for sample j of b: the reference's order, for a
+// non-finite weight (bilinear_sample in msda_sampling.h; attn * weight_k per corner would turn
+// a corner weight of 0 or corners of opposite sign into NaN where the reference gives ±inf).
+template <typename scalar_t, typename opmath_t>
+MSDA_INLINE void sample_first(opmath_t* acc, const Block<opmath_t>& b, int j, opmath_t attn,
+                              const scalar_t* image_m, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) {
+    opmath_t sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int64_t at = b.offset[k][j];
+      if (at >= 0) sum += b.weight[k][j] * static_cast<opmath_t>(image_m[at + d]);
+    }
+    acc[d] += attn * sum;
+  }
+}
+
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
 template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
@@ -307,7 +323,14 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
         corners(b, count, xy, attn, M * D);
         for (int j = 0; j < count; ++j) {
           const int32_t where = b.status[j];
-          if (where == static_cast<int32_t>(Sample::inside) || where == kSkipped) continue;
+          if (where == kSkipped) continue;
+          if (where == static_cast<int32_t>(Sample::inside)) {
+            if (!is_finite(attn[j])) {  // rare: taken out of the gather, see sample_first
+              sample_first(acc.data(), b, j, attn[j], image_m, D);
+              b.status[j] = kSkipped;
+            }
+            continue;
+          }
           const opmath_t term =
               unsampled_term(static_cast<Sample>(where), xy[2 * j], xy[2 * j + 1], attn[j]);
           nan = nan || term != opmath_t(0);
@@ -414,6 +437,10 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
             grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
                 xy[2 * j] + xy[2 * j + 1];  // NaN
           }
+          if (where == static_cast<int32_t>(Sample::outside) && !is_finite(attn[j])) {
+            grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
+                location_grad(attn[j], attn[j]);  // NaN
+          }
           if (where != static_cast<int32_t>(Sample::inside)) continue;
           opmath_t dot[4];
           sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
@@ -424,8 +451,8 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
           grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
                                  b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
           // d(pixel x)/dx = W and d(pixel y)/dy = H.
-          grad.locations[2 * sample] = attn[j] * grad_x * b.width[j];
-          grad.locations[2 * sample + 1] = attn[j] * grad_y * b.height[j];
+          grad.locations[2 * sample] = location_grad(attn[j], grad_x * b.width[j]);
+          grad.locations[2 * sample + 1] = location_grad(attn[j], grad_y * b.height[j]);
         }
       }
     }

@@ -118,6 +118,13 @@ __global__ void __launch_bounds__(kThreads)
         }
         continue;
       }
+      if (!is_finite(attn)) {  // the reference's order (msda_sampling.h, bilinear_sample)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) {
+          acc[j] += attn * bilinear_sample(c, value + lv.start * row + j, row);
+        }
+        continue;
+      }
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
         if (c.index[k] < 0) continue;
@@ -218,11 +225,14 @@ __global__ void __launch_bounds__(kThreads)
             grad_y += c.d_weight_dy[k] * dot;
           }
           // d(pixel x)/dx = W, d(pixel y)/dy = H.
-          grad_x *= attn * static_cast<opmath_t>(lv.width);
-          grad_y *= attn * static_cast<opmath_t>(lv.height);
+          grad_x = location_grad(attn, grad_x * static_cast<opmath_t>(lv.width));
+          grad_y = location_grad(attn, grad_y * static_cast<opmath_t>(lv.height));
         } else if (where == Sample::nan) {
           touched = true;
           grad_attn = grad_x = grad_y = x + y;  // NaN
+        } else if (!is_finite(attn)) {
+          touched = true;
+          grad_x = grad_y = location_grad(attn, attn);  // NaN
         }
       }
       const int64_t out = nqm * samples + sample;
@@ -263,9 +273,12 @@ __global__ void __launch_bounds__(kThreads)
   if (where == Sample::nan) {
     grad.weights[out] = grad.locations[2 * out] = grad.locations[2 * out + 1] = x + y;  // NaN
   }
-  if (where != Sample::inside) return;
   const opmath_t* w = a.weights + nqm * samples;
   const opmath_t attn = a.softmax ? softmax_of(w, samples)(w[sample]) : w[sample];
+  if (where == Sample::outside && !is_finite(attn)) {
+    grad.locations[2 * out] = grad.locations[2 * out + 1] = location_grad(attn, attn);  // NaN
+  }
+  if (where != Sample::inside) return;
   const int64_t m = nqm % a.heads, n = nqm / (a.heads * a.queries);
   const int64_t row = a.heads * a.channels;
   const scalar_t* value = a.value + (n * a.length * a.heads + m) * a.channels;
@@ -284,8 +297,8 @@ __global__ void __launch_bounds__(kThreads)
     grad_y += c.d_weight_dy[k] * dot;
   }
   grad.weights[out] = grad_attn;
-  grad.locations[2 * out] = attn * grad_x * static_cast<opmath_t>(lv.width);
-  grad.locations[2 * out + 1] = attn * grad_y * static_cast<opmath_t>(lv.height);
+  grad.locations[2 * out] = location_grad(attn, grad_x * static_cast<opmath_t>(lv.width));
+  grad.locations[2 * out + 1] = location_grad(attn, grad_y * static_cast<opmath_t>(lv.height));
 }
 
 // Deterministic grad_value: one thread per (n, m, level, band, chunk) owns the pixels of

@@ -1,10 +1,12 @@
 // CUDA launchers of msda_ops::ms_deform_attn_{forward,backward}: ATen in, the kernels and
 // their launch plan from kernels.cuh (shared with the CPU emulation in tests/cuda_emu).
+// c10/cuda/CUDAStream.h, not ATen/cuda/CUDAContext.h: the latter pulls in the cuBLAS,
+// cuSPARSE and cuSOLVER headers, and the current stream is all this file needs.
 #include <ATen/Context.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cstdint>

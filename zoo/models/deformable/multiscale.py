@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import level_start_index
-from zoo.models.backbone import downsample_mask
-from zoo.models.position_encoding import SinePositionEncoding
+from zoo.models.parts.backbone import downsample_mask
+from zoo.models.parts.position_encoding import SinePositionEncoding
 
 
 @dataclass

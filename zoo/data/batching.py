@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from zoo.models.preprocess import pad_batch
+from zoo.models.pipeline.preprocess import pad_batch
 
 
 @dataclass

@@ -1,67 +1,56 @@
-"""The model families, DETR and Deformable DETR: the one table of what differs between them.
-
-Each :class:`Family` names its configuration class, its builder, how its weights are
-laid out in the official ``.pth`` checkpoints and in transformers folders, and its model
-card tags. Everything that depends on the family (building, saving, converting, the
-card) reads this table instead of testing the configuration's type.
-"""
+"""Checkpoint key renaming: the official ``.pth`` keys and transformers' keys (4.x and
+5.x) to the zoo's, for each model family, as ``(pattern, replacement)`` rules applied in
+order with ``re.sub``. Everything a converter knows about another layout's names is here."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
-
-from zoo.models.config import DeformableDetrConfig, DetrConfig, ModelConfig
-from zoo.models.deformable_detr import build_deformable_detr
-from zoo.models.detr import DETR
 
 # (pattern, replacement) pairs applied in order with re.sub to rename a checkpoint key.
 KeyRules = list[tuple[str, str | Callable[[re.Match[str]], str]]]
 
 
 @dataclass(frozen=True)
-class Family:
-    """What one model family is made of.
+class CheckpointLayout:
+    """How one family's weights are named outside the zoo.
 
     Attributes:
-        config_type: its configuration class (``config_type.family`` is the name written
-            to a zoo ``config.json``).
-        build: configuration -> model with random weights.
-        no_object_class: the class head has one more output, "no object" (DETR).
-        per_layer_heads: checkpoints store the class/box heads once per decoder layer,
-            often aliased (Deformable DETR); see :func:`zoo.weights.convert.resolve_heads`.
         official_keys: official ``.pth`` key -> zoo key.
         transformers_type: ``model_type`` of its transformers ``config.json``.
-        transformers_keys: transformers 4.x key -> zoo key (after the shared rules).
+        transformers_keys: transformers 4.x key -> zoo key (after :data:`TRANSFORMERS_COMMON`).
         transformers_fields: zoo configuration field -> transformers ``config.json`` key,
             beyond the fields both families share.
-        card_tags: Hub tags of its model card.
     """
 
-    config_type: type[DetrConfig] | type[DeformableDetrConfig]
-    build: Callable[[Any], nn.Module]
-    no_object_class: bool
-    per_layer_heads: bool
     official_keys: KeyRules
     transformers_type: str
     transformers_keys: KeyRules
     transformers_fields: dict[str, str]
-    card_tags: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        return self.config_type.family
 
 
-DETR_FAMILY = Family(
-    config_type=DetrConfig,
-    build=DETR,
-    no_object_class=True,
-    per_layer_heads=False,
+# transformers 5 renamed some keys; bring them back to the 4.x names first.
+TRANSFORMERS_V5_TO_V4: KeyRules = [
+    (r"\.o_proj\.", ".out_proj."),
+    (r"\.mlp\.fc([12])\.", r".fc\1."),
+    (r"^model\.backbone\.model\.", "model.backbone.conv_encoder.model."),
+]
+
+# 4.x name -> zoo name, for the parts DETR and Deformable DETR share (then the
+# family's own ``transformers_keys``).
+TRANSFORMERS_COMMON: KeyRules = [
+    (r"^model\.backbone\.conv_encoder\.model\.", "backbone.body."),
+    (r"\.self_attn_layer_norm\.", ".norm1."),
+    (r"\.encoder_attn_layer_norm\.", ".norm2."),
+    (r"\.encoder_attn\.", ".cross_attn."),
+    (r"\.fc1\.", ".ffn.linear1."),
+    (r"\.fc2\.", ".ffn.linear2."),
+    (r"\.final_layer_norm\.", ".ffn.norm."),
+]
+
+
+DETR_LAYOUT = CheckpointLayout(
     official_keys=[
         (r"^backbone\.0\.body\.", "backbone.body."),
         (r"^transformer\.(encoder|decoder)\.layers\.", r"transformer.\1."),
@@ -82,16 +71,11 @@ DETR_FAMILY = Family(
         (r"^bbox_predictor\.", "bbox_embed."),
     ],
     transformers_fields={},
-    card_tags=("object-detection", "detr", "zoo"),
 )
 
 # Deformable DETR's official decoder numbers its norms in the order the layers were
 # written (cross-attention first), ours in the order they run.
-DEFORMABLE_FAMILY = Family(
-    config_type=DeformableDetrConfig,
-    build=build_deformable_detr,
-    no_object_class=False,
-    per_layer_heads=True,
+DEFORMABLE_LAYOUT = CheckpointLayout(
     official_keys=[
         (r"^backbone\.0\.body\.", "backbone.body."),
         (r"^input_proj\.", "levels.input_proj."),
@@ -126,27 +110,14 @@ DEFORMABLE_FAMILY = Family(
         "with_box_refine": "with_box_refine",
         "two_stage": "two_stage",
     },
-    card_tags=("object-detection", "detr", "zoo", "deformable-detr"),
 )
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (DETR_FAMILY, DEFORMABLE_FAMILY)}
+# Family name (``ModelConfig.family``) -> its layout.
+LAYOUTS: dict[str, CheckpointLayout] = {"detr": DETR_LAYOUT, "deformable": DEFORMABLE_LAYOUT}
 
 
-def family_named(name: str) -> Family:
-    """The family called ``name`` (``"detr"`` or ``"deformable"``)."""
-    if name not in FAMILIES:
-        raise ValueError(f"unknown model family {name!r}; expected one of {sorted(FAMILIES)}")
-    return FAMILIES[name]
-
-
-def family_of(config: ModelConfig) -> Family:
-    """The family whose configuration class ``config`` is."""
-    family = FAMILIES.get(getattr(type(config), "family", ""))
-    if family is None or not isinstance(config, family.config_type):
-        raise TypeError(f"no model family for configuration type {type(config).__name__}")
-    return family
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """A model with random weights for ``config``."""
-    return family_of(config).build(config)
+def rename_key(key: str, rules: KeyRules) -> str:
+    """Apply every ``(pattern, replacement)`` of ``rules`` to ``key``, in order."""
+    for pattern, repl in rules:
+        key = re.sub(pattern, repl, key)
+    return key

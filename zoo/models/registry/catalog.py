@@ -1,8 +1,8 @@
 """Registry of named variants: each is a default (official) configuration and its weights.
 
-Like timm's ``_registry.py`` it imports no model module: :mod:`zoo.models.variants`
+Like timm's ``_registry.py`` it imports no model module: :mod:`zoo.models.registry.variants`
 registers the variants when the ``zoo.models`` package is imported, and
-:mod:`zoo.models.factory` builds them.
+:mod:`zoo.models.registry.factory` builds them.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class BundledModel:
 
     @property
     def path(self) -> Path:
-        return Path(__file__).resolve().parents[1] / self.folder
+        return Path(__file__).resolve().parents[2] / self.folder
 
 
 _BUNDLED: dict[str, BundledModel] = {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from zoo.models.backbone import Backbone
 from zoo.models.config import DetrConfig
-from zoo.models.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.models.detr_transformer import DetrTransformer
-from zoo.models.heads import box_head
-from zoo.models.position_encoding import SinePositionEncoding
-from zoo.models.postprocess import postprocess_softmax
+from zoo.models.detr.transformer import DetrTransformer
+from zoo.models.parts.backbone import Backbone
+from zoo.models.parts.heads import box_head
+from zoo.models.parts.position_encoding import SinePositionEncoding
+from zoo.models.pipeline.detector import Detector, Predictions, padding_mask_from_pixel_mask
+from zoo.models.pipeline.postprocess import postprocess_softmax
 
 
 class DETR(Detector):

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from zoo.models.deformable_heads import DeformableHeads
-from zoo.models.multiscale import FlatLevels
+from zoo.models.deformable.heads import DeformableHeads
+from zoo.models.deformable.multiscale import FlatLevels
 
 
 @dataclass

@@ -10,16 +10,16 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
-from zoo.models.backbone import Backbone
-from zoo.models.box_ops import refine_boxes
 from zoo.models.config import DeformableDetrConfig
-from zoo.models.deformable_heads import DeformableHeads, PerLayerHeads, SharedHeads
-from zoo.models.deformable_transformer import DeformableDecoder, DeformableEncoder
-from zoo.models.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.models.multiscale import MultiScaleInput
-from zoo.models.postprocess import postprocess_topk
-from zoo.models.queries import LearnedQueries, QuerySource
-from zoo.models.two_stage import TwoStageQueries
+from zoo.models.deformable.heads import DeformableHeads, PerLayerHeads, SharedHeads
+from zoo.models.deformable.multiscale import MultiScaleInput
+from zoo.models.deformable.queries import LearnedQueries, QuerySource
+from zoo.models.deformable.transformer import DeformableDecoder, DeformableEncoder
+from zoo.models.deformable.two_stage import TwoStageQueries
+from zoo.models.parts.backbone import Backbone
+from zoo.models.parts.box_ops import refine_boxes
+from zoo.models.pipeline.detector import Detector, Predictions, padding_mask_from_pixel_mask
+from zoo.models.pipeline.postprocess import postprocess_topk
 
 
 class DeformableDETR(Detector):

@@ -45,8 +45,7 @@ def image_to_tensor(image: Any, name: str = "image") -> Tensor:
     if isinstance(image, str | Path):
         if not str(image):
             raise ValueError(f"{name}: an empty string names no image file")
-        with Image.open(image) as opened:
-            return pil_to_tensor(ImageOps.exif_transpose(opened), f"{name} ({image})")
+        return pil_to_tensor(open_image(image), f"{name} ({image})")
     if isinstance(image, Image.Image):
         return pil_to_tensor(image, name)
     if isinstance(image, np.ndarray):
@@ -80,6 +79,20 @@ def image_to_tensor(image: Any, name: str = "image") -> Tensor:
         f"{name}: expected a PIL image, a path, a numpy array or a tensor, "
         f"got {type(image).__name__}"
     )
+
+
+def open_image(path: str | Path, *, exif_rotate: bool = True) -> Image.Image:
+    """The image file at ``path``, fully read, in its own mode (convert with
+    :func:`pil_to_tensor` or :func:`to_rgb_image`), turned upright by its EXIF orientation
+    unless ``exif_rotate`` is False (COCO's boxes are drawn on the stored pixel grid).
+
+    Raises:
+        OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError: a file PIL
+            cannot read (missing, truncated, a broken header, oversized).
+    """
+    with Image.open(path) as opened:
+        opened.load()
+        return ImageOps.exif_transpose(opened) if exif_rotate else opened.copy()
 
 
 def pil_to_tensor(image: Image.Image, name: str = "image") -> Tensor:

@@ -13,10 +13,11 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torch import Tensor
 
-from zoo.models.images import image_to_tensor
+from zoo.models.pipeline.images import image_to_tensor
+from zoo.models.pipeline.resize import check_edges, resize_image
 
 # A PIL image, a path, a numpy array (H, W[, C]) or a tensor ([C,] H, W): see
-# :func:`zoo.models.images.image_to_tensor`.
+# :func:`zoo.models.pipeline.images.image_to_tensor`.
 ImageInput = Any
 
 
@@ -28,26 +29,6 @@ class Batch:
     pixel_values: Tensor
     pixel_mask: Tensor
     original_sizes: Tensor
-
-
-def resized_size(height: int, width: int, shortest_edge: int, longest_edge: int) -> tuple[int, int]:
-    """(H, W) with the shorter side at ``shortest_edge``, shrunk so the longer fits ``longest_edge``."""
-    short, long = min(height, width), max(height, width)
-    target = shortest_edge
-    if long / short * target > longest_edge:
-        # At least one pixel: a 1 x 10000 strip must not shrink to nothing.
-        target = max(1, round(longest_edge * short / long))
-    if short == target:
-        return height, width
-    # int() truncates like the official transform, so sizes match its evaluation exactly.
-    if width < height:
-        return int(target * height / width), target
-    return target, int(target * width / height)
-
-
-def to_tensor(image: ImageInput, name: str = "image") -> Tensor:
-    """A (3, H, W) float tensor in [0, 1]: :func:`zoo.models.images.image_to_tensor`."""
-    return image_to_tensor(image, name)
 
 
 def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
@@ -71,13 +52,6 @@ def image_list(images: ImageInput | Sequence[ImageInput]) -> list[ImageInput]:
     if len(items) == 0:
         raise ValueError("images: got no image (an empty list or batch); pass at least one")
     return items
-
-
-def check_edges(shortest_edge: object, longest_edge: object) -> None:
-    """Raise ``ValueError`` unless both resize targets are positive integers."""
-    for name, value in (("shortest_edge", shortest_edge), ("longest_edge", longest_edge)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int (pixels), got {value!r}")
 
 
 def pad_batch(images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -106,8 +80,8 @@ def preprocess(
 
     Args:
         images: one image or a list (see :func:`image_list`), of any sizes: PIL images,
-            paths, numpy arrays or tensors (see :func:`zoo.models.images.image_to_tensor`).
-        shortest_edge, longest_edge: see :func:`resized_size`.
+            paths, numpy arrays or tensors (see :func:`zoo.models.pipeline.images.image_to_tensor`).
+        shortest_edge, longest_edge: see :func:`zoo.models.pipeline.resize.resized_size`.
 
     Raises:
         TypeError, ValueError: an argument that is no image or no size; the message
@@ -118,10 +92,9 @@ def preprocess(
     tensors, sizes = [], []
     for i, image in enumerate(items):
         name = "images" if image is images else f"images[{i}]"
-        t = to_tensor(image, name).to(device)
-        h, w = int(t.shape[-2]), int(t.shape[-1])
-        sizes.append((h, w))
-        t = TF.resize(t, list(resized_size(h, w, shortest_edge, longest_edge)), antialias=True)
+        t = image_to_tensor(image, name).to(device)
+        sizes.append((int(t.shape[-2]), int(t.shape[-1])))
+        t = resize_image(t, shortest_edge, longest_edge)
         tensors.append(TF.normalize(t, list(mean), list(std)))
     pixel_values, pixel_mask = pad_batch(tensors)
     return Batch(pixel_values, pixel_mask, torch.tensor(sizes, device=pixel_values.device))

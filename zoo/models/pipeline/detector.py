@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 import torch
 from torch import Tensor, nn
 
-from zoo.detect.coco_names import COCO_CATEGORY_NAMES
-from zoo.models.preprocess import ImageInput, check_edges, preprocess
+from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES
+from zoo.models.pipeline.preprocess import ImageInput, preprocess
+from zoo.models.pipeline.resize import check_edges
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
@@ -90,7 +91,7 @@ class Detector(nn.Module):
                 of any mode (16-bit read by its range), paths to image files, numpy
                 arrays (H, W, 3) RGB (uint8, uint16 or float in [0, 1]), tensors
                 (3, H, W) float in [0, 1] or uint8; see
-                :func:`zoo.models.images.image_to_tensor`. Normalised with the
+                :func:`zoo.models.pipeline.images.image_to_tensor`. Normalised with the
                 configuration's ``image_mean`` and ``image_std``.
             threshold: keep detections scoring above this (a number in [0, 1]).
             shortest_edge, longest_edge: resize like the official evaluation (shorter
@@ -134,12 +135,8 @@ class Detector(nn.Module):
             self.train(was_training)
         detections = self.postprocess(outputs, batch.original_sizes, threshold)
         names = self.label_names()
-        for pred, (h, w) in zip(detections, batch.original_sizes.tolist(), strict=True):
-            # Predicted boxes may reach past the border (a centre near the edge with a
-            # large size); users want boxes inside the image.
-            boxes = pred["boxes"]
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h)
+        # Boxes come back clipped to each image (pipeline.postprocess.clip_boxes).
+        for pred in detections:
             if names is not None:
                 pred["names"] = [names[k] for k in pred["labels"].tolist()]
         return detections

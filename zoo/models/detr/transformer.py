@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zoo.models.heads import FeedForward
+from zoo.models.parts.heads import FeedForward
 
 
 class DetrEncoderLayer(nn.Module):

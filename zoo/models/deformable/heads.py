@@ -6,7 +6,7 @@ import copy
 
 from torch import nn
 
-from zoo.models.heads import MLP, box_head, init_box_head, init_focal_class_head
+from zoo.models.parts.heads import MLP, box_head, init_box_head, init_focal_class_head
 
 
 class DeformableHeads(nn.Module):

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.models.families import build_model
-from zoo.models.registry import (
+from zoo.models.registry.catalog import (
     get_bundled,
     get_variant,
     list_bundled,
     list_variants,
     variant_config,
 )
+from zoo.models.registry.families import build_model
 
 
 @dataclass(frozen=True)

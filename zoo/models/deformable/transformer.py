@@ -9,9 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from msda_ops import MSDeformAttn
-from zoo.models.box_ops import refine_boxes
-from zoo.models.heads import FeedForward
-from zoo.models.multiscale import FlatLevels
+from zoo.models.deformable.multiscale import FlatLevels
+from zoo.models.parts.box_ops import refine_boxes
+from zoo.models.parts.heads import FeedForward
 
 
 class DeformableEncoderLayer(nn.Module):

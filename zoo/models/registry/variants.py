@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zoo.models.config import BackboneConfig, DeformableDetrConfig, DetrConfig, ModelConfig
-from zoo.models.registry import register_bundled, register_variant
+from zoo.models.registry.catalog import register_bundled, register_variant
 
 ConfigFactory = Callable[[], ModelConfig]
 

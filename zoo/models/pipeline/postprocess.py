@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from zoo.models.box_ops import scale_boxes
+from zoo.models.parts.box_ops import scale_boxes
 
 if TYPE_CHECKING:
-    from zoo.models.detector import Predictions
+    from zoo.models.pipeline.detector import Predictions
 
 
 def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:

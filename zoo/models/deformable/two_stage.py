@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from zoo.models.deformable_heads import DeformableHeads
-from zoo.models.multiscale import FlatLevels
-from zoo.models.position_encoding import box_sine_encoding
-from zoo.models.queries import DecoderQueries, QuerySource
+from zoo.models.deformable.heads import DeformableHeads
+from zoo.models.deformable.multiscale import FlatLevels
+from zoo.models.deformable.queries import DecoderQueries, QuerySource
+from zoo.models.parts.position_encoding import box_sine_encoding
 
 
 def encoder_proposals(memory: Tensor, levels: FlatLevels) -> tuple[Tensor, Tensor]:
