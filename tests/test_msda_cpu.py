@@ -8,6 +8,10 @@ autocast, huge indices) are in tests/test_msda_gpu.py.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -298,3 +302,51 @@ def test_any_batch_size(device, batch):
     """The original kernel required N % im2col_step == 0 for N > 64; any N works here."""
     args = random_inputs(batch, 2, 1, 2, [(2, 3)], 1, dtype=torch.float64, seed=2, device=device)
     torch.testing.assert_close(kernel(*args), ms_deform_attn_reference(*args), rtol=0, atol=1e-12)
+
+
+# The CPU kernel computes the corners of up to 64 samples at a time: more samples per
+# (query, head) than that (L * P = 70, 75) go in several blocks, forward and backward. Batch x
+# heads = 1 splits the backward per level, 8 keeps the levels of a head in one task.
+@pytest.mark.parametrize(("levels", "points"), [([(5, 6)], 70), ([(5, 6), (3, 2), (1, 4)], 25)])
+@pytest.mark.parametrize(("batch", "heads"), [(1, 1), (2, 4)])
+@pytest.mark.parametrize("softmax", [False, True])
+def test_float64_many_samples_per_query(levels, points, batch, heads, softmax):
+    assert ops.kernel_available("cpu", True)
+    args = random_inputs(batch, 3, heads, 32, levels, points, dtype=torch.float64, seed=points,
+                         spread=0.2, requires_grad=True)  # fmt: skip
+    out, grads = forward_and_grads(lambda *a: kernel(*a, softmax=softmax), args)
+    reference = softmax_reference if softmax else ms_deform_attn_reference
+    out_ref, grads_ref = forward_and_grads(reference, args)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-10)
+    for got, expected in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+_ISA_CHECK = """
+import torch
+from msda_ops.testing import random_inputs
+from msda_ops import ms_deform_attn_reference
+for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+    for channels in (32, 5):  # a specialised head size and the general loop
+        args = random_inputs(2, 9, 3, channels, [(7, 5), (3, 4)], 3, dtype=dtype, seed=3,
+                             spread=0.2, requires_grad=True)
+        grad = torch.randn(2, 9, 3 * channels, dtype=dtype)
+        outs = []
+        for op in (torch.ops.msda_ops.ms_deform_attn_forward, ms_deform_attn_reference):
+            out = op(*args)
+            outs.append((out, *torch.autograd.grad(out, (args[0], args[3], args[4]), grad)))
+        for got, expected in zip(*outs):
+            torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+print("ok")
+"""
+
+
+# The CPU kernel exists as baseline, AVX2 and AVX-512 copies and runs the widest the CPU
+# has; MSDA_OPS_CPU_ISA caps it, so the narrower copies are checked on any x86-64 machine.
+@pytest.mark.parametrize("isa", ["baseline", "avx2"])
+def test_cpu_isa_copies_equal_reference(isa):
+    assert ops.kernel_available("cpu", True)  # built once here, loaded from the cache there
+    env = {**os.environ, "MSDA_OPS_CPU_ISA": isa}
+    code = "from msda_ops import ops; assert ops.kernel_available('cpu', True)\n" + _ISA_CHECK
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

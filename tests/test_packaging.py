@@ -64,6 +64,14 @@ def test_msda_ops_wheel_ships_sources_and_depends_on_torch_and_ninja(msda_wheel:
     # Sources travel inside the wheel, compiled on first use; no binary is prebuilt.
     assert any(n.startswith("msda_ops/csrc/cpu/") and n.endswith(".cpp") for n in names)
     assert any(n.startswith("msda_ops/csrc/cuda/") and n.endswith(".cu") for n in names)
+    # Every source and header the JIT build compiles or includes (a missing one fails there).
+    package = ROOT / "msda_ops" / "src" / "msda_ops"
+    kernel_files = {
+        f"msda_ops/{p.relative_to(package).as_posix()}"
+        for p in (package / "csrc").rglob("*")
+        if p.suffix in (".h", ".cuh", ".cpp", ".cu")
+    }
+    assert kernel_files <= set(names), sorted(kernel_files - set(names))
     assert "msda_ops/py.typed" in names
     assert not any(n.endswith(".so") for n in names)
     runtime = [r for r in meta.get("Requires-Dist", []) if "extra ==" not in r]

@@ -2,28 +2,43 @@
 //
 // float64 and float32 compute in their own precision; float16 and bfloat16 read their
 // values but accumulate in float32 (at::opmath_type). The channel loop (D contiguous
-// values per head) is the innermost one so the compiler vectorises it.
+// values per head) is the innermost one so it runs on vectors.
 //
 // The library is compiled for the x86-64 baseline (it may be cached on a shared disk and
-// loaded by other machines), so the loops exist twice: baseline, and AVX2+FMA picked at
-// run time when the CPU has it. Both copies come from the same always-inline bodies.
+// loaded by other machines), so the loops exist three times: baseline, AVX2+FMA and AVX-512,
+// the widest the CPU has picked at run time (MSDA_OPS_CPU_ISA=avx2|baseline caps it). All
+// copies come from the same always-inline bodies (msda_block.h and below).
+//
+// Per (query, head) the corners of all its samples are computed first, in arrays (one
+// sample per vector lane, see corners), then one channel loop runs over them with the sums
+// in vector registers: the loops hold no per-sample bookkeeping.
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
 #include <vector>
 
+#include "cpu/msda_block.h"
 #include "msda_ops.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define MSDA_AVX2 1
+#define MSDA_X86 1
 #define MSDA_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define MSDA_TARGET_AVX512 \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,prefer-vector-width=512")))
 #else
-#define MSDA_AVX2 0
+#define MSDA_X86 0
 #endif
 
 namespace msda {
 namespace {
+
+using namespace cpu;  // NOLINT: the building blocks of this file's loops
 
 // Levels validated once per call (see make_level): the loops only test height > 0.
 std::vector<Level> read_levels(const Prepared& p) {
@@ -32,38 +47,12 @@ std::vector<Level> read_levels(const Prepared& p) {
   std::vector<Level> levels(p.s.levels);
   for (size_t l = 0; l < levels.size(); ++l) {
     levels[l] = make_level(hw[2 * l], hw[2 * l + 1], start[l], p.s.length);
+    // The loops hold pixel coordinates in int32 (see corners).
+    TORCH_CHECK(levels[l].height < INT32_MAX && levels[l].width < INT32_MAX,
+                "msda_ops: the CPU kernel takes levels under 2^31 - 1 pixels high and wide, "
+                "got spatial_shapes[", l, "] = (", hw[2 * l], ", ", hw[2 * l + 1], ")");
   }
   return levels;
-}
-
-// acc[d] += coef * v[d]
-template <typename scalar_t, typename opmath_t>
-MSDA_INLINE void axpy(opmath_t* __restrict__ acc, opmath_t coef, const scalar_t* __restrict__ v,
-                      int64_t n) {
-  for (int64_t d = 0; d < n; ++d) acc[d] += coef * static_cast<opmath_t>(v[d]);
-}
-
-// gv[d] += coef * g[d]; returns sum_d g[d] * v[d]. The sum runs in 8 interleaved partial
-// sums: a single running sum would fix the order of additions and forbid vectorising.
-template <typename scalar_t, typename opmath_t>
-MSDA_INLINE opmath_t dot_and_axpy(const opmath_t* __restrict__ g, const scalar_t* __restrict__ v,
-                                  opmath_t* __restrict__ gv, opmath_t coef, int64_t n) {
-  constexpr int kLanes = 8;
-  opmath_t part[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= n; d += kLanes) {
-    for (int j = 0; j < kLanes; ++j) {
-      part[j] += g[d + j] * static_cast<opmath_t>(v[d + j]);
-      gv[d + j] += coef * g[d + j];
-    }
-  }
-  for (; d < n; ++d) {
-    part[0] += g[d] * static_cast<opmath_t>(v[d]);
-    gv[d] += coef * g[d];
-  }
-  opmath_t dot = 0;
-  for (int j = 0; j < kLanes; ++j) dot += part[j];
-  return dot;
 }
 
 // Contiguous inputs as the loops read them; locations and weights in opmath_t.
@@ -77,59 +66,112 @@ struct Inputs {
   Sizes s;
   bool softmax;
   const Softmax<opmath_t>* softmax_rows;  // backward with softmax: one per (n, q, m)
+  const scalar_t* zeros;                  // D zeros: the row of a corner outside the map
 };
 
+// out[0, D) += sum over the inside samples of b and their corners of coef * row, where row
+// is the corner's D values of head m (image_m + offset) or zeros outside the map.
+template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, int count,
+                        const scalar_t* image_m, const scalar_t* zeros, int64_t D) {
+  const auto row = [&](int k, int j) {
+    const int64_t at = b.offset[k][j];
+    return at >= 0 ? image_m + at : zeros;
+  };
+#if MSDA_SIMD
+  if constexpr (kD > 0) {
+    using V = typename Simd<opmath_t, kBytes>::type;
+    constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
+    static_assert(kD % kW == 0, "specialised head sizes are whole vectors");
+    V acc[kV], v;
+    for (int i = 0; i < kV; ++i) load(acc[i], out + i * kW);
+    for (int j = 0; j < count; ++j) {
+      if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+      for (int k = 0; k < 4; ++k) {
+        const scalar_t* r = row(k, j);
+        const opmath_t coef = b.coef[k][j];
+        for (int i = 0; i < kV; ++i) {
+          load(v, r + i * kW);
+          acc[i] += coef * v;
+        }
+      }
+    }
+    std::memcpy(out, acc, sizeof(acc));
+    return;
+  }
+#endif
+  for (int j = 0; j < count; ++j) {
+    if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
+    for (int k = 0; k < 4; ++k) axpy(out, b.coef[k][j], row(k, j), D);
+  }
+}
+
+// acc[d] += attn * sum_k weight_k * row_k[d] for sample j of b: the reference's order, for a
+// non-finite weight (bilinear_sample in msda_sampling.h; attn * weight_k per corner would turn
+// a corner weight of 0 or corners of opposite sign into NaN where the reference gives ±inf).
+template <typename scalar_t, typename opmath_t>
+MSDA_INLINE void sample_first(opmath_t* acc, const Block<opmath_t>& b, int j, opmath_t attn,
+                              const scalar_t* image_m, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) {
+    opmath_t sum = 0;
+    for (int k = 0; k < 4; ++k) {
+      const int64_t at = b.offset[k][j];
+      if (at >= 0) sum += b.weight[k][j] * static_cast<opmath_t>(image_m[at + d]);
+    }
+    acc[d] += attn * sum;
+  }
+}
+
 // Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
-// kD > 0: D known at compile time (the common head sizes), so the accumulator lives in
-// registers instead of memory.
-template <int kD, typename scalar_t>
+template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
                               int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
-  const int64_t M = s.heads, L = s.levels, P = s.points;
+  const int64_t M = s.heads, P = s.points, LP = s.levels * P;
   const int64_t D = kD > 0 ? kD : s.channels;
-  std::vector<opmath_t> heap(kD > 0 ? 0 : D);
-  opmath_t fixed[kD > 0 ? kD : 1];
-  opmath_t* acc = kD > 0 ? fixed : heap.data();
-  Corners<opmath_t> c;
+  std::vector<opmath_t> acc(D);
+  Block<opmath_t> b;
   for (int64_t nq = begin; nq < end; ++nq) {
     const int64_t n = nq / s.queries;
     for (int64_t m = 0; m < M; ++m) {
-      std::fill(acc, acc + D, opmath_t(0));
-      const int64_t sample0 = (nq * M + m) * L * P;
+      std::fill(acc.begin(), acc.end(), opmath_t(0));
+      const int64_t sample0 = (nq * M + m) * LP;
       const opmath_t* w = in.weights + sample0;
       const Softmax<opmath_t> softmax =
-          in.softmax ? softmax_of(w, L * P) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      for (int64_t l = 0; l < L; ++l) {
-        const Level& lv = in.levels[l];
-        if (lv.height == 0) continue;
-        // Pixel i of this level, head m, is at level_value[i * M * D].
-        const scalar_t* level_value = in.value + ((n * s.length + lv.start) * M + m) * D;
-        for (int64_t p = 0; p < P; ++p) {
-          const int64_t sample = l * P + p;
-          const opmath_t* loc = in.locations + 2 * (sample0 + sample);
-          const opmath_t attn = in.softmax ? softmax(w[sample]) : w[sample];
-          const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
-          if (where != Sample::inside) {
-            const opmath_t term = unsampled_term(where, loc[0], loc[1], attn);
-            if (term != opmath_t(0)) {
-              for (int64_t d = 0; d < D; ++d) acc[d] += term;
-            }
-            continue;
-          }
-          if (!is_finite(attn)) {  // the reference's order (msda_sampling.h, bilinear_sample)
-            for (int64_t d = 0; d < D; ++d) {
-              acc[d] += attn * bilinear_sample(c, level_value + d, M * D);
-            }
-            continue;
-          }
-          for (int k = 0; k < 4; ++k) {
-            if (c.index[k] < 0) continue;
-            axpy(acc, attn * c.weight[k], level_value + c.index[k] * M * D, D);
-          }
+          in.softmax ? softmax_of(w, LP) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
+      // Pixel i of level l, head m, is at image_m + (start_l + i) * M * D.
+      const scalar_t* image_m = in.value + n * s.length * M * D + m * D;
+      bool nan = false;  // a sample that reads no pixel adds 0 or, when its term is NaN, NaN
+      for (int64_t j0 = 0; j0 < LP; j0 += kBlock) {
+        const int count = static_cast<int>(std::min<int64_t>(kBlock, LP - j0));
+        if (LP > kBlock || (nq == begin && m == 0)) {  // the same levels in every block
+          set_levels(b, count, in.levels, M * D, [&](int j) { return (j0 + j) / P; });
         }
+        const opmath_t* xy = in.locations + 2 * (sample0 + j0);
+        const opmath_t* attn = w + j0;
+        if (in.softmax) {
+          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+          attn = b.softmax;
+        }
+        corners(b, count, xy, attn, M * D);
+        for (int j = 0; j < count; ++j) {
+          const int32_t where = b.status[j];
+          if (where == kSkipped) continue;
+          if (where == static_cast<int32_t>(Sample::inside)) {
+            if (!is_finite(attn[j])) {  // rare: taken out of the gather, see sample_first
+              sample_first(acc.data(), b, j, attn[j], image_m, D);
+              b.status[j] = kSkipped;
+            }
+            continue;
+          }
+          const opmath_t term =
+              unsampled_term(static_cast<Sample>(where), xy[2 * j], xy[2 * j + 1], attn[j]);
+          nan = nan || term != opmath_t(0);
+        }
+        gather<kD, kBytes>(acc.data(), b, count, image_m, in.zeros, D);
       }
+      if (nan) std::fill(acc.begin(), acc.end(), std::numeric_limits<opmath_t>::quiet_NaN());
       scalar_t* out = out_ptr + (nq * M + m) * D;
       for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
     }
@@ -146,62 +188,106 @@ struct Grads {
   opmath_t* weights;            // (N, Lq, M, L, P): d loss / d weight (before softmax)
 };
 
-template <int kD, typename scalar_t>
+// For one inside sample j of b: adds attn * weight_k * g to the gradient rows of its corners
+// and returns the dot products <g, row_k> of its corners (0 for a corner outside).
+template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t* __restrict__ g,
+                                 const scalar_t* image_m, opmath_t* grad_m, int64_t D,
+                                 opmath_t dot[4]) {
+#if MSDA_SIMD
+  if constexpr (kD > 0) {
+    using V = typename Simd<opmath_t, kBytes>::type;
+    constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
+    V gv[kV], v, gr;
+    for (int i = 0; i < kV; ++i) load(gv[i], g + i * kW);
+    for (int k = 0; k < 4; ++k) {
+      const int64_t at = b.offset[k][j];
+      dot[k] = 0;
+      if (at < 0) continue;
+      const scalar_t* row = image_m + at;
+      opmath_t* grad_row = grad_m + at;
+      const opmath_t coef = b.coef[k][j];
+      V part = {};
+      for (int i = 0; i < kV; ++i) {
+        load(v, row + i * kW);
+        part += gv[i] * v;
+        load(gr, grad_row + i * kW);
+        gr += coef * gv[i];
+        std::memcpy(grad_row + i * kW, &gr, sizeof(gr));
+      }
+      dot[k] = lane_sum<opmath_t, kBytes>(part);
+    }
+    return;
+  }
+#endif
+  for (int k = 0; k < 4; ++k) {
+    const int64_t at = b.offset[k][j];
+    dot[k] = at < 0 ? opmath_t(0)
+                    : dot_and_axpy(g, image_m + at, grad_m + at, b.coef[k][j], D);
+  }
+}
+
+// Tasks t in [begin, end): t = (n * M + m) * groups + group, where the levels are split into
+// `groups` equal groups (1 or L, see backward_cpu). A task owns the gradient rows of value its
+// levels and head read, and its own location and weight gradients.
+template <int kD, int kBytes, typename scalar_t>
 MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                               int64_t begin, int64_t end) {
+                               int64_t groups, int64_t begin, int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
   const int64_t M = s.heads, L = s.levels, P = s.points;
   const int64_t D = kD > 0 ? kD : s.channels;
-  std::vector<opmath_t> heap(kD > 0 ? 0 : D);
-  opmath_t fixed[kD > 0 ? kD : 1];
-  opmath_t* g = kD > 0 ? fixed : heap.data();
-  Corners<opmath_t> c;
+  const int64_t group_levels = L / groups, per_query = group_levels * P;
+  std::vector<opmath_t> g(D);
+  Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t l = task % L;
-    const int64_t m = (task / L) % M;
-    const int64_t n = task / (L * M);
-    const Level& lv = in.levels[l];
-    if (lv.height == 0) continue;
-    const int64_t level_offset = ((n * s.length + lv.start) * M + m) * D;
-    const scalar_t* level_value = in.value + level_offset;
-    opmath_t* level_grad = grad.value + level_offset;
-    for (int64_t q = 0; q < s.queries; ++q) {
-      const int64_t nqm = (n * s.queries + q) * M + m;
-      const scalar_t* go = grad.grad_output + nqm * D;
-      const opmath_t* w = in.weights + nqm * L * P;
-      const Softmax<opmath_t> softmax =
-          in.softmax ? in.softmax_rows[nqm] : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
-      for (int64_t p = 0; p < P; ++p) {
-        const int64_t sample = (nqm * L + l) * P + p;
-        const opmath_t* loc = in.locations + 2 * sample;
-        const Sample where = bilinear_corners(loc[0], loc[1], lv.height, lv.width, c);
-        if (where == Sample::nan) {
-          grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
-              loc[0] + loc[1];  // NaN
+    const int64_t l0 = (task % groups) * group_levels;
+    const int64_t m = (task / groups) % M;
+    const int64_t n = task / (groups * M);
+    const int64_t head_offset = n * s.length * M * D + m * D;
+    const scalar_t* image_m = in.value + head_offset;
+    opmath_t* grad_m = grad.value + head_offset;
+    // One query's samples of the task's levels per block (in pieces beyond kBlock samples).
+    for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {
+      const int count = static_cast<int>(std::min<int64_t>(kBlock, per_query - p0));
+      set_levels(b, count, in.levels, M * D, [&](int j) { return l0 + (p0 + j) / P; });
+      for (int64_t q = 0; q < s.queries; ++q) {
+        const int64_t nqm = (n * s.queries + q) * M + m;
+        const int64_t sample0 = (nqm * L + l0) * P + p0;
+        const opmath_t* xy = in.locations + 2 * sample0;
+        const opmath_t* attn = in.weights + sample0;
+        if (in.softmax) {
+          const Softmax<opmath_t> softmax = in.softmax_rows[nqm];
+          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+          attn = b.softmax;
         }
-        const opmath_t attn = in.softmax ? softmax(w[l * P + p]) : in.weights[sample];
-        if (where == Sample::outside && !is_finite(attn)) {
-          grad.locations[2 * sample] = grad.locations[2 * sample + 1] = location_grad(attn, attn);
+        corners(b, count, xy, attn, M * D);
+        const scalar_t* go = grad.grad_output + nqm * D;
+        for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+        for (int j = 0; j < count; ++j) {
+          const int64_t sample = sample0 + j;
+          const int32_t where = b.status[j];
+          if (where == static_cast<int32_t>(Sample::nan)) {
+            grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
+                xy[2 * j] + xy[2 * j + 1];  // NaN
+          }
+          if (where == static_cast<int32_t>(Sample::outside) && !is_finite(attn[j])) {
+            grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
+                location_grad(attn[j], attn[j]);  // NaN
+          }
+          if (where != static_cast<int32_t>(Sample::inside)) continue;
+          opmath_t dot[4];
+          sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
+          // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
+          const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
+          const opmath_t grad_x = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
+          const opmath_t grad_y = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
+          grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
+                                 b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
+          // d(pixel x)/dx = W and d(pixel y)/dy = H.
+          grad.locations[2 * sample] = location_grad(attn[j], grad_x * b.width[j]);
+          grad.locations[2 * sample + 1] = location_grad(attn[j], grad_y * b.height[j]);
         }
-        if (where != Sample::inside) continue;
-        opmath_t grad_attn = 0, grad_x = 0, grad_y = 0;
-        for (int k = 0; k < 4; ++k) {
-          if (c.index[k] < 0) continue;
-          const int64_t row = c.index[k] * M * D;
-          const opmath_t dot =  // <grad_output, value at this corner>
-              dot_and_axpy(g, level_value + row, level_grad + row, attn * c.weight[k], D);
-          grad_attn += c.weight[k] * dot;
-          grad_x += c.d_weight_dx[k] * dot;
-          grad_y += c.d_weight_dy[k] * dot;
-        }
-        grad.weights[sample] = grad_attn;
-        // d(pixel x)/dx = W and d(pixel y)/dy = H.
-        grad.locations[2 * sample] =
-            location_grad(attn, grad_x * static_cast<opmath_t>(lv.width));
-        grad.locations[2 * sample + 1] =
-            location_grad(attn, grad_y * static_cast<opmath_t>(lv.height));
       }
     }
   }
@@ -209,74 +295,127 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
 
 // The head sizes worth a specialisation get their own copy of the loops (kD = D); others
 // take the runtime-D one (kD = 0). A plain switch: lambdas would not be inlined into the
-// AVX2 copies and would stay baseline code.
-template <typename scalar_t>
+// AVX2/AVX-512 copies and would stay baseline code.
+template <int kBytes, typename scalar_t>
 MSDA_INLINE void forward_any(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
                              int64_t end) {
   switch (in.s.channels) {
+#if MSDA_SIMD
     case 32:
-      return forward_body<32>(in, out, begin, end);
+      return forward_body<32, kBytes>(in, out, begin, end);
     case 64:
-      return forward_body<64>(in, out, begin, end);
+      return forward_body<64, kBytes>(in, out, begin, end);
+#endif
     default:
-      return forward_body<0>(in, out, begin, end);
+      return forward_body<0, kBytes>(in, out, begin, end);
   }
+}
+
+template <int kBytes, typename scalar_t>
+MSDA_INLINE void backward_any(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
+                              int64_t groups, int64_t begin, int64_t end) {
+  switch (in.s.channels) {
+#if MSDA_SIMD
+    case 32:
+      return backward_body<32, kBytes>(in, grad, groups, begin, end);
+    case 64:
+      return backward_body<64, kBytes>(in, grad, groups, begin, end);
+#endif
+    default:
+      return backward_body<0, kBytes>(in, grad, groups, begin, end);
+  }
+}
+
+#if MSDA_X86
+template <typename scalar_t>
+MSDA_TARGET_AVX512 void forward_avx512(const Inputs<scalar_t>& in, scalar_t* out,
+                                       int64_t begin, int64_t end) {
+  forward_any<64>(in, out, begin, end);
 }
 
 template <typename scalar_t>
-MSDA_INLINE void backward_any(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                              int64_t begin, int64_t end) {
-  switch (in.s.channels) {
-    case 32:
-      return backward_body<32>(in, grad, begin, end);
-    case 64:
-      return backward_body<64>(in, grad, begin, end);
-    default:
-      return backward_body<0>(in, grad, begin, end);
-  }
+MSDA_TARGET_AVX512 void backward_avx512(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
+                                        int64_t groups, int64_t begin, int64_t end) {
+  backward_any<64>(in, grad, groups, begin, end);
 }
 
-#if MSDA_AVX2
 template <typename scalar_t>
 MSDA_TARGET_AVX2 void forward_avx2(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
                                    int64_t end) {
-  forward_any(in, out, begin, end);
+  forward_any<32>(in, out, begin, end);
 }
 
 template <typename scalar_t>
 MSDA_TARGET_AVX2 void backward_avx2(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
-                                    int64_t begin, int64_t end) {
-  backward_any(in, grad, begin, end);
+                                    int64_t groups, int64_t begin, int64_t end) {
+  backward_any<32>(in, grad, groups, begin, end);
 }
 
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
+// The widest copy this CPU runs (checked once); MSDA_OPS_CPU_ISA caps it for tests and
+// benchmarks ("avx2" or "baseline").
+enum class Isa { baseline, avx2, avx512 };
+
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::baseline;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+    if (best == Isa::avx2 && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq")) {
+      best = Isa::avx512;
+    }
+    const char* cap = std::getenv("MSDA_OPS_CPU_ISA");
+    if (cap != nullptr && std::strcmp(cap, "baseline") == 0) return Isa::baseline;
+    if (cap != nullptr && std::strcmp(cap, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    return best;
+  }();
+  return isa;
 }
 #endif
 
 template <typename scalar_t>
 void forward_range(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin, int64_t end) {
-#if MSDA_AVX2
-  if (has_avx2()) return forward_avx2(in, out, begin, end);
+#if MSDA_X86
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return forward_avx512(in, out, begin, end);
+    case Isa::avx2:
+      return forward_avx2(in, out, begin, end);
+    case Isa::baseline:
+      break;
+  }
 #endif
-  forward_any(in, out, begin, end);
+  forward_any<16>(in, out, begin, end);
 }
 
 template <typename scalar_t>
-void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int64_t begin,
-                    int64_t end) {
-#if MSDA_AVX2
-  if (has_avx2()) return backward_avx2(in, grad, begin, end);
+void backward_range(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad, int64_t groups,
+                    int64_t begin, int64_t end) {
+#if MSDA_X86
+  switch (cpu_isa()) {
+    case Isa::avx512:
+      return backward_avx512(in, grad, groups, begin, end);
+    case Isa::avx2:
+      return backward_avx2(in, grad, groups, begin, end);
+    case Isa::baseline:
+      break;
+  }
 #endif
-  backward_any(in, grad, begin, end);
+  backward_any<16>(in, grad, groups, begin, end);
 }
 
 template <typename scalar_t>
-Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax) {
+Inputs<scalar_t> view(const Prepared& p, const std::vector<Level>& levels, bool softmax,
+                      const std::vector<scalar_t>& zeros) {
   using opmath_t = at::opmath_type<scalar_t>;
-  return {p.value.const_data_ptr<scalar_t>(), p.locations.const_data_ptr<opmath_t>(),
-          p.weights.const_data_ptr<opmath_t>(), levels.data(), p.s, softmax, nullptr};
+  return {p.value.const_data_ptr<scalar_t>(),
+          p.locations.const_data_ptr<opmath_t>(),
+          p.weights.const_data_ptr<opmath_t>(),
+          levels.data(),
+          p.s,
+          softmax,
+          nullptr,
+          zeros.data()};
 }
 
 at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes,
@@ -288,7 +427,8 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
   auto output = at::empty({p.s.batch, p.s.queries, p.s.heads * p.s.channels}, value.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-        const auto in = view<scalar_t>(p, levels, softmax);
+        const std::vector<scalar_t> zeros(p.s.channels, scalar_t(0));
+        const auto in = view<scalar_t>(p, levels, softmax, zeros);
         scalar_t* out = output.mutable_data_ptr<scalar_t>();
         // One task per (n, q): all heads of a query share its cache lines of the output.
         at::parallel_for(0, p.s.batch * p.s.queries, 1, [&](int64_t begin, int64_t end) {
@@ -298,10 +438,10 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
   return output;
 }
 
-// One task per (n, m, level): the gradient rows of value that a task writes (its level's
-// pixels, head m of image n) and its location/weight gradients belong to no other task, so
-// there are no atomics and no per-thread copies of grad_value, and the result does not
-// depend on the number of threads (deterministic by construction).
+// One task per (n, m) or (n, m, level): the gradient rows of value that a task writes (its
+// levels' pixels, head m of image n) and its location/weight gradients belong to no other
+// task, so there are no atomics and no per-thread copies of grad_value, and the result does
+// not depend on the number of threads (deterministic by construction).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& value, const at::Tensor& spatial_shapes,
     const at::Tensor& level_start_index, const at::Tensor& sampling_locations,
@@ -315,7 +455,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
-        auto in = view<scalar_t>(p, levels, softmax);
+        const std::vector<scalar_t> zeros(s.channels, scalar_t(0));
+        auto in = view<scalar_t>(p, levels, softmax, zeros);
         // The L tasks of a query share its softmax: max and 1/sum once per (n, q, m), never
         // the normalised weights themselves.
         const int64_t rows = s.batch * s.queries * s.heads, samples = s.levels * s.points;
@@ -332,8 +473,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
                                 grads.value.mutable_data_ptr<opmath_t>(),
                                 grads.locations.mutable_data_ptr<opmath_t>(),
                                 grads.weights.mutable_data_ptr<opmath_t>()};
-        at::parallel_for(0, s.batch * s.heads * s.levels, 1, [&](int64_t begin, int64_t end) {
-          backward_range(in, g, begin, end);
+        // One task per (n, m) reads each query's L*P samples together; split per level as
+        // well when that leaves too few tasks for the threads. Either way a gradient row of
+        // value receives its terms in the same order (query, then point), so the result is
+        // the same bit for bit.
+        const int64_t heads = s.batch * s.heads;
+        const int64_t groups = heads >= 4 * at::get_num_threads() ? 1 : s.levels;
+        at::parallel_for(0, heads * groups, 1, [&](int64_t begin, int64_t end) {
+          backward_range(in, g, groups, begin, end);
         });
         if (softmax) {  // weight gradients -> logit gradients, per (n, q, m)
           at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {

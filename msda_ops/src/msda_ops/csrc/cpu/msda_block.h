@@ -1,0 +1,190 @@
+// The CPU kernel's building blocks: the corners of a block of samples computed in arrays the
+// compiler vectorises, and the channel-loop helpers (GCC/Clang vector types held in
+// registers, lane sums). Included by msda_kernel.cpp only; ATen-free.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "msda_sampling.h"
+
+namespace msda {
+namespace cpu {
+
+// acc[d] += coef * v[d]
+template <typename scalar_t, typename opmath_t>
+MSDA_INLINE void axpy(opmath_t* __restrict__ acc, opmath_t coef, const scalar_t* __restrict__ v,
+                      int64_t n) {
+  for (int64_t d = 0; d < n; ++d) acc[d] += coef * static_cast<opmath_t>(v[d]);
+}
+
+// gv[d] += coef * g[d]; returns sum_d g[d] * v[d]. The sum runs in 8 interleaved partial
+// sums: a single running sum would fix the order of additions and forbid vectorising.
+template <typename scalar_t, typename opmath_t>
+MSDA_INLINE opmath_t dot_and_axpy(const opmath_t* __restrict__ g, const scalar_t* __restrict__ v,
+                                  opmath_t* __restrict__ gv, opmath_t coef, int64_t n) {
+  constexpr int kLanes = 8;
+  opmath_t part[kLanes] = {};
+  int64_t d = 0;
+  for (; d + kLanes <= n; d += kLanes) {
+    for (int j = 0; j < kLanes; ++j) {
+      part[j] += g[d + j] * static_cast<opmath_t>(v[d + j]);
+      gv[d + j] += coef * g[d + j];
+    }
+  }
+  for (; d < n; ++d) {
+    part[0] += g[d] * static_cast<opmath_t>(v[d]);
+    gv[d] += coef * g[d];
+  }
+  opmath_t dot = 0;
+  for (int j = 0; j < kLanes; ++j) dot += part[j];
+  return dot;
+}
+
+// Samples whose corners are computed together, before their channel loops.
+constexpr int kBlock = 64;
+
+// A block of samples: the sampling rule of bilinear_corners (msda_sampling.h) for all of them
+// at once, in arrays the compiler vectorises (one sample per lane) instead of ~40 scalar
+// instructions per sample. The loops that follow hold only loads and multiply-adds.
+template <typename T>
+struct Block {
+  // In: each sample's level: its size (0 x 0 for a level make_level rejected: skipped), the
+  // offset of its first pixel (head m) from the image's first value, and the offset between
+  // two rows of its pixels. The locations and weights are read where they are (see corners).
+  T width[kBlock], height[kBlock];
+  int32_t iwidth[kBlock], iheight[kBlock];
+  int64_t first[kBlock], row_step[kBlock];
+  // Out: whether the sample reads the map (Sample, or kSkipped for a skipped level); per
+  // corner the offset of its D values (-1 outside the map), its bilinear weight and
+  // attn * weight (both 0 outside: never attn * 0, NaN for attn = inf where nothing is read);
+  // the fractions lx, ly of the pixel coordinates (location gradients).
+  int32_t status[kBlock];
+  int64_t offset[4][kBlock];
+  T weight[4][kBlock], coef[4][kBlock];
+  T lx[kBlock], ly[kBlock];
+  T softmax[kBlock];  // the weights after the softmax, when the op applies it
+};
+
+constexpr int32_t kSkipped = 3;
+static_assert(static_cast<int>(Sample::outside) == 0 && static_cast<int>(Sample::inside) == 1 &&
+                  static_cast<int>(Sample::nan) == 2,
+              "corners() computes the Sample of each sample arithmetically");  // a sample of a skipped level: nothing read, nothing added
+
+// keep ? v : 0, with integer operations on v's bits.
+template <typename T>
+MSDA_INLINE T zero_unless(int32_t keep, T v) {
+  using Bits = std::conditional_t<sizeof(T) == 4, int32_t, int64_t>;
+  Bits bits;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits &= -static_cast<Bits>(keep);
+  std::memcpy(&v, &bits, sizeof(T));
+  return v;
+}
+
+// Samples [0, count) at xy[2 j], xy[2 j + 1] (x, y) with attention weights attn[j]. Levels
+// reaching 2^31 pixels in a dimension are rejected by read_levels, so the pixel coordinates
+// of inside samples convert to int32 (a vector instruction on every x86-64).
+template <typename T>
+MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
+                         const T* __restrict__ attn, int64_t pixel_step) {
+  // No branch and no short-circuit (&&) in the loop body: GCC vectorises only then.
+  for (int j = 0; j < count; ++j) {
+    const T x = xy[2 * j], y = xy[2 * j + 1];
+    const T px = x * b.width[j] - T(0.5);
+    const T py = y * b.height[j] - T(0.5);
+    // The test of bilinear_corners; false for NaN, infinite and far-away locations.
+    const int32_t inside = static_cast<int32_t>(px >= T(-1)) & static_cast<int32_t>(py >= T(-1)) &
+                           static_cast<int32_t>(px < b.width[j]) &
+                           static_cast<int32_t>(py < b.height[j]);
+    // cx, cy = inside ? px, py : 0 (so that the int32 conversions below are defined), as a
+    // bit mask: GCC keeps a branch for that select under -ftrapping-math.
+    const T cx = zero_unless(inside, px), cy = zero_unless(inside, py);
+    const int32_t tx = static_cast<int32_t>(cx), ty = static_cast<int32_t>(cy);
+    const int32_t x0 = tx - static_cast<int32_t>(static_cast<T>(tx) > cx);  // floor
+    const int32_t y0 = ty - static_cast<int32_t>(static_cast<T>(ty) > cy);
+    const T lx = cx - static_cast<T>(x0), ly = cy - static_cast<T>(y0);
+    const T hx = T(1) - lx, hy = T(1) - ly;
+    const int32_t x0_in = static_cast<int32_t>(x0 >= 0);
+    const int32_t x1_in = static_cast<int32_t>(x0 + 1 <= b.iwidth[j] - 1);
+    const int32_t y0_in = inside & static_cast<int32_t>(y0 >= 0);
+    const int32_t y1_in = inside & static_cast<int32_t>(y0 + 1 <= b.iheight[j] - 1);
+    const int64_t base = b.first[j] + (static_cast<int64_t>(y0) * b.iwidth[j] + x0) * pixel_step;
+    const int32_t in[4] = {y0_in & x0_in, y0_in & x1_in, y1_in & x0_in, y1_in & x1_in};
+    const int64_t at[4] = {base, base + pixel_step, base + b.row_step[j],
+                           base + b.row_step[j] + pixel_step};
+    const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+    for (int k = 0; k < 4; ++k) {
+      // Computed unconditionally, then selected: a multiplication under a condition could
+      // raise an FP exception once vectorised, so GCC would keep the branch.
+      const T coef = attn[j] * w[k];
+      b.offset[k][j] = in[k] ? at[k] : int64_t(-1);
+      b.weight[k][j] = in[k] ? w[k] : T(0);
+      b.coef[k][j] = in[k] ? coef : T(0);
+    }
+    b.lx[j] = lx;
+    b.ly[j] = ly;
+    // Sample::outside = 0, inside = 1, nan = 2 (a NaN location is never inside).
+    const int32_t where = inside + 2 * (static_cast<int32_t>(x != x) | static_cast<int32_t>(y != y));
+    b.status[j] = b.iwidth[j] == 0 ? kSkipped : where;
+  }
+}
+
+// Fills the level fields of b for samples [0, count) at levels level_of(j).
+template <typename T, typename LevelOf>
+MSDA_INLINE void set_levels(Block<T>& b, int count, const Level* levels, int64_t pixel_step,
+                            LevelOf level_of) {
+  for (int j = 0; j < count; ++j) {
+    const Level& lv = levels[level_of(j)];
+    b.width[j] = static_cast<T>(lv.width);
+    b.height[j] = static_cast<T>(lv.height);
+    b.iwidth[j] = static_cast<int32_t>(lv.width);
+    b.iheight[j] = static_cast<int32_t>(lv.height);
+    b.first[j] = lv.start * pixel_step;
+    b.row_step[j] = lv.width * pixel_step;
+  }
+}
+
+#if defined(__GNUC__)
+// kBytes of T as one GCC/Clang vector, kBytes the register width of the copy being compiled
+// (16, 32 or 64): a few of them stay in registers across a loop where a plain array would be
+// stored and reloaded at every step (GCC does not vectorise a register-held array).
+template <typename T, int kBytes>
+struct Simd {
+  static constexpr int kWidth = kBytes / sizeof(T);
+  typedef T type __attribute__((vector_size(kBytes)));
+};
+
+template <typename V, typename scalar_t>
+MSDA_INLINE void load(V& v, const scalar_t* p) {
+  using T = std::remove_reference_t<decltype(v[0])>;
+  if constexpr (std::is_same_v<scalar_t, T>) {
+    std::memcpy(&v, p, sizeof(v));  // an unaligned vector load
+  } else {
+    for (int i = 0; i < static_cast<int>(sizeof(V) / sizeof(T)); ++i) {
+      v[i] = static_cast<T>(p[i]);
+    }
+  }
+}
+
+// The sum of v's lanes as a tree of halves: a running sum over the lanes would be a chain of
+// dependent scalar additions (the compiler may not reorder them).
+template <typename T, int kBytes>
+MSDA_INLINE T lane_sum(const typename Simd<T, kBytes>::type& v) {
+  if constexpr (kBytes == 2 * sizeof(T)) {
+    return v[0] + v[1];
+  } else {
+    typename Simd<T, kBytes / 2>::type low, high;
+    std::memcpy(&low, &v, kBytes / 2);
+    std::memcpy(&high, reinterpret_cast<const char*>(&v) + kBytes / 2, kBytes / 2);
+    return lane_sum<T, kBytes / 2>(low + high);
+  }
+}
+#define MSDA_SIMD 1
+#else
+#define MSDA_SIMD 0
+#endif
+
+}  // namespace cpu
+}  // namespace msda
