@@ -12,6 +12,8 @@ skipped, and augmentation is seeded per sample (:class:`zoo.data.coco.CocoDetect
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -36,6 +38,7 @@ from zoo.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from zoo.training.compile import compile_for_training
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
 from zoo.training.lock import RunLock, RunLockedError
@@ -58,14 +61,57 @@ def _to_float(outputs: Any) -> Any:
     return outputs
 
 
-def _mean_over_processes(losses: dict[str, Tensor]) -> dict[str, float]:
-    """Loss values averaged over processes, for logging only."""
+def _mean_over_processes(losses: dict[str, Tensor], steps: int = 1) -> dict[str, float]:
+    """Loss sums over ``steps`` steps -> their means, averaged over processes: the one place
+    the training loop reads values on the host (every ``log_every`` steps)."""
     names = sorted(losses)
-    values = torch.stack([losses[n].detach().float() for n in names])
+    values = torch.stack([losses[n].float() for n in names]) / steps
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values)
         values /= dist.get_world_size()
     return dict(zip(names, values.tolist(), strict=True))
+
+
+def training_step(
+    model: nn.Module,
+    criterion: Criterion,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    pixel_values: Tensor,
+    pixel_mask: Tensor,
+    targets: list[dict[str, Tensor]],
+    *,
+    amp_dtype: torch.dtype | None = None,
+    clip_max_norm: float = 0.0,
+) -> dict[str, Tensor]:
+    """One optimizer step; returns the losses, detached, on the device.
+
+    Nothing here reads a value on the host: the matcher's single transfer of the step's
+    cost matrices is the only synchronisation (tests/test_train_syncs.py counts them).
+
+    Args:
+        pixel_values: (N, 3, H, W); pixel_mask: (N, H, W), 1 on real pixels.
+        targets: per image ``labels`` (T_i,) and ``boxes`` (T_i, 4) normalised cxcywh.
+        amp_dtype: autocast dtype of the forward, or None (full precision).
+        clip_max_norm: clip the gradients' total norm to this (0: no clipping).
+    """
+    autocast = (
+        torch.autocast(pixel_values.device.type, amp_dtype)
+        if amp_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        outputs = model(pixel_values, pixel_mask)
+    losses = criterion(_to_float(outputs), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(losses["loss"]).backward()
+    if clip_max_norm > 0:
+        # Clip the true gradients: unscale first when fp16 scaling is on.
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_max_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    return {name: value.detach() for name, value in losses.items()}
 
 
 class Trainer:
@@ -101,6 +147,8 @@ class Trainer:
         self._take_lock()
         self.model = model.to(self.info.device)
         self.criterion = criterion
+        if config.compile:
+            compile_for_training(self.model, self.criterion)
         self.train_set = train_set
         self.val_set = val_set
         self.optimizer = build_optimizer(self.model, config)
@@ -259,47 +307,61 @@ class Trainer:
             dynamic_ncols=True,
         )
         tic = time.perf_counter()
+        # Loss sums since the last log line, kept on the device: the host reads them
+        # every ``log_every`` steps (and at the end), not every step.
+        sums: dict[str, Tensor] = {}
+        pending = 0
         for batch in bar:
             losses = self.train_step(batch.to(self.info.device))
+            sums = {k: sums[k] + v if k in sums else v for k, v in losses.items()}
+            pending += 1
             self.batches_done += 1
             self.step += 1
-            now = time.perf_counter()
-            speed = cfg.batch_size * self.info.world_size / max(now - tic, 1e-9)
-            tic = now
-            lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
-            self.log.write(
-                "train", epoch=self.epoch, step=self.step, **losses, **lrs, images_per_s=speed
-            )
-            bar.set_postfix(loss=f"{losses['loss']:.4f}", img_s=f"{speed:.1f}")
+            stop = cfg.max_steps is not None and self.step >= cfg.max_steps
+            if self.step % cfg.log_every == 0 or stop or self.batches_done == total:
+                tic = self._log_train(bar, sums, pending, tic)
+                sums, pending = {}, 0
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save()
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            if stop:
                 bar.close()
                 return self.batches_done == total
         bar.close()
         return True
 
-    def train_step(self, batch: DetectionBatch) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the losses averaged over processes."""
-        cfg = self.config
-        device_type = self.info.device.type
-        with torch.autocast(
-            device_type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
-            outputs = self.ddp(batch.pixel_values, batch.pixel_mask)
-        losses = self.criterion(_to_float(outputs), batch.targets)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}: {losses}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.clip_max_norm > 0:
-            # Clip the true gradients: unscale first when fp16 scaling is on.
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return _mean_over_processes(losses)
+    def _log_train(self, bar: tqdm, sums: dict[str, Tensor], steps: int, tic: float) -> float:
+        """Log the mean losses of the last ``steps`` steps (a host read); returns the time.
+
+        Raises:
+            FloatingPointError: the loss was not finite at one of those steps.
+        """
+        losses = _mean_over_processes(sums, steps)
+        now = time.perf_counter()
+        if not math.isfinite(losses["loss"]):
+            first = self.step - steps + 1
+            when = f"step {self.step}" if steps == 1 else f"one of steps {first}-{self.step}"
+            raise FloatingPointError(f"loss is {losses['loss']} at {when}: {losses}")
+        speed = steps * self.config.batch_size * self.info.world_size / max(now - tic, 1e-9)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+        self.log.write(
+            "train", epoch=self.epoch, step=self.step, **losses, **lrs, images_per_s=speed
+        )
+        bar.set_postfix(loss=f"{losses['loss']:.4f}", img_s=f"{speed:.1f}")
+        return now
+
+    def train_step(self, batch: DetectionBatch) -> dict[str, Tensor]:
+        """One optimizer step on ``batch``; returns this process's losses, on the device."""
+        return training_step(
+            self.ddp,
+            self.criterion,
+            self.optimizer,
+            self.scaler,
+            batch.pixel_values,
+            batch.pixel_mask,
+            batch.targets,
+            amp_dtype=self.amp_dtype,
+            clip_max_norm=self.config.clip_max_norm,
+        )
 
     def evaluate(self) -> dict[str, float]:
         """COCO metrics on ``val_set`` (every process predicts its share); logged and printed."""
