@@ -14,7 +14,7 @@ import torch
 from support.tiny import SIZES, padded_batch, random_targets, tiny_model
 
 from zoo.loss.criterion import build_criterion
-from zoo.training.compile import compile_for_training, fullgraph_parts
+from zoo.training.compile import compile_for_training, fullgraph_parts, pad_to_bucket
 
 
 @pytest.mark.slow
@@ -54,3 +54,17 @@ def test_fullgraph_parts_are_the_transformer() -> None:
     assert set(fullgraph_parts(tiny_model("ddetr"))) == {"encoder", "decoder"}
     with pytest.raises(TypeError, match="not a zoo detector"):
         fullgraph_parts(torch.nn.Linear(2, 2))
+
+
+def test_pad_to_bucket() -> None:
+    pixels, mask = padded_batch([(64, 96), (80, 56)])  # batch (80, 96)
+    got_pixels, got_mask = pad_to_bucket(pixels, mask, 64)
+    assert got_pixels.shape == (2, 3, 128, 128) and got_mask.shape == (2, 128, 128)
+    assert torch.equal(got_pixels[..., :80, :96], pixels)
+    assert torch.equal(got_mask[:, :80, :96], mask)
+    assert not got_pixels[..., 80:, :].any() and not got_mask[..., 96:].any()
+    # Already a multiple: unchanged; 32-pixel buckets keep 80 x 96.
+    assert pad_to_bucket(got_pixels, got_mask, 64)[0] is got_pixels
+    assert pad_to_bucket(pixels, mask, 16)[0].shape[-2:] == (80, 96)
+    with pytest.raises(ValueError, match="bucket must be a positive int"):
+        pad_to_bucket(pixels, mask, 0)

@@ -65,3 +65,10 @@ def test_a_non_finite_loss_stops_the_run_at_the_next_record(tmp_path: Path, data
     with pytest.raises(FloatingPointError, match="one of steps 1-3"):
         _records(tmp_path, data, replace(CONFIG, log_every=3), poisoned)
     assert len(calls) == 3  # found at the record, not at the step
+
+
+def test_the_interval_is_checked() -> None:
+    with pytest.raises(ValueError, match=r"TrainConfig\.log_every must be >= 1, got 0"):
+        TrainConfig(log_every=0)
+    with pytest.raises(ValueError, match=r"TrainConfig\.size_bucket must be >= 0, got -32"):
+        TrainConfig(size_bucket=-32)

@@ -103,6 +103,12 @@ def declare_train(parser: argparse.ArgumentParser) -> Runner:
         action="store_true",
         help="torch.compile the model (encoder and decoder as whole graphs) and the loss",
     )
+    parser.add_argument(
+        "--size-bucket",
+        type=non_negative_int,
+        default=0,
+        help="pad batches to a multiple of this many pixels (static shapes; 0: off)",
+    )
     return _run_train
 
 
@@ -187,6 +193,7 @@ def _run_train(args: argparse.Namespace) -> int:
         keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every,
         compile=args.compile,
+        size_bucket=args.size_bucket,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
         eval_area_thresholds=args.area_thresholds,

@@ -111,7 +111,7 @@ class SetCriterion(nn.Module):
         (:meth:`HungarianMatcher.match_all`), else one call per group."""
         match_all = getattr(self.matcher, "match_all", None)
         if match_all is not None:
-            return match_all(groups)  # type: ignore[no-any-return]
+            return match_all(groups)
         return [self.matcher(out, tgts) for out, tgts in groups]
 
     @staticmethod

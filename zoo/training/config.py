@@ -32,6 +32,8 @@ class TrainConfig:
             epoch or run); the host reads the losses only then, so on a GPU a larger
             interval leaves the matcher's transfer as the step's only synchronisation.
         compile: compile the model and the criterion (:mod:`zoo.training.compile`).
+        size_bucket: pad every batch to a multiple of this many pixels (0: no padding
+            beyond the batch's largest image): few distinct shapes for compiled graphs.
         tensorboard: also log the metrics for TensorBoard in ``OUT/tensorboard``.
     """
 
@@ -55,6 +57,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 1
     compile: bool = False
+    size_bucket: int = 0
     progress: bool = True
     tensorboard: bool = False
     find_unused_parameters: bool = False
@@ -71,6 +74,7 @@ class TrainConfig:
             "eval_every": (self.eval_every, 0),
             "keep_checkpoints": (self.keep_checkpoints, 1),
             "log_every": (self.log_every, 1),
+            "size_bucket": (self.size_bucket, 0),
             "seed": (self.seed, 0),
             "lr_backbone": (self.lr_backbone, 0),
             "weight_decay": (self.weight_decay, 0),

@@ -38,7 +38,7 @@ from zoo.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from zoo.training.compile import compile_for_training
+from zoo.training.compile import compile_for_training, pad_to_bucket
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import ProcessInfo, ShardSampler, epoch_batches, process_info
 from zoo.training.lock import RunLock, RunLockedError
@@ -351,13 +351,16 @@ class Trainer:
 
     def train_step(self, batch: DetectionBatch) -> dict[str, Tensor]:
         """One optimizer step on ``batch``; returns this process's losses, on the device."""
+        pixels, mask = batch.pixel_values, batch.pixel_mask
+        if self.config.size_bucket:
+            pixels, mask = pad_to_bucket(pixels, mask, self.config.size_bucket)
         return training_step(
             self.ddp,
             self.criterion,
             self.optimizer,
             self.scaler,
-            batch.pixel_values,
-            batch.pixel_mask,
+            pixels,
+            mask,
             batch.targets,
             amp_dtype=self.amp_dtype,
             clip_max_norm=self.config.clip_max_norm,
