@@ -35,7 +35,7 @@ from zoo.models.pipeline.resize import resized_size
 from zoo.training.compile import pad_to_bucket
 from zoo.training.config import TrainConfig
 from zoo.training.optim import build_optimizer
-from zoo.training.trainer import training_step
+from zoo.training.step import training_step
 
 
 def batch_sizes(rng: random.Random, batch: int, image_size: int) -> list[tuple[int, int]]:

@@ -22,7 +22,7 @@ from msda_ops import dispatch, ops
 from zoo.loss.criterion import build_criterion
 from zoo.training.config import TrainConfig
 from zoo.training.optim import build_optimizer
-from zoo.training.trainer import training_step
+from zoo.training.step import training_step
 
 META = torch.device("meta")
 

@@ -36,7 +36,7 @@ def test_training_step_synchronises_once(name: str) -> None:
     from zoo.loss.criterion import build_criterion
     from zoo.training.config import TrainConfig
     from zoo.training.optim import build_optimizer
-    from zoo.training.trainer import training_step
+    from zoo.training.step import training_step
 
     cuda = torch.device("cuda")
     model = tiny_model(name).train().to(cuda)
