@@ -19,7 +19,11 @@ Measured, zoo and transformers interleaved round by round (same process, same in
   loss through ``labels=`` (scipy matcher), auxiliary losses on for both;
 - on CUDA, peak memory of a call (``torch.cuda.max_memory_allocated`` above what was
   allocated just before it; for training also each model's parameters and AdamW state);
-- with ``--compile``, everything again with both models under ``torch.compile``.
+- with ``--compile``, everything again with both models under ``torch.compile`` (the
+  zoo's training step also compiles its criterion, as ``zoo train --compile``);
+- for each eager training step, a per-phase breakdown (backbone, encoder, decoder,
+  other forward, matcher, loss, backward, optimizer) of one step profiled with
+  ``torch.profiler`` ranges, for both libraries (:func:`profile_phases`).
 
 Run::
 
@@ -27,6 +31,8 @@ Run::
     python benchmarks/bench_models.py --device cuda --train --compile --output models_cuda_compile
     python benchmarks/bench_models.py --device cpu --batch-sizes 1 --dtypes float32 --repeats 3
     python benchmarks/bench_models.py --device cpu --quick --train     # smoke run, scratch file
+    python benchmarks/bench_models.py --device cpu --size 384 512 --train --no-inference \\
+        --train-batch 2 --dtypes float32 --repeats 3 --output models_cpu_train
 
 CPU bfloat16: on a virtual machine whose CPU advertises AMX without the kernel enabling it,
 oneDNN's bfloat16 matmuls die with SIGILL (any ``nn.Linear``, not this code); run with
@@ -47,7 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -386,36 +392,214 @@ def train_fns(
     targets: list[dict[str, Tensor]],
     device: torch.device,
     dtype: str,
-) -> tuple[dict[str, Callable[[], Any]], dict[str, torch.optim.Optimizer]]:
+    compile_criterion: bool = False,
+) -> tuple[dict[str, Callable[[], Any]], dict[str, torch.optim.Optimizer], Any]:
     """One training step per implementation: forward, loss with matching, backward, AdamW.
 
     ``models`` are what is called (possibly compiled), ``bases`` the underlying modules
-    whose parameters the optimisers own.
+    whose parameters the optimisers own. Returns the steps, the optimisers and the zoo's
+    criterion.
     """
     config: Any = bases["zoo"].config
     criterion = zoo.build_criterion(config)
+    if compile_criterion:
+        # zoo train --compile's loss: compiled, the matcher its one graph break.
+        criterion.compile()
     opts = {name: _adamw(bases[name]) for name in IMPLS}
     labels = hf_labels(targets)
 
     # The gradients are freed after each step (not before the next), so that between steps
     # only weights and optimiser state stay allocated and a step's peak memory covers them.
+    # Profiler ranges (no cost unless profiling) for profile_phases; phase_ranges adds the
+    # models' own.
     def zoo_step() -> Tensor:
-        with _autocast(device, dtype):
-            loss = criterion(models["zoo"](pixels, mask), targets)["loss"]
-        loss.backward()
-        opts["zoo"].step()
-        opts["zoo"].zero_grad(set_to_none=True)
-        return loss.detach()
+        with _ranges("step"):
+            with _autocast(device, dtype):
+                with _ranges("forward"):
+                    outputs = models["zoo"](pixels, mask)
+                with _ranges("criterion"):
+                    loss = criterion(outputs, targets)["loss"]
+            return _backward_and_step(loss, opts["zoo"])
 
     def hf_step() -> Tensor:
-        with _autocast(device, dtype):
-            loss = models["transformers"](pixel_values=pixels, pixel_mask=mask, labels=labels).loss
-        loss.backward()
-        opts["transformers"].step()
-        opts["transformers"].zero_grad(set_to_none=True)
-        return loss.detach()
+        with _ranges("step"):
+            with _autocast(device, dtype), _ranges("forward"):
+                out = models["transformers"](pixel_values=pixels, pixel_mask=mask, labels=labels)
+            return _backward_and_step(out.loss, opts["transformers"])
 
-    return {"zoo": zoo_step, "transformers": hf_step}, opts
+    return {"zoo": zoo_step, "transformers": hf_step}, opts, criterion
+
+
+def _ranges(name: str) -> torch.autograd.profiler.record_function:
+    return torch.autograd.profiler.record_function(_RANGE + name)
+
+
+def _backward_and_step(loss: Tensor, opt: torch.optim.Optimizer) -> Tensor:
+    with _ranges("backward"):
+        loss.backward()
+    with _ranges("optimizer"):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+# ---------------------------------------------------------------- phases
+
+PHASES = (
+    "backbone",
+    "encoder",
+    "decoder",
+    "other_forward",
+    "matcher",
+    "loss",
+    "backward",
+    "optimizer",
+)
+_RANGE = "phase:"
+
+
+@contextlib.contextmanager
+def _module_ranges(modules: dict[str, nn.Module]) -> Iterator[None]:
+    """A profiler range ``phase:<name>`` around every forward call of each module."""
+    handles = []
+    for name, module in modules.items():
+        open_ranges: list[Any] = []
+
+        def enter(_m: nn.Module, _args: Any, name: str = name, stack: list = open_ranges) -> None:
+            rf = torch.autograd.profiler.record_function(_RANGE + name)
+            rf.__enter__()
+            stack.append(rf)
+
+        def leave(_m: nn.Module, _args: Any, _out: Any, stack: list = open_ranges) -> None:
+            stack.pop().__exit__(None, None, None)
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _ranged(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` inside a profiler range ``phase:<name>``."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.autograd.profiler.record_function(_RANGE + name):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def phase_ranges(impl: str, model: nn.Module, criterion: Any = None) -> Iterator[None]:
+    """Profiler ranges for the phases of a training step of ``impl``'s ``model``.
+
+    Both libraries: ``backbone``, ``encoder``, ``decoder`` (module forwards), ``matcher``
+    and ``criterion`` (the loss including the matching). The zoo's loss is its
+    ``SetCriterion`` (``criterion``), outside the forward; transformers computes its loss
+    inside ``forward`` (``labels=``), through ``model.loss_function`` and its
+    ``DeformableDetrHungarianMatcher``.
+    """
+    if impl == "zoo":
+        parts = {"backbone": model.backbone, "encoder": model.encoder, "decoder": model.decoder}
+        matcher = criterion.matcher
+        with _module_ranges(parts):
+            matcher.match_all = _ranged("matcher", matcher.match_all)
+            try:
+                yield
+            finally:
+                del matcher.match_all  # the instance attribute: the method shows again
+        return
+    from transformers.loss import loss_deformable_detr
+
+    inner = model.model
+    parts = {"backbone": inner.backbone, "encoder": inner.encoder, "decoder": inner.decoder}
+    matcher_cls = loss_deformable_detr.DeformableDetrHungarianMatcher
+    forward = matcher_cls.forward
+    had_loss = "_loss_function" in vars(model)
+    previous = model.loss_function
+    model.loss_function = _ranged("criterion", previous)
+    matcher_cls.forward = _ranged("matcher", forward)
+    try:
+        with _module_ranges(parts):
+            yield
+    finally:
+        matcher_cls.forward = forward
+        if had_loss:
+            model.loss_function = previous
+        else:
+            del model._loss_function
+
+
+def profile_phases(
+    step: Callable[[], Any], device: torch.device, *, loss_in_forward: bool
+) -> dict[str, Any]:
+    """Milliseconds per phase of one ``step`` call, from the profiler's ``phase:`` ranges.
+
+    ``step`` opens the ranges ``step``, ``forward``, ``criterion``, ``backward`` and
+    ``optimizer`` itself (see :func:`train_fns`); :func:`phase_ranges` adds the model's.
+    Host time of each range (on CUDA, where the host mostly queues work, also the device
+    time under ``device_ms``). Exclusive phases: ``loss`` = criterion - matcher,
+    ``other_forward`` = forward - backbone - encoder - decoder (- criterion when the loss is
+    computed inside the forward, ``loss_in_forward``); ``unattributed`` = step - the phases.
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    host: dict[str, float] = {}
+    dev: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.key.startswith(_RANGE):
+            name = event.key.removeprefix(_RANGE)
+            host[name] = host.get(name, 0.0) + event.cpu_time_total / 1e3
+            dev[name] = dev.get(name, 0.0) + getattr(event, "device_time_total", 0.0) / 1e3
+    out: dict[str, Any] = _exclusive(host, loss_in_forward)
+    if device.type == "cuda":
+        out["device_ms"] = _exclusive(dev, loss_in_forward)
+    return out
+
+
+def add_phases(
+    entry: dict[str, Any],
+    fns: dict[str, Callable[[], Any]],
+    bases: dict[str, nn.Module],
+    criterion: Any,
+    device: torch.device,
+) -> None:
+    """Add ``phases_ms`` (:func:`profile_phases`, one profiled step) to each result."""
+    for name in IMPLS:
+        if "error" in entry[name]:
+            continue
+        with phase_ranges(name, bases[name], criterion):
+            entry[name]["phases_ms"] = profile_phases(
+                fns[name], device, loss_in_forward=name == "transformers"
+            )
+
+
+def _exclusive(ranges: dict[str, float], loss_in_forward: bool) -> dict[str, float]:
+    """Inclusive range times -> the exclusive :data:`PHASES`, ``step`` and ``unattributed``."""
+    t = {k: ranges.get(k, 0.0) for k in (*PHASES, "step", "forward", "criterion")}
+    out = {
+        "backbone": t["backbone"],
+        "encoder": t["encoder"],
+        "decoder": t["decoder"],
+        "other_forward": t["forward"]
+        - t["backbone"]
+        - t["encoder"]
+        - t["decoder"]
+        - (t["criterion"] if loss_in_forward else 0.0),
+        "matcher": t["matcher"],
+        "loss": t["criterion"] - t["matcher"],
+        "backward": t["backward"],
+        "optimizer": t["optimizer"],
+    }
+    out["step"] = t["step"]
+    out["unattributed"] = t["step"] - sum(out[p] for p in PHASES)
+    return out
 
 
 def state_mib(model: nn.Module, opt: torch.optim.Optimizer | None = None) -> float:
@@ -458,6 +642,11 @@ def _print(kind: str, entry: dict[str, Any]) -> None:
         f"load {entry['load_average_after']}",
         flush=True,
     )
+    for name in IMPLS:
+        if "phases_ms" in entry[name]:
+            phases = entry[name]["phases_ms"]
+            listed = "  ".join(f"{p} {phases[p]:.0f}" for p in (*PHASES, "unattributed"))
+            print(f"{'':9s} {name} phases (ms of a {phases['step']:.0f} ms step): {listed}")
 
 
 def _measure(
@@ -704,10 +893,14 @@ def _train_entry(
     targets = random_targets(batch, device, seed=5)
     for m in bases.values():
         m.train()
-    fns, opts = train_fns(models, bases, pixels, mask, targets, device, dtype)
+    fns, opts, criterion = train_fns(
+        models, bases, pixels, mask, targets, device, dtype, compile_criterion=compiled
+    )
     entry = _entry(batch, dtype, compiled)
     entry["boxes_per_image"] = [len(t["labels"]) for t in targets]
     entry.update(_measure(fns, device, args.repeats, _warmup(args, compiled)))
+    if not compiled:  # the hooks would break the compiled graphs
+        add_phases(entry, fns, bases, criterion, device)
     _add_state_memory(entry, bases, opts)
     entry["load_average_after"] = _loadavg()
     entry["note"] = (

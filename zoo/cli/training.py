@@ -119,10 +119,29 @@ def declare_train(parser: argparse.ArgumentParser) -> Runner:
         "--keep-checkpoints", type=positive_int, default=2, help="the newest intact ones"
     )
     parser.add_argument("--eval-every", type=non_negative_int, default=1, help="epochs (0: never)")
+    parser.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=1,
+        help="steps between loss records (the mean since the last): the host reads the "
+        "losses only then; on a GPU, a larger value keeps the matcher's transfer the step's "
+        "only synchronisation",
+    )
     parser.add_argument("--seed", type=seed_int, default=42, help=f"0 to {MAX_SEED}")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs tensorboard)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model (encoder and decoder as whole graphs) and the loss",
+    )
+    parser.add_argument(
+        "--size-bucket",
+        type=non_negative_int,
+        default=0,
+        help="pad batches to a multiple of this many pixels (static shapes; 0: off)",
     )
     return functools.partial(_run_train, parser=parser)
 
@@ -270,6 +289,9 @@ def _run_train(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
         keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every,
+        compile=args.compile,
+        size_bucket=args.size_bucket,
         progress=not args.no_progress,
         tensorboard=args.tensorboard,
         eval_area_thresholds=args.area_thresholds,

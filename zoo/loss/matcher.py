@@ -3,11 +3,17 @@
 Each image's predictions are matched one-to-one with its targets by minimising a weighted
 sum of a class cost, the L1 distance of (cx, cy, w, h) boxes and the negative generalised
 IoU. Unlike the original implementation, only each image's own (Q, T_i) block is computed
-(targets padded to the batch's largest T, batched ops, no B*Q x sum(T) matrix), all blocks
-reach the host in one transfer, and the whole batch is solved in one parallel Rust call.
+(targets padded to the batch's largest T, batched ops, no B*Q x sum(T) matrix), and
+:meth:`HungarianMatcher.match_all` takes every matching of a training step (each decoder
+layer, the two-stage proposals, each image): their costs reach the host in one transfer,
+the step's only synchronisation, and are solved in one parallel Rust call.
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from itertools import islice
 
 import numpy as np
 import torch
@@ -20,20 +26,42 @@ from zoo.models.config import LossConfig
 __all__ = ["HungarianMatcher"]
 
 # Padding targets get a valid box so the padded (never read) costs stay finite.
-_PAD_BOX = (0.5, 0.5, 1.0, 1.0)
+_PAD_CENTRE, _PAD_SIZE = 0.5, 1.0
+
+Outputs = dict[str, Tensor]
+Targets = list[dict[str, Tensor]]
+Indices = list[tuple[Tensor, Tensor]]
 
 
-def _batched_giou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Generalised IoU of (B, N, 4) and (B, M, 4) xyxy boxes, image by image: (B, N, M).
+def padded_targets(
+    targets: Targets, device: torch.device, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """The batch's targets padded to its largest T: labels (B, T) int64 (0 on padding) and
+    boxes (B, T, 4) ``dtype`` cxcywh (a whole-image box on padding), on ``device``.
 
-    torchvision broadcasts leading dimensions since 0.21; older releases get ``vmap``.
+    Built by fills and device copies only (no host->device copy, nothing read back).
     """
-    if _GIOU_BATCHES:
-        return generalized_box_iou(boxes1, boxes2)
-    return torch.vmap(generalized_box_iou)(boxes1, boxes2)
+    t_max = max((len(t["boxes"]) for t in targets), default=0)
+    labels = torch.zeros(len(targets), t_max, dtype=torch.int64, device=device)
+    boxes = torch.full((len(targets), t_max, 4), _PAD_CENTRE, dtype=dtype, device=device)
+    boxes[..., 2:] = _PAD_SIZE
+    for b, t in enumerate(targets):
+        n = len(t["boxes"])
+        labels[b, :n] = t["labels"].to(device, non_blocking=True)
+        boxes[b, :n] = t["boxes"].to(device=device, dtype=dtype, non_blocking=True)
+    return labels, boxes
 
 
-_GIOU_BATCHES = generalized_box_iou(torch.zeros(2, 1, 4), torch.ones(2, 3, 4)).shape == (2, 1, 3)
+def _to_host(costs: Tensor) -> np.ndarray:
+    """The training step's one device->host transfer: every matching's costs at once."""
+    return costs.cpu().numpy()
+
+
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast disabled on ``device`` (the costs are compared, so kept in float32)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 class HungarianMatcher(nn.Module):
@@ -111,7 +139,7 @@ class HungarianMatcher(nn.Module):
         )
 
     @torch.no_grad()
-    def cost_matrices(self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]) -> Tensor:
+    def cost_matrices(self, outputs: Outputs, targets: Targets) -> Tensor:
         """Each image's matching costs, padded: (B, Q, max T_i) float32 on the outputs' device.
 
         Column ``t`` of image ``b`` is meaningful for ``t < len(targets[b]["boxes"])``;
@@ -119,19 +147,11 @@ class HungarianMatcher(nn.Module):
         """
         logits, boxes = outputs["pred_logits"], outputs["pred_boxes"]
         bs, num_queries = logits.shape[:2]
-        device = logits.device
-        sizes = [len(t["boxes"]) for t in targets]
-        t_max = max(sizes, default=0)
-        with torch.autocast(device.type, enabled=False):
-            tgt_ids = torch.zeros(bs, t_max, dtype=torch.int64, device=device)
-            tgt_boxes = torch.tensor(_PAD_BOX, device=device).repeat(bs, t_max, 1)
-            for b, (t, n) in enumerate(zip(targets, sizes, strict=True)):
-                tgt_ids[b, :n] = t["labels"].to(device)
-                tgt_boxes[b, :n] = t["boxes"].to(device=device, dtype=torch.float32)
+        with _autocast_off(logits.device):
+            tgt_ids, tgt_boxes = padded_targets(targets, logits.device)
             logits = logits.float()
             out_boxes = boxes.float()
-
-            index = tgt_ids[:, None, :].expand(bs, num_queries, t_max)
+            index = tgt_ids[:, None, :].expand(bs, num_queries, tgt_ids.shape[1])
             if self.focal:
                 p = logits.sigmoid().gather(2, index)
                 a, g = self.focal_alpha, self.focal_gamma
@@ -141,7 +161,8 @@ class HungarianMatcher(nn.Module):
             else:
                 class_cost = -logits.softmax(-1).gather(2, index)
             l1_cost = torch.cdist(out_boxes, tgt_boxes, p=1)
-            giou_cost = -_batched_giou(
+            # torchvision (>= 0.21) broadcasts the leading (batch) dimension.
+            giou_cost = -generalized_box_iou(
                 box_convert(out_boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
             )
             return (
@@ -149,9 +170,7 @@ class HungarianMatcher(nn.Module):
             )
 
     @torch.no_grad()
-    def forward(
-        self, outputs: dict[str, Tensor], targets: list[dict[str, Tensor]]
-    ) -> list[tuple[Tensor, Tensor]]:
+    def forward(self, outputs: Outputs, targets: Targets) -> Indices:
         """Match predictions to targets, image by image.
 
         Args:
@@ -170,23 +189,59 @@ class HungarianMatcher(nn.Module):
             ValueError: an image's costs are not finite (NaN or infinite predictions or
                 target boxes), naming the image.
         """
-        sizes = [len(t["boxes"]) for t in targets]
-        if len(sizes) != outputs["pred_logits"].shape[0]:
-            raise ValueError(
-                f"{len(sizes)} targets for a batch of {outputs['pred_logits'].shape[0]} images"
-            )
-        if max(sizes, default=0) == 0:
-            empty = torch.empty(0, dtype=torch.int64)
-            return [(empty, empty.clone()) for _ in sizes]
-        costs = self.cost_matrices(outputs, targets).cpu().numpy()  # the one transfer
-        # Only each image's own columns count: padding is never solved.
-        valid = np.arange(costs.shape[2]) < np.asarray(sizes)[:, None]
-        broken = (~np.isfinite(costs) & valid[:, None, :]).any(axis=(1, 2))
-        if broken.any():
-            bad = int(np.flatnonzero(broken)[0])
-            raise ValueError(
-                f"image {bad}: matching costs are not finite "
-                "(NaN or infinite values in the predictions or target boxes)"
-            )
-        solved = linear_sum_assignment_batch(costs, n_cols=sizes, n_threads=self.n_threads)
-        return [(torch.from_numpy(rows), torch.from_numpy(cols)) for rows, cols in solved]
+        return self.match_all([(outputs, targets)])[0]
+
+    # The training step's one deliberate graph break under torch.compile: host code.
+    @torch.compiler.disable
+    @torch.no_grad()
+    def match_all(self, groups: Sequence[tuple[Outputs, Targets]]) -> list[Indices]:
+        """Match several sets of predictions at once: :meth:`forward` for each group.
+
+        A training step matches every decoder layer's predictions (and two-stage, the
+        encoder's proposals) against the batch's targets; their costs reach the host in
+        one transfer and are solved in one parallel ``matcher_rs`` call.
+
+        Args:
+            groups: ``(outputs, targets)`` pairs as :meth:`forward` takes them.
+
+        Returns:
+            One :meth:`forward` result per group.
+
+        Raises:
+            ValueError: a group's targets do not fit its batch; an image's costs are not
+                finite (naming the group and the image).
+        """
+        shapes: list[tuple[int, int, int]] = []
+        costs: list[Tensor] = []
+        for g, (outputs, targets) in enumerate(groups):
+            bs, num_queries = outputs["pred_logits"].shape[:2]
+            if len(targets) != bs:
+                where = "" if len(groups) == 1 else f"group {g}: "
+                raise ValueError(f"{where}{len(targets)} targets for a batch of {bs} images")
+            t_max = max((len(t["boxes"]) for t in targets), default=0)
+            shapes.append((bs, num_queries, t_max))
+            if t_max:
+                costs.append(self.cost_matrices(outputs, targets).flatten())
+        host = _to_host(torch.cat(costs)) if costs else np.empty(0, dtype=np.float32)
+        blocks: list[np.ndarray] = []
+        offset = 0
+        for g, ((bs, num_queries, t_max), (_, targets)) in enumerate(
+            zip(shapes, groups, strict=True)
+        ):
+            group = host[offset : offset + bs * num_queries * t_max].reshape(bs, num_queries, t_max)
+            offset += group.size
+            for b, t in enumerate(targets):
+                # Only each image's own columns count: padding is never solved.
+                block = np.ascontiguousarray(group[b, :, : len(t["boxes"])])
+                if not np.isfinite(block).all():
+                    where = f"image {b}" if len(groups) == 1 else f"group {g}, image {b}"
+                    raise ValueError(
+                        f"{where}: matching costs are not finite "
+                        "(NaN or infinite values in the predictions or target boxes)"
+                    )
+                blocks.append(block)
+        solved = iter(linear_sum_assignment_batch(blocks, n_threads=self.n_threads))
+        return [
+            [(torch.from_numpy(rows), torch.from_numpy(cols)) for rows, cols in islice(solved, bs)]
+            for bs, _, _ in shapes
+        ]

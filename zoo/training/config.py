@@ -28,6 +28,12 @@ class TrainConfig:
             APs/APm/APl buckets: COCO's 32^2 and 96^2 unless the images are much
             smaller (:func:`zoo.data.areas.size_buckets`).
         keep_checkpoints: how many checkpoints to keep (the newest).
+        log_every: log the mean losses every this many steps (and at the end of an
+            epoch or run); the host reads the losses only then, so on a GPU a larger
+            interval leaves the matcher's transfer as the step's only synchronisation.
+        compile: compile the model and the criterion (:mod:`zoo.training.compile`).
+        size_bucket: pad every batch to a multiple of this many pixels (0: no padding
+            beyond the batch's largest image): few distinct shapes for compiled graphs.
         tensorboard: also log the metrics for TensorBoard in ``OUT/tensorboard``.
     """
 
@@ -49,6 +55,9 @@ class TrainConfig:
     eval_every: int = 1
     eval_area_thresholds: tuple[float, float] = (32.0**2, 96.0**2)
     keep_checkpoints: int = 2
+    log_every: int = 1
+    compile: bool = False
+    size_bucket: int = 0
     progress: bool = True
     tensorboard: bool = False
     find_unused_parameters: bool = False
@@ -64,6 +73,8 @@ class TrainConfig:
             "checkpoint_every": (self.checkpoint_every, 0),
             "eval_every": (self.eval_every, 0),
             "keep_checkpoints": (self.keep_checkpoints, 1),
+            "log_every": (self.log_every, 1),
+            "size_bucket": (self.size_bucket, 0),
             "seed": (self.seed, 0),
             "lr_backbone": (self.lr_backbone, 0),
             "weight_decay": (self.weight_decay, 0),

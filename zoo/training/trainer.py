@@ -12,9 +12,10 @@ skipped, and augmentation is seeded per sample (:class:`zoo.data.coco.CocoDetect
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from zoo.training.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from zoo.training.compile import compile_for_training, pad_to_bucket
 from zoo.training.config import TrainConfig
 from zoo.training.distributed import (
     ProcessInfo,
@@ -48,31 +50,10 @@ from zoo.training.lock import RunLock
 from zoo.training.log import MetricsLog
 from zoo.training.optim import build_optimizer, build_scheduler
 from zoo.training.run import check_belongs, check_unused, new_run_id, write_run
+from zoo.training.step import Criterion, mean_over_processes, training_step
 from zoo.weights.zoo_format import load_pretrained
 
-Criterion = Callable[[dict[str, Any], list[dict[str, Tensor]]], dict[str, Tensor]]
 _AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def _to_float(outputs: Any) -> Any:
-    """Model outputs (nested dicts/lists) in float32: the matcher and losses need full precision."""
-    if isinstance(outputs, Tensor):
-        return outputs.float()
-    if isinstance(outputs, dict):
-        return {k: _to_float(v) for k, v in outputs.items()}
-    if isinstance(outputs, list):
-        return [_to_float(v) for v in outputs]
-    return outputs
-
-
-def _mean_over_processes(losses: dict[str, Tensor]) -> dict[str, float]:
-    """Loss values averaged over processes, for logging only."""
-    names = sorted(losses)
-    values = torch.stack([losses[n].detach().float() for n in names])
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(values)
-        values /= dist.get_world_size()
-    return dict(zip(names, values.tolist(), strict=True))
 
 
 class Trainer:
@@ -119,6 +100,8 @@ class Trainer:
         self._take_lock()
         self.model = model.to(self.info.device)
         self.criterion = criterion
+        if config.compile:
+            compile_for_training(self.model, self.criterion)
         self.train_set = train_set
         self.val_set = val_set
         self.optimizer = build_optimizer(self.model, config)
@@ -304,47 +287,64 @@ class Trainer:
             dynamic_ncols=True,
         )
         tic = time.perf_counter()
+        # Loss sums since the last log line, kept on the device: the host reads them
+        # every ``log_every`` steps (and at the end), not every step.
+        sums: dict[str, Tensor] = {}
+        pending = 0
         for batch in bar:
             losses = self.train_step(batch.to(self.info.device))
+            sums = {k: sums[k] + v if k in sums else v for k, v in losses.items()}
+            pending += 1
             self.batches_done += 1
             self.step += 1
-            now = time.perf_counter()
-            speed = cfg.batch_size * self.info.world_size / max(now - tic, 1e-9)
-            tic = now
-            lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
-            self.log.write(
-                "train", epoch=self.epoch, step=self.step, **losses, **lrs, images_per_s=speed
-            )
-            bar.set_postfix(loss=f"{losses['loss']:.4f}", img_s=f"{speed:.1f}")
+            stop = cfg.max_steps is not None and self.step >= cfg.max_steps
+            if self.step % cfg.log_every == 0 or stop or self.batches_done == total:
+                tic = self._log_train(bar, sums, pending, tic)
+                sums, pending = {}, 0
             if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                 self.save()
-            if cfg.max_steps is not None and self.step >= cfg.max_steps:
+            if stop:
                 bar.close()
                 return self.batches_done == total
         bar.close()
         return True
 
-    def train_step(self, batch: DetectionBatch) -> dict[str, float]:
-        """One optimizer step on ``batch``; returns the losses averaged over processes."""
-        cfg = self.config
-        device_type = self.info.device.type
-        with torch.autocast(
-            device_type, self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
-        ):
-            outputs = self.ddp(batch.pixel_values, batch.pixel_mask)
-        losses = self.criterion(_to_float(outputs), batch.targets)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.step}: {losses}")
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if cfg.clip_max_norm > 0:
-            # Clip the true gradients: unscale first when fp16 scaling is on.
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_max_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        return _mean_over_processes(losses)
+    def _log_train(self, bar: tqdm, sums: dict[str, Tensor], steps: int, tic: float) -> float:
+        """Log the mean losses of the last ``steps`` steps (a host read); returns the time.
+
+        Raises:
+            FloatingPointError: the loss was not finite at one of those steps.
+        """
+        losses = mean_over_processes(sums, steps)
+        now = time.perf_counter()
+        if not math.isfinite(losses["loss"]):
+            first = self.step - steps + 1
+            when = f"step {self.step}" if steps == 1 else f"one of steps {first}-{self.step}"
+            raise FloatingPointError(f"loss is {losses['loss']} at {when}: {losses}")
+        speed = steps * self.config.batch_size * self.info.world_size / max(now - tic, 1e-9)
+        lrs = {f"lr_{g['name']}": g["lr"] for g in self.optimizer.param_groups}
+        self.log.write(
+            "train", epoch=self.epoch, step=self.step, **losses, **lrs, images_per_s=speed
+        )
+        bar.set_postfix(loss=f"{losses['loss']:.4f}", img_s=f"{speed:.1f}")
+        return now
+
+    def train_step(self, batch: DetectionBatch) -> dict[str, Tensor]:
+        """One optimizer step on ``batch``; returns this process's losses, on the device."""
+        pixels, mask = batch.pixel_values, batch.pixel_mask
+        if self.config.size_bucket:
+            pixels, mask = pad_to_bucket(pixels, mask, self.config.size_bucket)
+        return training_step(
+            self.ddp,
+            self.criterion,
+            self.optimizer,
+            self.scaler,
+            pixels,
+            mask,
+            batch.targets,
+            amp_dtype=self.amp_dtype,
+            clip_max_norm=self.config.clip_max_norm,
+        )
 
     def evaluate(self) -> dict[str, float]:
         """COCO metrics on ``val_set`` (every process predicts its share); logged and printed."""

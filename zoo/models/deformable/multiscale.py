@@ -45,12 +45,17 @@ def _projection(in_channels: int, hidden_dim: int, stride: int) -> nn.Sequential
     return nn.Sequential(conv, nn.GroupNorm(32, hidden_dim))
 
 
-def _shape_tensor(x: Tensor) -> Tensor:
-    """int64 (2,): ``x``'s last two sizes (H, W), kept symbolic by exporters."""
+def _shapes_tensor(maps: list[Tensor]) -> Tensor:
+    """int64 (L, 2): the maps' last two sizes (H, W), kept symbolic by exporters.
+
+    Built on the host and copied without blocking: a blocking copy (such as
+    ``torch.tensor(..., device=...)``) would wait for the GPU to finish its queued work.
+    """
     if torch.jit.is_tracing():
         # torch.onnx's TorchScript tracer records a Shape node here (it bakes torch.tensor).
-        return torch._shape_as_tensor(x)[-2:].to(x.device)
-    return torch.tensor(x.shape[-2:], dtype=torch.long, device=x.device)
+        return torch.stack([torch._shape_as_tensor(m)[-2:].to(m.device) for m in maps])
+    shapes = torch.tensor([tuple(m.shape[-2:]) for m in maps], dtype=torch.long)
+    return shapes.to(maps[0].device, non_blocking=True)
 
 
 def valid_ratios(padding_mask: Tensor, dtype: torch.dtype) -> Tensor:
@@ -108,7 +113,7 @@ class MultiScaleInput(nn.Module):
             + self.level_embed[lvl].view(1, 1, -1)
             for lvl, mask in enumerate(masks)
         ]
-        spatial_shapes = torch.stack([_shape_tensor(m) for m in maps])
+        spatial_shapes = _shapes_tensor(maps)
         return FlatLevels(
             src=torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1),
             pos=torch.cat(pos, 1),
