@@ -20,7 +20,8 @@ from torch import Tensor, nn
 
 from zoo.data.areas import COCO_AREA_THRESHOLDS, check_area_thresholds
 from zoo.data.batching import DetectionBatch
-from zoo.models.pipeline.detector import Detector, Predictions
+from zoo.models.pipeline.detector import Detector
+from zoo.models.pipeline.postprocess import Predictions
 
 # The first six numbers of COCOeval.stats, in its order.
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl")

@@ -29,8 +29,8 @@ from zoo.detect.drawing import draw_detections, draw_sampling
 from zoo.detect.sampling import predict_with_sampling
 from zoo.models.config import ModelConfig
 from zoo.models.pipeline.coco_names import class_names
-from zoo.models.pipeline.detector import Predictions
 from zoo.models.pipeline.images import open_image, to_rgb_image
+from zoo.models.pipeline.postprocess import Predictions
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,12 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from zoo.models.pipeline.detector import Predictions
-from zoo.models.pipeline.postprocess import postprocess_softmax, postprocess_topk
+from zoo.models.pipeline.postprocess import (
+    Predictions,
+    check_threshold,
+    postprocess_softmax,
+    postprocess_topk,
+)
 from zoo.models.pipeline.preprocess import ImageInput, image_list, preprocess
 from zoo.models.pipeline.resize import check_edges, inference_size
 
@@ -127,10 +131,7 @@ class OnnxDetector:
     ) -> list[Predictions]:
         """Detections per image, as :meth:`zoo.models.pipeline.detector.Detector.predict`
         gives them (``boxes`` xyxy in pixels, ``scores``, ``labels``, ``names``)."""
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        check_threshold(threshold)
         shortest, longest = inference_size(self.config.image_size, shortest_edge)
         if shortest_edge is None:
             longest = self.config.longest_edge

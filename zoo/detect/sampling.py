@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from zoo.models.deformable.model import DeformableDETR
 from zoo.models.parts.box_ops import scale_boxes
-from zoo.models.pipeline.detector import Predictions
+from zoo.models.pipeline.postprocess import Predictions
 from zoo.models.pipeline.preprocess import ImageInput
 
 

@@ -18,8 +18,8 @@ from zoo.models.deformable.transformer import DeformableDecoder, DeformableEncod
 from zoo.models.deformable.two_stage import TwoStageQueries
 from zoo.models.parts.backbone import Backbone
 from zoo.models.parts.box_ops import refine_boxes
-from zoo.models.pipeline.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.models.pipeline.postprocess import postprocess_topk
+from zoo.models.pipeline.detector import Detector, padding_mask_from_pixel_mask
+from zoo.models.pipeline.postprocess import Predictions, postprocess_topk
 
 
 class DeformableDETR(Detector):

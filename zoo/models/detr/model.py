@@ -9,8 +9,8 @@ from zoo.models.detr.transformer import DetrTransformer
 from zoo.models.parts.backbone import Backbone
 from zoo.models.parts.heads import box_head
 from zoo.models.parts.position_encoding import SinePositionEncoding
-from zoo.models.pipeline.detector import Detector, Predictions, padding_mask_from_pixel_mask
-from zoo.models.pipeline.postprocess import postprocess_softmax
+from zoo.models.pipeline.detector import Detector, padding_mask_from_pixel_mask
+from zoo.models.pipeline.postprocess import Predictions, postprocess_softmax
 
 
 class DETR(Detector):

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES
+from zoo.models.pipeline.postprocess import Predictions, check_threshold
 from zoo.models.pipeline.preprocess import ImageInput, preprocess
 from zoo.models.pipeline.resize import check_edges, inference_size
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
-
-
-class Predictions(TypedDict):
-    """Detections of one image: ``boxes`` (K, 4) xyxy in pixels, ``scores`` (K,), ``labels`` (K,)
-    and, from ``predict`` on a model with class names, ``names`` (K labels' names)."""
-
-    boxes: Tensor
-    scores: Tensor
-    labels: Tensor
-    names: NotRequired[list[str]]
 
 
 def padding_mask_from_pixel_mask(pixel_values: Tensor, pixel_mask: Tensor | None) -> Tensor:
@@ -96,10 +87,7 @@ class Detector(nn.Module):
             TypeError, ValueError: an input that is no image, or a bad size or threshold;
                 the message names the argument.
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-            raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
-        if not 0 <= threshold <= 1:
-            raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
+        check_threshold(threshold)
         config = cast("ModelConfig", self.config)
         shortest, longest = inference_size(config.image_size, shortest_edge)
         if longest_edge is None:

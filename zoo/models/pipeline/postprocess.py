@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import NotRequired, TypedDict
 
 import torch
 from torch import Tensor
 
 from zoo.models.parts.box_ops import scale_boxes
 
-if TYPE_CHECKING:
-    from zoo.models.pipeline.detector import Predictions
+
+class Predictions(TypedDict):
+    """Detections of one image: ``boxes`` (K, 4) xyxy in pixels, ``scores`` (K,), ``labels`` (K,)
+    and, from ``predict`` on a model with class names, ``names`` (K labels' names)."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    names: NotRequired[list[str]]
 
 
 def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
@@ -22,6 +29,14 @@ def clip_boxes(boxes: Tensor, sizes: Tensor) -> Tensor:
     h, w = sizes.to(boxes.dtype).unbind(-1)
     upper = torch.stack([w, h, w, h], dim=-1)[:, None, :]
     return torch.minimum(boxes.clamp(min=0), upper)
+
+
+def check_threshold(threshold: object) -> None:
+    """Raise ``TypeError``/``ValueError`` unless ``threshold`` is a number in [0, 1]."""
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise TypeError(f"threshold must be a number in [0, 1], got {threshold!r}")
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be a number in [0, 1], got {threshold!r}")
 
 
 def _keep(boxes: Tensor, scores: Tensor, labels: Tensor, threshold: float) -> list[Predictions]:
