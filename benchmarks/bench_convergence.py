@@ -227,12 +227,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--size", type=int, default=128, help="image side")
-    parser.add_argument("--epochs", type=int, default=12, help="the deformable variants'")
+    parser.add_argument("--epochs", type=int, default=10, help="the deformable variants'")
     parser.add_argument(
-        "--detr-epochs", type=int, default=48, help="DETR's own budget (0: --epochs)"
+        "--detr-epochs", type=int, default=40, help="DETR's own budget (0: --epochs)"
     )
     parser.add_argument("--max-steps", type=int, default=None, help="stop every run here")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--lr", type=float, default=None, help="Deformable DETR's (default 2e-4 * batch / 32)"
     )
@@ -395,6 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         stats = dataset_stats(data, args.size)
         print(f"data: {json.dumps(stats)}", flush=True)
+        # The summary exists from the start (claims "pending" until their runs finish).
+        write_summary(path, folder, protocol, stats, start)
         # Spawned processes: no fork of a process that already holds torch's threads.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context) as pool:
