@@ -52,6 +52,8 @@ def _band(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False) ->
 
 def _seeds(payload: dict[str, Any]) -> str:
     seeds = payload.get("summary", {}).get("seeds", [])
+    if not seeds:
+        return "no finished run yet"
     return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
 
 
@@ -112,6 +114,8 @@ def tables(payload: dict[str, Any]) -> list[str]:
     """``docs/convergence.md``'s tables: final metrics, the headline, small objects, ablations."""
     s = payload.get("summary", {})
     paper = payload["paper"]
+    if not s.get("final"):
+        return ["No finished run yet: the tables appear as the runs finish."]
     out = [
         f"**Final metrics** after each variant's last epoch, {_seeds(payload)}: "
         "mean [min, max] over the seeds",
