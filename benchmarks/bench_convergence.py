@@ -57,8 +57,10 @@ VARIANTS = ("detr-r50-dc5", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddet
 # Every variant gets the same small backbone here, so DETR is named without its ResNet.
 LABELS = {"detr-r50-dc5": "detr"}
 # Settings that do not change what a run computes (only where and how fast).
-NOT_PROTOCOL = ("quick", "variants", "seeds", "jobs", "threads", "no_progress", "name")
-NOT_PROTOCOL += ("output", "workdir")
+NOT_PROTOCOL = (
+    *("quick", "variants", "seeds", "jobs", "threads", "no_progress", "name", "output"),
+    "workdir",
+)
 
 
 def label(name: str) -> str:

@@ -187,8 +187,8 @@ def combine(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
             equal = [per_seed[s]["ap_at_equal_epochs"].get(v) for s in with_detr]
             reach[v]["equal_epochs_difference"] = spread([e["difference"] for e in equal])
         out["epochs_to_detr_final_AP"] = reach
-        small = [per_seed[s].get("small_objects") for s in with_detr]
-        if all(small):
+        small = [per_seed[s]["small_objects"] for s in with_detr if "small_objects" in per_seed[s]]
+        if small and len(small) == len(with_detr):
             out["small_objects"] = {
                 "difference": spread([e["difference"] for e in small]),
                 "verdict": _verdict([e["agrees_with_paper"] for e in small]),
