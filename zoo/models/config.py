@@ -119,8 +119,8 @@ class BackboneConfig:
     """A torchvision ResNet, with frozen batch norm (for pretrained weights) or group norm.
 
     ``depth`` is 18, 34, 50 or 101. ``dilation`` replaces the stride of the last stage
-    by a dilation (DETR-DC5: C5 at stride 16, for every depth; basic blocks dilate both
-    3x3 convolutions). ``train_backbone=False`` freezes the whole backbone.
+    by a dilation (DETR-DC5: C5 at stride 16, for every depth; basic-block stages dilate
+    as timm's ``output_stride=16``). ``train_backbone=False`` freezes the whole backbone.
 
     ``norm="frozen_bn"`` (the official models): frozen batch norm, and with
     ``train_backbone`` the stem and the first stage still stay frozen, as in the
