@@ -202,3 +202,15 @@ def test_rates_follow_the_official_recipes() -> None:
     assert bc.rates(args, "ddetr") == (pytest.approx(1e-4), pytest.approx(1e-5))
     scratch = bc.parse_args(["--backbone", "scratch", "--lr", "3e-4"])
     assert bc.rates(scratch, "ddetr") == (3e-4, 3e-4)
+
+
+def test_plots_with_seed_bands(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    per_seed = {0: _seed(0.15, 0.4), 1: _seed(0.2, 0.5)}
+    payload = {
+        "runs": {str(s): r for s, r in per_seed.items()},
+        "summary": cc.combine({s: cc.summarize(r) for s, r in per_seed.items()}),
+    }
+    written = rc.plot(payload, tmp_path / "conv.json")
+    assert [p.name for p in written] == ["conv.png", "conv_small.png", "conv_ablation.png"]
+    assert all(p.stat().st_size > 0 for p in written)
