@@ -236,6 +236,13 @@ def plot(payload: dict[str, Any], path: Path) -> list[Path]:
                         alpha=0.2,
                         color=line.get_color(),
                     )
+            detr = [r["detr"] for r in runs.values() if "detr" in r]
+            if metric == "AP" and detr:
+                # The headline's target and the paper's budget: DETR's final AP, a tenth
+                # of DETR's epochs.
+                target = sum(c["AP"][-1] for c in detr) / len(detr)
+                ax.axhline(target, color="gray", linestyle="--", linewidth=0.8)
+                ax.axvline(PAPER_FRACTION * detr[0]["epochs"][-1], color="gray", linestyle=":")
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"{metric} (mean, band: min-max over seeds)")
             ax.grid(alpha=0.3)
