@@ -158,8 +158,8 @@ def test_quick_runs_are_written_one_by_one_and_skipped(tmp_path: Path) -> None:
         "ddetr-refine": False,
         "ddetr-two-stage": False,
     }
-    # The official rates: DETR 1e-4; Deformable DETR 2e-4 per 32 images (quick batch 8).
-    assert detr["lr"] == 1e-4 and ddetr["lr"] == pytest.approx(5e-5)
+    # The official rates, unscaled: DETR 1e-4, Deformable DETR 2e-4.
+    assert detr["lr"] == 1e-4 and ddetr["lr"] == 2e-4
     assert data["summary"]["seeds"] == [0]
     assert sum(data["dataset"]["val"]["buckets"].values()) == data["dataset"]["val"]["objects"]
     # A second call finds both runs finished and trains nothing; a new seed adds its own.
@@ -197,9 +197,9 @@ def test_every_variant_builds_at_the_benchmark_size() -> None:
 
 
 def test_rates_follow_the_official_recipes() -> None:
-    args = bc.parse_args(["--batch-size", "16"])
+    args = bc.parse_args([])
     assert bc.rates(args, "detr-r50-dc5") == (1e-4, pytest.approx(1e-5))
-    assert bc.rates(args, "ddetr") == (pytest.approx(1e-4), pytest.approx(1e-5))
+    assert bc.rates(args, "ddetr") == (2e-4, pytest.approx(2e-5))
     scratch = bc.parse_args(["--backbone", "scratch", "--lr", "3e-4"])
     assert bc.rates(scratch, "ddetr") == (3e-4, 3e-4)
 
