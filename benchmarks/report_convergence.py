@@ -1,178 +1,304 @@
-"""The README's convergence tables, from ``bench_convergence.py``'s result files.
+"""Tables and plots of the convergence study, from ``bench_convergence.py``'s summary file.
 
-One column per result file (one seed each), then the mean and the spread (max - min)
-when there is more than one, then the published COCO figure and whether the measured
-direction agrees with it (on the mean; flagged when the seeds disagree in sign). Run after ``make bench-convergence``::
+The README's summary table (one row per claim) and ``docs/convergence.md``'s tables are
+rewritten between their markers; the plots (AP and APs against epochs, one line per
+variant with the band of its seeds, and the final metrics with their spread) are written
+beside the results. Run after ``make bench-convergence`` (or while it runs: the summary
+file is rebuilt after every finished run)::
 
     python benchmarks/report_convergence.py benchmarks/results/convergence_cpu.json \\
-        benchmarks/results/convergence_cpu_seed1.json
+        --readme README.md --doc docs/convergence.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_convergence import ABLATIONS
+from convergence_claims import ABLATIONS, METRICS, PAPER_FRACTION
 
 NAMES = {
-    "detr": "DETR",
-    "ddetr-single-scale": "Deformable DETR, single-scale",
+    "detr": "DETR-DC5",
+    "ddetr-single-scale": "Deformable DETR, single-scale (DC5)",
     "ddetr": "Deformable DETR, multi-scale",
     "ddetr-refine": "+ box refinement",
     "ddetr-two-stage": "+ two-stage",
 }
 TITLES = {
-    "multi_scale": "multi-scale against single-scale",
-    "refinement": "box refinement against none",
-    "two_stage": "two-stage against refinement alone",
+    "multi_scale": "Multi-scale beats single-scale",
+    "refinement": "Box refinement adds AP",
+    "two_stage": "Two-stage adds AP",
 }
+SUMMARY_MARKERS = ("<!-- convergence-summary:start -->", "<!-- convergence-summary:end -->")
+TABLES_MARKERS = ("<!-- convergence-tables:start -->", "<!-- convergence-tables:end -->")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def _stats(values: list[float | None]) -> tuple[float | None, float | None]:
-    """Mean and max - min of the values present (None when none are)."""
-    present = [v for v in values if v is not None]
-    if not present:
-        return None, None
-    return sum(present) / len(present), max(present) - min(present)
-
-
-def _row(label: str, values: list[float | None], extra: list[str], digits: int = 3) -> str:
-    cells = [_fmt(v, digits) for v in values]
-    if len(values) > 1:
-        mean, spread = _stats(values)
-        cells += [_fmt(mean, digits), _fmt(spread, digits)]
-    return "| " + " | ".join([label, *cells, *extra]) + " |"
-
-
-def _header(first: str, runs: list[dict[str, Any]], extra: list[str]) -> list[str]:
-    seeds = [f"seed {run['settings']['seed']}" for run in runs]
-    if len(runs) > 1:
-        seeds += ["mean", "spread"]
-    cols = [first, *seeds, *extra]
-    return ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-
-
-def _final(run: dict[str, Any], name: str, metric: str) -> float | None:
-    res = run["results"].get(name)
-    return res[metric][-1] if res and res.get(metric) else None
-
-
-def _agree(measured: float | None, paper: float | None, sign: Callable[[float], bool]) -> str:
-    if measured is None or paper is None:
+def _band(stat: dict[str, Any] | None, digits: int = 3, signed: bool = False) -> str:
+    """``mean [min, max]`` of a :func:`convergence_claims.spread` (the mean alone for one)."""
+    if not stat or stat.get("mean") is None:
         return "—"
-    return "yes" if sign(measured) == sign(paper) else "**no**"
+    sign = "+" if signed else ""
+    mean = f"{stat['mean']:{sign}.{digits}f}"
+    if len([v for v in stat["values"] if v is not None]) < 2:
+        return mean
+    return f"{mean} [{stat['min']:{sign}.{digits}f}, {stat['max']:{sign}.{digits}f}]"
 
 
-def report(runs: list[dict[str, Any]]) -> str:
-    """Markdown: one table per claim."""
-    paper = runs[0]["paper"]
-    out: list[str] = []
+def _seeds(payload: dict[str, Any]) -> str:
+    seeds = payload.get("summary", {}).get("seeds", [])
+    if not seeds:
+        return "no finished run yet"
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
 
-    seeds = ", ".join(str(run["settings"]["seed"]) for run in runs)
-    note = " (mean ± half the spread)" if len(runs) > 1 else ""
-    word = "seeds" if len(runs) > 1 else "seed"
-    out += [f"**Final metrics** after each variant's last epoch, {word} {seeds}{note}", ""]
-    metrics = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-    cols = ["variant", "epochs", *metrics, "COCO AP / APs (paper)"]
-    out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for name, title in NAMES.items():
-        if name not in runs[0]["results"]:
+
+def summary_rows(payload: dict[str, Any]) -> list[str]:
+    """The README's table: one row per claim, the measured value and the verdict."""
+    s = payload.get("summary", {})
+    paper = payload["paper"]
+    rows = [
+        f"| claim ({_seeds(payload)}, mean [min, max]) | measured | COCO (paper) | verdict |",
+        "|---|---|---|---|",
+    ]
+    gate = s.get("detr_learnt")
+    untested = "not tested: DETR did not pass the AP50 gate"
+    if gate is None:
+        rows.append(f"| DETR learns (AP50 ≥ 0.3) | — | {paper['detr']['AP']} AP | pending |")
+    else:
+        verdict = "yes" if gate["tested"] else "**no**"
+        rows.append(
+            f"| DETR learns (final AP50 ≥ {gate['gate']}) | {_band(gate['AP50'])} | "
+            f"{paper['detr']['AP']} AP | {verdict} |"
+        )
+    reach = s.get("epochs_to_detr_final_AP", {}).get("ddetr")
+    if reach is None:
+        rows.append(
+            "| Deformable DETR reaches DETR's final AP in a tenth of the epochs | — | "
+            "50 vs 500 epochs | pending |"
+        )
+    else:
+        verdict = reach["verdict"] if s["epochs_to_detr_final_AP"]["tested"] else untested
+        rows.append(
+            "| Deformable DETR reaches DETR's final AP in a tenth of the epochs | "
+            f"{_band(reach['fraction'], 2)} of DETR's epochs | {PAPER_FRACTION} | {verdict} |"
+        )
+    small = s.get("small_objects")
+    pub = paper["ddetr"]["APs"] - paper["detr"]["APs"]
+    if small is None:
+        rows.append(f"| Better on small objects (APs) | — | {pub:+.1f} | pending |")
+    else:
+        verdict = small["verdict"] if small["tested"] else untested
+        rows.append(
+            f"| Better on small objects (APs) | {_band(small['difference'], signed=True)} | "
+            f"{pub:+.1f} | {verdict} |"
+        )
+    for claim, better, base in ABLATIONS:
+        pub = paper[better]["AP"] - paper[base]["AP"]
+        entry = s.get(claim)
+        if entry is None:
+            rows.append(f"| {TITLES[claim]} | — | {pub:+.1f} | pending |")
             continue
-        cells = [title, str(runs[0]["results"][name]["epochs"][-1])]
-        for metric in metrics:
-            mean, spread = _stats([_final(run, name, metric) for run in runs])
-            cells.append(
-                _fmt(mean)
-                if len(runs) == 1 or spread is None
-                else f"{_fmt(mean)} ± {_fmt(spread / 2)}"
-            )
-        pub = paper.get(name, {})
-        cells.append(f"{pub.get('AP', '—')} / {pub.get('APs', '—')} ({pub.get('epochs')} ep)")
+        rows.append(
+            f"| {TITLES[claim]} | {_band(entry['AP']['difference'], signed=True)} AP | "
+            f"{pub:+.1f} | {entry['AP']['verdict']} |"
+        )
+    return rows
+
+
+def tables(payload: dict[str, Any]) -> list[str]:
+    """``docs/convergence.md``'s tables: final metrics, the headline, small objects, ablations."""
+    s = payload.get("summary", {})
+    paper = payload["paper"]
+    if not s.get("final"):
+        return ["No finished run yet: the tables appear as the runs finish."]
+    out = [
+        f"**Final metrics** after each variant's last epoch, {_seeds(payload)}: "
+        "mean [min, max] over the seeds",
+        "",
+    ]
+    cols = ["variant", "epochs", *METRICS, "COCO AP / APs (paper)"]
+    out += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    epochs = payload["protocol"]["epochs_per_variant"]
+    for name, title in NAMES.items():
+        final = s.get("final", {}).get(name)
+        if not final:
+            continue
+        pub = paper[name]
+        cells = [title, str(epochs.get(name, "—")), *[_band(final.get(m)) for m in METRICS]]
+        cells.append(f"{pub['AP']} / {pub['APs']} ({pub['epochs']} ep)")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
-
-    out += ["**Steps to DETR's final AP** (fraction of DETR's steps; the paper: 0.1)", ""]
-    out += _header("variant", runs, ["within a fifth"])
-    for name, title in NAMES.items():
-        if name == "detr" or name not in runs[0]["results"]:
-            continue
-        reach = [run["summary"].get("epochs_to_detr_final_AP", {}).get(name, {}) for run in runs]
-        fractions = [r.get("fraction_of_detr_steps") for r in reach]
-        within = ", ".join("yes" if r.get("within_a_fifth") else "no" for r in reach)
-        out.append(_row(title, fractions, [within], digits=2))
-    out.append("")
-
-    out += ["**Small objects**: APs, DETR against multi-scale Deformable DETR", ""]
-    out += _header("", runs, ["COCO (paper)"])
-    small = [run["summary"].get("small_objects", {}) for run in runs]
-    steps = small[0].get("at_step")
-    out.append(
-        _row(
-            "DETR, final",
-            [s.get("final_APs", {}).get("detr") for s in small],
-            [str(paper["detr"]["APs"])],
-        )
-    )
-    out.append(
-        _row(
-            f"DETR at step {steps}",
-            [s.get("APs_at_step", {}).get("detr") for s in small],
-            ["—"],
-        )
-    )
-    out.append(
-        _row(
-            "Deformable DETR, final",
-            [s.get("final_APs", {}).get("ddetr") for s in small],
-            [str(paper["ddetr"]["APs"])],
-        )
-    )
-    out.append("")
-
-    out += ["**Ablations**: difference in final AP and APs", ""]
-    out += _header("claim", runs, ["COCO (paper)", "agrees"])
+    reach = s.get("epochs_to_detr_final_AP")
+    if reach:
+        tested = "" if reach["tested"] else " — **not tested**: DETR did not pass the AP50 gate"
+        out += [
+            "**Epochs to DETR's final AP** (first evaluation at or above it, per seed; "
+            f"fraction of DETR's epochs; the paper: {PAPER_FRACTION}), and AP at equal epochs "
+            f"(the variant's final AP minus DETR's at the same epoch){tested}",
+            "",
+            "| variant | epochs per seed | fraction | verdict | AP − DETR's at equal epochs |",
+            "|---|---|---|---|---|",
+        ]
+        for name, title in NAMES.items():
+            entry = reach.get(name)
+            if name == "detr" or entry is None:
+                continue
+            per_seed = ", ".join("never" if e is None else str(e) for e in entry["epochs"])
+            out.append(
+                f"| {title} | {per_seed} | {_band(entry['fraction'], 2)} | {entry['verdict']} | "
+                f"{_band(entry['equal_epochs_difference'], signed=True)} |"
+            )
+        out.append("")
+    small = s.get("small_objects")
+    if small:
+        out += [
+            "**Small objects**: final APs of multi-scale Deformable DETR minus DETR's: "
+            f"{_band(small['difference'], signed=True)} ({small['verdict']}; COCO: "
+            f"{paper['ddetr']['APs'] - paper['detr']['APs']:+.1f})",
+            "",
+        ]
+    out += [
+        "**Ablations**: difference in final AP and APs",
+        "",
+        "| claim | AP | APs | COCO AP / APs (paper) | verdict (AP / APs) |",
+        "|---|---|---|---|---|",
+    ]
     for claim, better, base in ABLATIONS:
-        for metric in ("AP", "APs"):
-            # bench_convergence.summarize's differences, None where a variant is missing.
-            gains = [(run["summary"].get(claim) or {}).get(metric) for run in runs]
-            diffs = [None if g is None else g["difference"] for g in gains]
-            published = paper.get(better, {}).get(metric), paper.get(base, {}).get(metric)
-            pub = None if None in published else published[0] - published[1]  # type: ignore[operator]
-            mean, _ = _stats(diffs)
-            agree = _agree(mean, pub, lambda x: x > 0)
-            signs = {d > 0 for d in diffs if d is not None}
-            if len(signs) > 1:
-                agree += " (the seeds disagree)"
-            pub_text = "—" if pub is None else f"{pub:+.1f}"
-            out.append(_row(f"{TITLES[claim]}, {metric}", diffs, [pub_text, agree]))
+        entry = s.get(claim)
+        if entry is None:
+            continue
+        pub = [paper[better][m] - paper[base][m] for m in ("AP", "APs")]
+        out.append(
+            f"| {TITLES[claim]} | {_band(entry['AP']['difference'], signed=True)} | "
+            f"{_band(entry['APs']['difference'], signed=True)} | {pub[0]:+.1f} / {pub[1]:+.1f} | "
+            f"{entry['AP']['verdict']} / {entry['APs']['verdict']} |"
+        )
     out.append("")
-    minutes = [run["wall_seconds"] / 60 for run in runs]
-    env = runs[0]["environment"]
-    out.append(
-        f"Wall time: {', '.join(f'{m:.0f}' for m in minutes)} min "
-        f"({runs[0]['protocol']['concurrency']}; {env.get('cpu_count')} CPUs, "
-        f"{env.get('processor')}, torch {env.get('torch')})."
-    )
-    return "\n".join(out) + "\n"
+    seconds = [
+        (name, run["train_seconds"])
+        for runs in payload["runs"].values()
+        for name, run in runs.items()
+        if "train_seconds" in run
+    ]
+    if seconds:
+        per = {n: [t for m, t in seconds if m == n] for n in NAMES}
+        out.append(
+            "Training time per run (minutes, mean over seeds; one thread, on a shared CPU): "
+            + ", ".join(f"{NAMES[n]} {sum(t) / len(t) / 60:.0f}" for n, t in per.items() if t)
+            + "."
+        )
+    return out
+
+
+def replace_block(text: str, markers: tuple[str, str], lines: list[str]) -> str:
+    """``text`` with the lines between ``markers`` replaced; ValueError without them."""
+    start, end = markers
+    if start not in text or end not in text:
+        raise ValueError(f"markers {start!r} ... {end!r} not found")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + "\n" + "\n".join(lines) + "\n" + end + tail
+
+
+def plot(payload: dict[str, Any], path: Path) -> list[Path]:
+    """AP/AP50 and APs/APm against epochs (seed bands), final metrics with their spread."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    runs = payload["runs"]
+    written = []
+    for suffix, metrics in (("", ("AP", "AP50")), ("_small", ("APs", "APm"))):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for metric, ax in zip(metrics, axes, strict=True):
+            for name, title in NAMES.items():
+                curves = [r[name] for r in runs.values() if name in r]
+                if not curves:
+                    continue
+                length = min(len(c["epochs"]) for c in curves)
+                xs = curves[0]["epochs"][:length]
+                ys = [[c[metric][i] for c in curves] for i in range(length)]
+                mean = [sum(y) / len(y) for y in ys]
+                (line,) = ax.plot(xs, mean, marker=".", label=f"{title} ({len(curves)})")
+                if len(curves) > 1:
+                    ax.fill_between(
+                        xs,
+                        [min(y) for y in ys],
+                        [max(y) for y in ys],
+                        alpha=0.2,
+                        color=line.get_color(),
+                    )
+            detr = [r["detr"] for r in runs.values() if "detr" in r]
+            if metric == "AP" and detr:
+                # The headline's target and the paper's budget: DETR's final AP, a tenth
+                # of DETR's epochs.
+                target = sum(c["AP"][-1] for c in detr) / len(detr)
+                ax.axhline(target, color="gray", linestyle="--", linewidth=0.8)
+                ax.axvline(PAPER_FRACTION * detr[0]["epochs"][-1], color="gray", linestyle=":")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"{metric} (mean, band: min-max over seeds)")
+            ax.grid(alpha=0.3)
+        axes[0].legend(fontsize=7)
+        fig.tight_layout()
+        out = path.with_name(path.stem + suffix + ".png")
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+    final = payload.get("summary", {}).get("final", {})
+    names = [n for n in NAMES if n in final]
+    if names:
+        fig, ax = plt.subplots(figsize=(11, 4))
+        bars = ("AP", "APs", "APm", "APl")
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            stats = [final[name].get(b) or {"mean": 0.0, "min": 0.0, "max": 0.0} for b in bars]
+            xs = [j + i * width for j in range(len(bars))]
+            means = [st["mean"] for st in stats]
+            errs = [
+                [m - st["min"] for m, st in zip(means, stats, strict=True)],
+                [st["max"] - m for m, st in zip(means, stats, strict=True)],
+            ]
+            ax.bar(xs, means, width, yerr=errs, capsize=2, label=NAMES[name])
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(bars))], bars)
+        ax.set_ylabel("final value (mean, bars: min-max over seeds)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        out = path.with_name(path.stem + "_ablation.png")
+        fig.savefig(out, dpi=110)
+        plt.close(fig)
+        written.append(out)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("results", nargs="+", type=Path, help="bench_convergence JSON files")
+    parser.add_argument("results", type=Path, help="bench_convergence's summary JSON")
+    parser.add_argument("--readme", type=Path, default=None, help="rewrite its summary table")
+    parser.add_argument("--doc", type=Path, default=None, help="rewrite its tables")
+    parser.add_argument("--no-plots", action="store_true")
     args = parser.parse_args(argv)
-    runs = [json.loads(path.read_text()) for path in args.results]
-    partial = [str(p) for p, run in zip(args.results, runs, strict=True) if run.get("partial")]
-    if partial:
-        parser.error(f"unfinished runs (partial results): {', '.join(partial)}")
-    print(report(runs), end="")
+    payload = json.loads(args.results.read_text())
+    summary, body = summary_rows(payload), tables(payload)
+    print("\n".join([*summary, "", *body]))
+    for target, markers, lines in (
+        (args.readme, SUMMARY_MARKERS, summary),
+        (args.doc, TABLES_MARKERS, body),
+    ):
+        if target is not None:
+            target.write_text(replace_block(target.read_text(), markers, lines))
+            print(f"wrote {target}")
+    if not args.no_plots:
+        for figure in plot(payload, args.results):
+            print(f"wrote {figure}")
 
 
 if __name__ == "__main__":

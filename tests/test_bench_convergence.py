@@ -1,8 +1,8 @@
-"""benchmarks/bench_convergence.py: the claim's bookkeeping, and every variant at one size."""
+"""benchmarks/bench_convergence.py: the claims' bookkeeping per seed and across seeds, the
+resumable run files, the report, and every variant at one size."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,148 +12,205 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_convergence as bc
+import convergence_claims as cc
+import report_convergence as rc
 
 import zoo
 
 
-def test_steps_to_reach() -> None:
-    steps, ap = [100, 200, 300], [0.1, 0.25, 0.2]
-    assert bc.steps_to_reach(steps, ap, 0.25) == 200
-    assert bc.steps_to_reach(steps, ap, 0.05) == 100
-    assert bc.steps_to_reach(steps, ap, 0.3) is None
+def test_epochs_to_reach_and_value_at() -> None:
+    epochs, ap = [1, 2, 3], [0.1, 0.25, 0.2]
+    assert cc.epochs_to_reach(epochs, ap, 0.25) == 2
+    assert cc.epochs_to_reach(epochs, ap, 0.05) == 1
+    assert cc.epochs_to_reach(epochs, ap, 0.3) is None
+    assert cc.value_at([1, 2], [0.1, 0.2], 1) == 0.1
+    assert cc.value_at([2, 4], [0.1, 0.2], 3) == 0.1
+    assert cc.value_at([2, 4], [0.1, 0.2], 1) is None
 
 
-def _curve(steps: list[int], ap: list[float], aps: list[float] | None = None) -> dict:
+def _curve(ap: list[float], aps: list[float] | None = None, ap50: float = 0.5) -> dict:
     aps = aps if aps is not None else ap
-    return {"steps": steps, "AP": ap, "AP50": ap, "AP75": ap, "APs": aps, "APm": ap, "APl": ap}
+    n = len(ap)
+    return {
+        "epochs": list(range(1, n + 1)),
+        "AP": ap,
+        "AP50": [ap50] * n,
+        "AP75": ap,
+        "APs": aps,
+        "APm": ap,
+        "APl": ap,
+    }
+
+
+def _seed(detr_ap: float, ms_ap: float, detr_ap50: float = 0.5) -> dict:
+    """DETR for 10 epochs; the deformable variants for 2."""
+    detr = [detr_ap * k / 10 for k in range(1, 11)]
+    return {
+        "detr": _curve(detr, [0.0] * 9 + [0.1], ap50=detr_ap50),
+        "ddetr-single-scale": _curve([0.05, 0.1], [0.0, 0.02]),
+        "ddetr": _curve([0.2, ms_ap], [0.05, 0.2]),
+        "ddetr-refine": _curve([0.1, ms_ap + 0.1], [0.3, 0.15]),
+    }
 
 
 def test_summary_answers_each_claim() -> None:
-    results = {
-        "detr": _curve([100, 200, 300, 400], [0.0, 0.1, 0.2, 0.3], [0.0, 0.0, 0.05, 0.1]),
-        "ddetr-single-scale": _curve([40, 80], [0.2, 0.32], [0.0, 0.02]),
-        "ddetr": _curve([40, 80], [0.35, 0.4], [0.2, 0.25]),
-        "ddetr-refine": _curve([40, 80], [0.1, 0.29], [0.3, 0.3]),
-        "ddetr-two-stage": _curve([40, 80], [0.3, 0.5], [0.1, 0.2]),
-    }
-    summary = bc.summarize(results)
+    summary = cc.summarize(_seed(0.3, 0.4))
+    assert summary["detr_learnt"] == {"AP50": 0.5, "gate": 0.3, "passed": True}
     reach = summary["epochs_to_detr_final_AP"]
-    assert reach["baseline_final_AP"] == 0.3
-    # ddetr is there at its first evaluation: 40 of DETR's 400 steps.
-    assert reach["ddetr"]["steps"] == 40
-    assert reach["ddetr"]["fraction_of_detr_steps"] == pytest.approx(0.1)
-    assert reach["ddetr"]["within_a_fifth"]
-    assert reach["ddetr-single-scale"]["fraction_of_detr_steps"] == pytest.approx(0.2)
-    assert reach["ddetr-refine"]["steps"] is None and not reach["ddetr-refine"]["within_a_fifth"]
-    assert reach["detr"]["fraction_of_detr_steps"] == pytest.approx(1.0)
+    assert reach["baseline_final_AP"] == pytest.approx(0.3) and reach["baseline_epochs"] == 10
+    # ddetr first reaches 0.3 at its epoch 2 of DETR's 10: a fifth, not the paper's tenth.
+    assert reach["ddetr"]["epochs"] == 2
+    assert reach["ddetr"]["fraction_of_detr_epochs"] == pytest.approx(0.2)
+    assert not reach["ddetr"]["within_paper_fraction"]
+    assert reach["ddetr-single-scale"]["epochs"] is None
+    assert reach["detr"]["fraction_of_detr_epochs"] == pytest.approx(1.0)
+    # At equal epochs (2): ddetr 0.4 against DETR's 0.06.
+    equal = summary["ap_at_equal_epochs"]["ddetr"]
+    assert equal["epoch"] == 2 and equal["detr_AP"] == pytest.approx(0.06)
+    assert equal["difference"] == pytest.approx(0.34)
     small = summary["small_objects"]
-    assert small["final_APs"] == {"detr": 0.1, "ddetr": 0.25}
-    # At ddetr's last step (80) DETR had not been evaluated yet.
-    assert small["at_step"] == 80 and small["APs_at_step"]["detr"] is None
-    assert small["agrees_with_paper"]
-    assert summary["multi_scale"]["AP"]["difference"] == pytest.approx(0.4 - 0.32)
-    assert summary["multi_scale"]["APs"]["agrees_with_paper"]
-    assert summary["refinement"]["AP"]["difference"] == pytest.approx(0.29 - 0.4)
-    assert not summary["refinement"]["AP"]["agrees_with_paper"]
-    assert summary["refinement"]["APs"]["agrees_with_paper"]
-    assert summary["two_stage"]["AP"]["ddetr-refine"] == 0.29
-    assert summary["final"]["ddetr"]["APs"] == 0.25
+    assert small["final_APs"] == {"detr": 0.1, "ddetr": 0.2} and small["agrees_with_paper"]
+    assert small["at_epoch"] == 2 and small["detr_APs_at_epoch"] == 0.0
+    assert summary["multi_scale"]["AP"]["difference"] == pytest.approx(0.4 - 0.1)
+    assert summary["refinement"]["APs"]["difference"] == pytest.approx(0.15 - 0.2)
+    assert not summary["refinement"]["APs"]["agrees_with_paper"]
+    assert "two_stage" not in summary  # no two-stage run
     # Without DETR there is nothing to reach, and the ablations still compare.
-    partial = bc.summarize({k: v for k, v in results.items() if k != "detr"})
+    partial = cc.summarize({k: v for k, v in _seed(0.3, 0.4).items() if k != "detr"})
     assert "epochs_to_detr_final_AP" not in partial and "multi_scale" in partial
 
 
-def test_value_at() -> None:
-    assert bc.value_at([100, 200], [0.1, 0.2], 150) == 0.1
-    assert bc.value_at([100, 200], [0.1, 0.2], 200) == 0.2
-    assert bc.value_at([100, 200], [0.1, 0.2], 50) is None
+def test_combine_agrees_only_when_every_seed_does() -> None:
+    # ddetr reaches DETR's final AP within a tenth in seeds 0 and 1 (epoch 1 of 10: its
+    # first AP 0.2 >= 0.15 and 0.2), not in seed 2 (DETR's 0.3 needs epoch 2).
+    per_seed = {0: cc.summarize(_seed(0.15, 0.4)), 1: cc.summarize(_seed(0.2, 0.4))}
+    both = cc.combine(per_seed)
+    assert both["seeds"] == [0, 1]
+    assert both["detr_learnt"]["tested"]
+    assert both["epochs_to_detr_final_AP"]["ddetr"]["verdict"] == "agrees"
+    assert both["epochs_to_detr_final_AP"]["ddetr"]["epochs"] == [1, 1]
+    per_seed[2] = cc.summarize(_seed(0.3, 0.4))
+    three = cc.combine(per_seed)
+    assert three["epochs_to_detr_final_AP"]["ddetr"]["verdict"] == "mixed"
+    fraction = three["epochs_to_detr_final_AP"]["ddetr"]["fraction"]
+    assert fraction["values"] == [0.1, 0.1, 0.2]
+    assert fraction["mean"] == pytest.approx(0.4 / 3) and fraction["max"] == 0.2
+    final_ap = three["final"]["ddetr"]["AP"]
+    assert (final_ap["min"], final_ap["max"]) == (0.4, 0.4)
+    assert three["multi_scale"]["AP"]["verdict"] == "agrees"
+    assert three["refinement"]["APs"]["verdict"] == "disagrees"
+    # One seed where DETR stays under the gate: no claim about DETR is tested.
+    per_seed[3] = cc.summarize(_seed(0.3, 0.4, detr_ap50=0.29))
+    gated = cc.combine(per_seed)
+    assert gated["detr_learnt"]["passed"] == [True, True, True, False]
+    assert not gated["detr_learnt"]["tested"] and not gated["epochs_to_detr_final_AP"]["tested"]
+    assert not gated["small_objects"]["tested"]
 
 
-def test_quick_run_writes_results_and_plots(tmp_path: Path) -> None:
-    """The miniature protocol end to end, two variants (one DETR) in two processes."""
+def test_report_rows_and_blocks() -> None:
+    per_seed = {0: _seed(0.15, 0.4), 1: _seed(0.2, 0.5)}
+    summaries = {s: cc.summarize(r) for s, r in per_seed.items()}
+    payload = {
+        "paper": cc.PAPER,
+        "protocol": {"epochs_per_variant": {"detr": 10, "ddetr": 2, "ddetr-refine": 2}},
+        "runs": {str(s): r for s, r in per_seed.items()},
+        "summary": cc.combine(summaries),
+    }
+    rows = rc.summary_rows(payload)
+    assert len(rows) == 8  # header, rule, six claims
+    assert rows[2] == "| DETR learns (final AP50 ≥ 0.3) | 0.500 [0.500, 0.500] | 43.3 AP | yes |"
+    assert rows[3].endswith("| 0.10 [0.10, 0.10] of DETR's epochs | 0.1 | agrees |")
+    # multi-scale minus single-scale: 0.3 and 0.4; the paper's +3.0 (44.5 - 41.5, DC5).
+    assert (
+        rows[5] == "| Multi-scale beats single-scale | +0.350 [+0.300, +0.400] AP | +3.0 | agrees |"
+    )
+    assert rows[7] == "| Two-stage adds AP | — | +0.7 | pending |"
+    text = "before\n" + "\n".join(rc.SUMMARY_MARKERS) + "\nafter\n"
+    replaced = rc.replace_block(text, rc.SUMMARY_MARKERS, rows)
+    assert replaced.startswith("before\n" + rc.SUMMARY_MARKERS[0] + "\n| claim")
+    assert replaced.endswith(rc.SUMMARY_MARKERS[1] + "\nafter\n")
+    assert rc.replace_block(replaced, rc.SUMMARY_MARKERS, rows) == replaced
+    with pytest.raises(ValueError, match="markers"):
+        rc.replace_block("no markers", rc.SUMMARY_MARKERS, rows)
+    assert any(
+        line.startswith("| Deformable DETR, multi-scale | 2 | 0.450 [0.400, 0.500] |")
+        for line in rc.tables(payload)
+    )
+
+
+@pytest.mark.slow
+def test_quick_runs_are_written_one_by_one_and_skipped(tmp_path: Path) -> None:
+    """The miniature protocol end to end: a run file per (variant, seed), the summary
+    rebuilt from them, finished runs skipped, another protocol's files refused."""
     out = tmp_path / "conv.json"
-    bc.main(["--quick", "--no-progress", "--variants", "detr-r50", "ddetr", "--output", str(out)])
+    argv = ["--quick", "--no-progress", "--variants", "detr-r50-dc5", "ddetr", "--seeds", "0"]
+    bc.main([*argv, "--output", str(out)])
+    folder = tmp_path / "conv"
+    assert sorted(p.name for p in folder.iterdir()) == ["ddetr_seed0.json", "detr_seed0.json"]
     data = json.loads(out.read_text())
-    assert not data["partial"] and set(data["results"]) == {"detr", "ddetr"}
-    detr, ddetr = data["results"]["detr"], data["results"]["ddetr"]
+    detr, ddetr = data["runs"]["0"]["detr"], data["runs"]["0"]["ddetr"]
     # DETR's own budget (4 quick epochs) against 2, evaluated after every epoch.
     assert detr["epochs"] == [1, 2, 3, 4] and ddetr["epochs"] == [1, 2]
-    assert all(len(ddetr[m]) == 2 for m in bc.METRICS)
-    assert data["protocol"]["area_thresholds"]["small_below"] == pytest.approx(
-        64**2 / 640**2 * 1024
-    )
+    assert data["protocol"]["dc5"] == {
+        "detr": True,
+        "ddetr-single-scale": True,
+        "ddetr": False,
+        "ddetr-refine": False,
+        "ddetr-two-stage": False,
+    }
+    # The official rates, unscaled: DETR 1e-4, Deformable DETR 2e-4.
+    assert detr["lr"] == 1e-4 and ddetr["lr"] == 2e-4
+    assert data["summary"]["seeds"] == [0]
     assert sum(data["dataset"]["val"]["buckets"].values()) == data["dataset"]["val"]["objects"]
-    for suffix in ("", "_small", "_ablation"):
-        assert out.with_name(f"conv{suffix}.png").stat().st_size > 0
+    # A second call finds both runs finished and trains nothing; a new seed adds its own.
+    stamp = (folder / "detr_seed0.json").stat().st_mtime_ns
+    bc.main([*argv[:-1], "0", "1", "--variants", "ddetr", "--output", str(out)])
+    assert (folder / "detr_seed0.json").stat().st_mtime_ns == stamp
+    assert (folder / "ddetr_seed1.json").exists()
+    assert json.loads(out.read_text())["summary"]["seeds"] == [0, 1]
+    # The same folder under another protocol is refused, naming what differs.
+    with pytest.raises(SystemExit, match="dropout"):
+        bc.main([*argv, "--dropout", "0.0", "--output", str(out)])
 
 
 def test_bad_arguments_exit_2() -> None:
-    for argv in (["--variants", "detr"], ["--jobs", "0"]):
+    for argv in (["--variants", "detr"], ["--jobs", "0"], ["--seeds", "1", "1"]):
         with pytest.raises(SystemExit) as exit_info:
             bc.parse_args(argv)
         assert exit_info.value.code == 2
 
 
 def test_every_variant_builds_at_the_benchmark_size() -> None:
-    args = argparse.Namespace(width=8, hidden=32, enc_layers=1, dec_layers=1, queries=10, size=64)
-    sizes = {}
+    args = bc.parse_args(["--quick"])
+    sizes, strides = {}, {}
     for name in bc.VARIANTS:
         model = zoo.create_model(name, **bc.model_overrides(args, name))
         config = model.config
         assert config.backbone.norm == "group" and config.image_size == 64
+        assert config.dropout == 0.1
         sizes[name] = (config.hidden_dim, config.enc_layers, config.dec_layers, config.num_queries)
+        strides[name] = model.backbone.strides
     assert len(set(sizes.values())) == 1  # equal sizes: the comparison is fair
+    # DC5: DETR and single-scale Deformable DETR read C5 at stride 16.
+    assert strides["detr-r50-dc5"] == strides["ddetr-single-scale"] == [16]
+    assert strides["ddetr"] == [8, 16, 32]
 
 
-def _run(seed: int, detr_ap: float, ms_ap: float) -> dict:
-    curves = {
-        "detr": _curve([100, 500], [0.0, detr_ap], [0.0, 0.01]),
-        "ddetr-single-scale": _curve([50, 100], [0.1, 0.2], [0.0, 0.02]),
-        "ddetr": _curve([50, 100], [0.2, ms_ap], [0.05, 0.1]),
+def test_rates_follow_the_official_recipes() -> None:
+    args = bc.parse_args([])
+    assert bc.rates(args, "detr-r50-dc5") == (1e-4, pytest.approx(1e-5))
+    assert bc.rates(args, "ddetr") == (2e-4, pytest.approx(2e-5))
+    scratch = bc.parse_args(["--backbone", "scratch", "--lr", "3e-4"])
+    assert bc.rates(scratch, "ddetr") == (3e-4, 3e-4)
+
+
+def test_plots_with_seed_bands(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    per_seed = {0: _seed(0.15, 0.4), 1: _seed(0.2, 0.5)}
+    payload = {
+        "runs": {str(s): r for s, r in per_seed.items()},
+        "summary": cc.combine({s: cc.summarize(r) for s, r in per_seed.items()}),
     }
-    for res in curves.values():
-        res["epochs"] = list(range(1, len(res["steps"]) + 1))
-    return {
-        "settings": {"seed": seed},
-        "paper": bc.PAPER,
-        "results": curves,
-        "summary": bc.summarize(curves),
-        "wall_seconds": 600.0,
-        "protocol": {"concurrency": "2 variants at once"},
-        "environment": {"cpu_count": 2, "processor": "x86_64", "torch": "2.x"},
-    }
-
-
-def test_report_tables_mean_spread_and_agreement() -> None:
-    import report_convergence as rc
-
-    text = rc.report([_run(0, 0.15, 0.3), _run(1, 0.25, 0.5)])
-    lines = text.splitlines()
-
-    def row(label: str, table: int = 0) -> str:
-        """The ``table``-th row (in order of the tables) whose first cell is ``label``."""
-        return [x for x in lines if x.startswith(f"| {label} |")][table]
-
-    # Final metrics: mean and half the spread of the two seeds' final AP.
-    assert row("Deformable DETR, multi-scale").startswith(
-        "| Deformable DETR, multi-scale | 2 | 0.400 ± 0.100 |"
-    )
-    assert row("DETR").startswith("| DETR | 2 | 0.200 ± 0.050 |")
-    # ddetr reaches DETR's final AP at 50 of 500 steps (seed 0) and 100 of 500 (seed 1).
-    assert row("Deformable DETR, multi-scale", 1) == (
-        "| Deformable DETR, multi-scale | 0.10 | 0.20 | 0.15 | 0.10 | yes, yes |"
-    )
-    # multi-scale minus single-scale AP: 0.1 and 0.3; the paper's +5.1 (44.5 - 39.4).
-    assert row("multi-scale against single-scale, AP") == (
-        "| multi-scale against single-scale, AP | 0.100 | 0.300 | 0.200 | 0.200 | +5.1 | yes |"
-    )
-    # APs: 0.08 in both seeds against the paper's +6.5.
-    assert "| +6.5 | yes |" in row("multi-scale against single-scale, APs")
-    # Seeds on both sides of zero are flagged: -0.05 and +0.3.
-    mixed = rc.report([_run(0, 0.15, 0.15), _run(1, 0.25, 0.5)]).splitlines()
-    line = next(x for x in mixed if x.startswith("| multi-scale against single-scale, AP |"))
-    assert line.endswith("| +5.1 | yes (the seeds disagree) |")
-    # No refinement run: its rows are there, empty, and nothing fails.
-    assert row("box refinement against none, AP").startswith(
-        "| box refinement against none, AP | — | — | — | — |"
-    )
+    written = rc.plot(payload, tmp_path / "conv.json")
+    assert [p.name for p in written] == ["conv.png", "conv_small.png", "conv_ablation.png"]
+    assert all(p.stat().st_size > 0 for p in written)

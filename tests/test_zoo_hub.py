@@ -97,6 +97,8 @@ def test_every_name_has_a_repo_and_a_revision_or_none() -> None:
     assert ap == {
         "detr-r50": 42.0,
         "detr-r101": 43.5,
+        "detr-r50-dc5": 43.3,
+        "detr-r101-dc5": 44.9,
         "ddetr-single-scale": 39.4,
         "ddetr": 44.5,
         "ddetr-refine": 46.2,

@@ -8,6 +8,7 @@ with ``save_pretrained`` and loads the folder with ``zoo.weights.transformers_fo
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -44,10 +45,11 @@ def test_outputs_equal_transformers(name: str, saved: dict) -> None:
         expected = hf(
             pixel_values=pixels, pixel_mask=mask, output_hidden_states=True, output_attentions=True
         )
-        got = ours(pixels, mask, output_sampling=True) if name != "detr" else ours(pixels, mask)
+        detr = name.startswith("detr")
+        got = ours(pixels, mask) if detr else ours(pixels, mask, output_sampling=True)
     torch.testing.assert_close(got["pred_logits"], expected.logits, atol=TOL, rtol=0)
     torch.testing.assert_close(got["pred_boxes"], expected.pred_boxes, atol=TOL, rtol=0)
-    if name != "detr":
+    if not detr:
         # The decoder cross-attention weights, (N, Q, M, L, P) per layer.
         hf_weights = torch.stack(expected.cross_attentions)
         torch.testing.assert_close(got["attention_weights"], hf_weights, atol=TOL, rtol=0)
@@ -209,3 +211,36 @@ def test_model_losses_equal_transformers(name: str, saved: dict) -> None:
     for key in compared:
         torch.testing.assert_close(got[key], expected[key], atol=TOL, rtol=0, msg=key)
     assert ("loss_ce_enc" in got) == (name == "ddetr-two-stage")
+
+
+def test_dc5_checkpoints_give_a_stride_16_map(saved: dict) -> None:
+    """transformers' ``dilation=True`` (DETR-DC5) maps to a dilated C5: 16 pixels a cell."""
+    for name in ("detr-dc5", "ddetr-single-scale-dc5"):
+        _, folder = saved[name]
+        model = load_transformers_folder(folder)
+        assert model.config.backbone.dilation
+        assert model.backbone.strides == [16]
+    _, folder = saved["detr"]
+    assert load_transformers_folder(folder).backbone.strides == [32]
+
+
+def test_dc5_by_name_from_the_hub_cache(saved: dict, tmp_path: Path) -> None:
+    hf, folder = saved["detr-dc5"]
+    _fake_hub_cache(tmp_path, "facebook/detr-resnet-50-dc5", folder)
+    model = zoo.load("detr-r50-dc5", revision="main", cache_dir=tmp_path, local_files_only=True)
+    pixels, mask = padded_batch(SIZES)
+    with torch.no_grad():
+        expected = hf(pixel_values=pixels, pixel_mask=mask)
+        got = model.double()(pixels, mask)
+    torch.testing.assert_close(got["pred_boxes"], expected.pred_boxes, atol=TOL, rtol=0)
+    # The same weights without the dilation give other outputs: the map's stride matters.
+    config = json.loads((folder / "config.json").read_text())
+    assert config["dilation"] is True
+    plain = tmp_path / "undilated"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({**config, "dilation": False}))
+    (plain / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    undilated = load_transformers_folder(plain, dtype=torch.float64)
+    with torch.no_grad():
+        other = undilated(pixels, mask)
+    assert not torch.allclose(other["pred_boxes"], expected.pred_boxes, atol=1e-3)

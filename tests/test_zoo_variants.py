@@ -25,6 +25,8 @@ def test_registry_lists_the_official_variants() -> None:
     assert set(VARIANTS) == {
         "detr-r50",
         "detr-r101",
+        "detr-r50-dc5",
+        "detr-r101-dc5",
         "ddetr-single-scale",
         "ddetr",
         "ddetr-refine",
@@ -33,7 +35,15 @@ def test_registry_lists_the_official_variants() -> None:
     info = zoo.get_variant("ddetr-two-stage")
     assert info.hf_hub_id == "SenseTime/deformable-detr-with-box-refine-two-stage"
     assert info.config.two_stage and info.config.with_box_refine
-    assert zoo.list_variants("detr") == ["detr-r101", "detr-r50"]
+    assert zoo.list_variants("detr") == ["detr-r101", "detr-r101-dc5", "detr-r50", "detr-r50-dc5"]
+    dc5 = zoo.get_variant("detr-r101-dc5")
+    assert dc5.hf_hub_id == "facebook/detr-resnet-101-dc5"
+    assert dc5.config.backbone.dilation and dc5.config.backbone.depth == 101
+    # A saved configuration names its variant: depth and dilation tell the DETRs apart.
+    from zoo.models.registry.catalog import variant_of
+
+    for name in ("detr-r50", "detr-r50-dc5", "detr-r101", "detr-r101-dc5"):
+        assert variant_of(zoo.get_variant(name).config) == name
 
 
 def test_official_defaults() -> None:
@@ -189,6 +199,44 @@ def test_backbone_options() -> None:
     assert features[0][0].shape[-2:] == (4, 6)
     ms = tiny("ddetr", depth=34)
     assert ms.backbone.num_channels == [128, 256, 512] and ms.backbone.strides == [8, 16, 32]
+    # DC5 on basic blocks too: C5 at stride 16 for ResNet-18/34, scaled or not.
+    for extra in ({"depth": 34}, {"depth": 18, "width": 16, "norm": "group"}):
+        model = tiny("detr-r50", dilation=True, **extra).eval()
+        assert model.backbone.strides == [16]
+        feats = model.backbone(torch.randn(1, 3, 64, 96), torch.zeros(1, 64, 96, dtype=torch.bool))
+        assert feats[0][0].shape[-2:] == (4, 6)
+
+
+@pytest.mark.parametrize("depth", [18, 34])
+def test_dilated_basic_blocks_equal_timm_output_stride_16(depth: int) -> None:
+    """The DC5 trunk of a basic-block ResNet against timm's ``output_stride=16`` (what
+    transformers builds for ``dilation=True``) on the same random weights."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(depth)
+    reference = timm.create_model(f"resnet{depth}", pretrained=False, output_stride=16).eval()
+    for m in reference.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # non-trivial statistics
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    ours = zoo.models.parts.backbone.ResNetBody(depth, dilation=True).eval()
+    state = {k: v for k, v in reference.state_dict().items() if k in ours.state_dict()}
+    assert set(state) == set(ours.state_dict())
+    ours.load_state_dict(state)
+    reference, ours = reference.double(), ours.double()
+    x = torch.randn(1, 3, 96, 64, dtype=torch.float64)
+    with torch.no_grad():
+        expected = reference.forward_features(x)
+        got = ours(x)[-1]
+    assert got.shape[-2:] == (6, 4)  # stride 16
+    torch.testing.assert_close(got, expected, atol=1e-9, rtol=1e-9)
+    # The test can fail: the undilated trunk on the same weights differs.
+    plain = zoo.models.parts.backbone.ResNetBody(depth).eval()
+    plain.load_state_dict(state)
+    plain = plain.double()
+    with torch.no_grad():
+        assert plain(x)[-1].shape[-2:] == (3, 2)
 
 
 def test_scaled_group_norm_backbone_is_a_torchvision_resnet() -> None:

@@ -42,7 +42,10 @@ TOL = 1e-6  # float64 outputs of the zoo and transformers on the same weights
 # name -> (deformable, extra transformers config arguments)
 CASES = {
     "detr": (False, {}),
+    # DC5: timm's ResNet-18 at output stride 16 (dilated basic blocks).
+    "detr-dc5": (False, {"dilation": True}),
     "ddetr-single-scale": (True, {"num_feature_levels": 1}),
+    "ddetr-single-scale-dc5": (True, {"num_feature_levels": 1, "dilation": True}),
     "ddetr": (True, {}),
     "ddetr-refine": (True, {"with_box_refine": True}),
     "ddetr-two-stage": (True, {"with_box_refine": True, "two_stage": True}),

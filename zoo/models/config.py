@@ -119,7 +119,8 @@ class BackboneConfig:
     """A torchvision ResNet, with frozen batch norm (for pretrained weights) or group norm.
 
     ``depth`` is 18, 34, 50 or 101. ``dilation`` replaces the stride of the last stage
-    by a dilation (DETR-DC5). ``train_backbone=False`` freezes the whole backbone.
+    by a dilation (DETR-DC5: C5 at stride 16, for every depth; basic-block stages dilate
+    as timm's ``output_stride=16``). ``train_backbone=False`` freezes the whole backbone.
 
     ``norm="frozen_bn"`` (the official models): frozen batch norm, and with
     ``train_backbone`` the stem and the first stage still stay frozen, as in the
@@ -149,12 +150,6 @@ class BackboneConfig:
             raise ConfigError(f"backbone norm must be one of {BACKBONE_NORMS}, got {self.norm!r}")
         if self.width % 8 != 0:
             raise ConfigError(f"backbone width must be a positive multiple of 8, got {self.width}")
-        if self.dilation and self.depth not in (50, 101):
-            # torchvision's basic blocks cannot dilate.
-            raise ConfigError(
-                f"backbone.dilation needs a bottleneck ResNet (depth 50 or 101), got depth "
-                f"{self.depth}"
-            )
         if self.width != 64 and self.depth not in (18, 34):
             raise ConfigError(
                 f"backbone width {self.width} needs a basic-block ResNet (depth 18 or 34), "

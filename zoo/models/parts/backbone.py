@@ -29,15 +29,42 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(8, channels)
 
 
+def _dilated_conv3x3(conv: nn.Conv2d, dilation: int) -> nn.Conv2d:
+    """A stride-1 3x3 convolution like ``conv`` at ``dilation`` (padding keeps the size)."""
+    return nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        kernel_size=3,
+        padding=dilation,
+        dilation=dilation,
+        bias=False,
+    )
+
+
 def _basic_stage(
-    inplanes: int, planes: int, blocks: int, stride: int, norm: NormFactory
+    inplanes: int, planes: int, blocks: int, stride: int, norm: NormFactory, dilate: bool = False
 ) -> nn.Sequential:
-    """A stage of basic blocks as torchvision builds it (same parameter names)."""
+    """A stage of basic blocks as torchvision builds it (same parameter names).
+
+    ``dilate`` replaces the stage's stride by a dilation of ``stride``, as timm's
+    ``output_stride=16`` does (what transformers builds for DC5): the first block's first
+    convolution stays undilated at stride 1, every later 3x3 convolution is dilated.
+    torchvision's ``BasicBlock`` refuses dilation, so the convolutions are swapped here;
+    their weights keep their shape and name, so an undilated checkpoint loads.
+    """
+    dilation = 1
+    if dilate:
+        dilation, stride = stride, 1
     downsample = None
     if stride != 1 or inplanes != planes:
         downsample = nn.Sequential(conv1x1(inplanes, planes, stride), norm(planes))
     layers = [BasicBlock(inplanes, planes, stride, downsample, norm_layer=norm)]
     layers += [BasicBlock(planes, planes, norm_layer=norm) for _ in range(blocks - 1)]
+    if dilation > 1:
+        for k, block in enumerate(layers):
+            if k > 0:
+                block.conv1 = _dilated_conv3x3(block.conv1, dilation)
+            block.conv2 = _dilated_conv3x3(block.conv2, dilation)
     return nn.Sequential(*layers)
 
 
@@ -48,16 +75,16 @@ class ResNetBody(nn.Module):
     which are also timm's, so checkpoints of either map one to one. ``width`` other than
     64 or ``norm="group"`` builds the same trunk from torchvision's basic blocks with
     scaled channels and GroupNorm (see :class:`zoo.models.config.BackboneConfig`).
+    ``dilation`` (DC5) replaces the last stage's stride by a dilation: C5 at stride 16;
+    torchvision's option for bottleneck ResNets, :func:`_basic_stage`'s for basic-block ones.
     """
 
     def __init__(
         self, depth: int, dilation: bool = False, width: int = 64, norm: str = "frozen_bn"
     ) -> None:
         super().__init__()
-        if dilation and depth < 50:
-            raise ValueError("dilation needs a bottleneck ResNet (depth 50 or 101)")
-        if width != 64 or norm != "frozen_bn":
-            self._build_scaled(depth, width, norm)
+        if width != 64 or norm != "frozen_bn" or (dilation and depth in _BASIC_BLOCKS):
+            self._build_scaled(depth, width, norm, dilation)
             return
         factory = getattr(torchvision.models, f"resnet{depth}")
         kwargs: dict = {"weights": None, "norm_layer": FrozenBatchNorm2d}
@@ -73,7 +100,7 @@ class ResNetBody(nn.Module):
         self.layer3 = net.layer3
         self.layer4 = net.layer4
 
-    def _build_scaled(self, depth: int, width: int, norm_name: str) -> None:
+    def _build_scaled(self, depth: int, width: int, norm_name: str, dilation: bool) -> None:
         if depth not in _BASIC_BLOCKS:
             raise ValueError(f"a scaled or group-norm ResNet needs depth 18 or 34, got {depth}")
         norm: NormFactory = _group_norm if norm_name == "group" else FrozenBatchNorm2d
@@ -84,9 +111,10 @@ class ResNetBody(nn.Module):
         planes = [width, 2 * width, 4 * width, 8 * width]
         inplanes = width
         for i, (p, blocks) in enumerate(zip(planes, _BASIC_BLOCKS[depth], strict=True)):
-            setattr(
-                self, f"layer{i + 1}", _basic_stage(inplanes, p, blocks, 1 if i == 0 else 2, norm)
+            stage = _basic_stage(
+                inplanes, p, blocks, 1 if i == 0 else 2, norm, dilate=dilation and i == 3
             )
+            setattr(self, f"layer{i + 1}", stage)
             inplanes = p
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

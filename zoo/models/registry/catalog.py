@@ -142,12 +142,17 @@ def identity(config: ModelConfig) -> dict[str, Any]:
 def variant_of(config: ModelConfig) -> str | None:
     """The registered variant whose architecture ``config`` has (sizes aside), if any.
 
-    Variants differ by :func:`identity`; those that share it (DETR-R50 and DETR-R101)
-    by their backbone depth, which must then match too.
+    Variants differ by :func:`identity`; those that share it (DETR-R50, DETR-R101 and
+    their DC5 forms) by their backbone depth and dilation, which must then match too.
     """
     same = [n for n in sorted(_REGISTRY) if identity(_REGISTRY[n].config) == identity(config)]
     if len(same) > 1:
-        same = [n for n in same if _REGISTRY[n].config.backbone.depth == config.backbone.depth]
+        trunk = (config.backbone.depth, config.backbone.dilation)
+        same = [
+            n
+            for n in same
+            if (_REGISTRY[n].config.backbone.depth, _REGISTRY[n].config.backbone.dilation) == trunk
+        ]
     return same[0] if same else None
 
 

@@ -14,11 +14,14 @@ _DETR_PAPER = "End-to-End Object Detection with Transformers (Carion et al., ECC
 _DDETR_PAPER = "Deformable DETR (Zhu et al., ICLR 2021)"
 
 # Hub commits, as recorded by projects that pinned and hash-checked these checkpoints
-# (the model.safetensors of each commit). detr-resnet-101's is not known here: its
-# default branch is used until someone pins it.
+# (the model.safetensors of each commit). Those of detr-resnet-101 and the two DC5
+# checkpoints are not known here (these machines cannot reach the Hub): their default
+# branch is used until someone pins them.
 _REVISIONS = {
     "facebook/detr-resnet-50": "1d5f47bd3bdd2c4bbfa585418ffe6da5028b4c0b",
     "facebook/detr-resnet-101": None,
+    "facebook/detr-resnet-50-dc5": None,
+    "facebook/detr-resnet-101-dc5": None,
     "SenseTime/deformable-detr-single-scale": "e880a4ca7bbe47b33d37ed90e2948efbbdad0d44",
     "SenseTime/deformable-detr": "83ecd26945199939cb82806f988debdb71e6f43e",
     "SenseTime/deformable-detr-with-box-refine": "2e9e461623a8fdc296e19666c46c8a4389a3a6fe",
@@ -26,7 +29,7 @@ _REVISIONS = {
         "e74bff70d69f3e825f6cefaf179bfba707f92054"
     ),
 }
-# All six model cards declare Apache-2.0 (as do both original repositories).
+# All eight model cards declare Apache-2.0 (as do both original repositories).
 _LICENSE = "Apache-2.0"
 
 
@@ -59,6 +62,28 @@ def detr_r50() -> DetrConfig:
 )
 def detr_r101() -> DetrConfig:
     return DetrConfig(backbone=BackboneConfig(depth=101))
+
+
+@_official(
+    "detr-r50-dc5",
+    description="DETR-DC5, ResNet-50 with a dilated C5 (stride 16), 100 queries (43.3 AP)",
+    hf_hub_id="facebook/detr-resnet-50-dc5",
+    paper=_DETR_PAPER,
+    coco_ap=43.3,
+)
+def detr_r50_dc5() -> DetrConfig:
+    return DetrConfig(backbone=BackboneConfig(depth=50, dilation=True))
+
+
+@_official(
+    "detr-r101-dc5",
+    description="DETR-DC5, ResNet-101 with a dilated C5 (stride 16), 100 queries (44.9 AP)",
+    hf_hub_id="facebook/detr-resnet-101-dc5",
+    paper=_DETR_PAPER,
+    coco_ap=44.9,
+)
+def detr_r101_dc5() -> DetrConfig:
+    return DetrConfig(backbone=BackboneConfig(depth=101, dilation=True))
 
 
 @_official(
