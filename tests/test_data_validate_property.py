@@ -372,8 +372,11 @@ def test_junk_never_crashes_and_what_passes_loads(
             coco[key] = copy.deepcopy(value)
         else:
             entries = coco[f"{'categorie' if place == 'category' else place}s"]
-            if isinstance(entries, list) and entries:  # unless junk replaced the list
-                entries[index % len(entries)][key] = copy.deepcopy(value)
+            # unless junk replaced the list, or the entry itself (["images"] = [0])
+            if isinstance(entries, list) and entries:
+                entry = entries[index % len(entries)]
+                if isinstance(entry, dict):
+                    entry[key] = copy.deepcopy(value)
     path = _write(folder, json.loads(json.dumps(coco)), "junk.json")
     report = validate_coco(path, folder)
     try:
