@@ -280,3 +280,13 @@ def test_scaled_group_norm_backbone_is_a_torchvision_resnet() -> None:
 def test_bad_backbone_and_label_fields(fields: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         zoo.create_model("ddetr", **{**TINY, "num_classes": 3, **fields})
+
+
+@pytest.mark.parametrize("name", ["ddetr", "ddetr-single-scale", "ddetr-refine", "ddetr-two-stage"])
+def test_head_pairs_counts_the_models_heads(name: str) -> None:
+    """The converters place checkpoint heads by ``config.head_pairs``: it must be what the
+    model holds (one shared pair, or one per layer plus the encoder's)."""
+    model = zoo.create_model(name, num_classes=3, **TINY)
+    expected = {"ddetr": 1, "ddetr-single-scale": 1, "ddetr-refine": 2, "ddetr-two-stage": 3}
+    held = len(model.heads.class_embed) if hasattr(model.heads.class_embed, "__len__") else 1
+    assert model.config.head_pairs == held == expected[name]

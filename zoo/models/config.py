@@ -260,6 +260,12 @@ class DeformableDetrConfig(DetectorConfig):
         if self.two_stage and not self.with_box_refine:
             raise ConfigError("two_stage needs with_box_refine (as the official release)")
 
+    @property
+    def head_pairs(self) -> int:
+        """(class, box) head pairs the model holds: with box refinement one per decoder
+        layer, plus the encoder's for two-stage; else one pair shared by every layer."""
+        return self.dec_layers + int(self.two_stage) if self.with_box_refine else 1
+
 
 ModelConfig = DetrConfig | DeformableDetrConfig
 

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from zoo.models.config import ModelConfig
+from zoo.models.config import DeformableDetrConfig, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,9 @@ def resolve_heads(
     Per layer, we take the top-level key, else the decoder's copy, else layer 0's.
     Duplicates must agree with what was taken, or they are reported unused.
     """
-    per_layer = bool(getattr(config, "with_box_refine", False))
-    count = config.dec_layers + int(getattr(config, "two_stage", False)) if per_layer else 1
+    if not isinstance(config, DeformableDetrConfig):
+        raise TypeError(f"only Deformable DETR stores per-layer heads, not {type(config).__name__}")
+    per_layer, count = config.with_box_refine, config.head_pairs
     copies = {prefix for prefix, _, _, _ in heads if prefix}
     used: set[HeadKey] = set()
     for name in ("class_embed", "bbox_embed"):
