@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,35 @@ def test_predict_on_extreme_strips_keeps_boxes_inside(model, shape: tuple[int, i
     assert len(pred["scores"]) > 0
     assert (pred["boxes"] >= 0).all()
     assert (pred["boxes"][:, 0::2] <= w).all() and (pred["boxes"][:, 1::2] <= h).all()
+
+
+def test_the_training_loader_reads_16_bit_pngs_by_their_range(tmp_path: Path) -> None:
+    """The dataset loader uses the one image reader: a 16-bit PNG is scaled by 65535, not
+    clipped to 255 (the old ``convert("RGB")`` made it all white)."""
+    from zoo.data import CocoDetection
+
+    ramp = (np.arange(8 * 12, dtype=np.uint16).reshape(8, 12) * 600).astype(np.uint16)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(ramp).save(tmp_path / "images" / "a.png")
+    assert Image.open(tmp_path / "images" / "a.png").mode == "I;16"
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 12}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [1, 1, 4, 4],
+                "area": 16,
+                "iscrowd": 0,
+            }
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    dataset = CocoDetection(tmp_path / "images", tmp_path / "ann.json", transforms=None)
+    image, _ = dataset.raw_sample(0)
+    expected = torch.from_numpy(np.round(ramp / 65535.0 * 255).astype(np.uint8))
+    assert image.dtype == torch.uint8 and image.shape == (3, 8, 12)
+    for channel in image:
+        assert (channel.int() - expected.int()).abs().max() <= 1
