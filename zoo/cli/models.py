@@ -21,7 +21,9 @@ PARAM_COUNTS = {
     "ddetr-single-scale": 34_066_593,
     "ddetr-two-stage": 41_181_529,
     "detr-r101": 60_464_672,
+    "detr-r101-dc5": 60_464_672,
     "detr-r50": 41_524_768,
+    "detr-r50-dc5": 41_524_768,
 }
 
 
