@@ -107,11 +107,16 @@ def test_a_summary_killed_mid_write_stays_readable(tmp_path: Path, atomic: bool)
     """
     path = tmp_path / "summary.json"
     payload = "{'steps': {'x': 'y' * 4_000_000}, 'n': i}"
-    write = (
-        f"gpu_day_proc.write_json_atomic(path, {payload})"
-        if atomic
-        else f"path.write_text(__import__('json').dumps({payload}))"
+    # The control writes in place in 4 kB chunks (a large write flushed piecewise, as any
+    # buffered writer does): the file is then mid-write nearly all the time, so a kill lands
+    # there however fast the machine is. One 4 MB ``write_text`` made it a race (CI caught it).
+    chunked = (
+        "text = __import__('json').dumps(" + payload + ")\n"
+        "    with open(path, 'w') as f:\n"
+        "        for s in range(0, len(text), 4096):\n"
+        "            f.write(text[s:s + 4096]); f.flush()"
     )
+    write = f"gpu_day_proc.write_json_atomic(path, {payload})" if atomic else chunked
     script = _WRITER.format(
         bench=str(Path(gpu_day_proc.__file__).parent), path=str(path), write=write
     )
