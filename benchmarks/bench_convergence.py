@@ -60,7 +60,22 @@ LABELS = {"detr-r50-dc5": "detr"}
 NOT_PROTOCOL = (
     *("quick", "variants", "seeds", "jobs", "threads", "no_progress", "name", "output"),
     "workdir",
+    "data_spec",  # recorded as "dataset" (the multi-size runs' record predates the flag)
 )
+
+
+DATA_SPECS = ("multi-size", "demo")
+DATASET_NAMES = {
+    "multi-size": "zoo.data.shapes ShapesSpec.multi_size",
+    "demo": "zoo.data.shapes ShapesSpec()",
+}
+
+
+def data_spec(name: str, size: int) -> Any:
+    """The shapes generator's setting called ``name`` at ``size`` pixels."""
+    from zoo.data.shapes import ShapesSpec
+
+    return ShapesSpec.multi_size(size) if name == "multi-size" else ShapesSpec(size=size)
 
 
 def label(name: str) -> str:
@@ -230,6 +245,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=300)
     parser.add_argument("--size", type=int, default=128, help="image side")
+    parser.add_argument(
+        "--data-spec",
+        choices=sorted(DATA_SPECS),
+        default="multi-size",
+        help="the shapes setting: multi-size (2-8 shapes, 4-40%% of the side, log-uniform) "
+        "or demo (the bundled model's: 1-5 shapes, 12-45%%)",
+    )
     parser.add_argument("--epochs", type=int, default=10, help="the deformable variants'")
     parser.add_argument(
         "--detr-epochs", type=int, default=100, help="DETR's own budget (0: --epochs)"
@@ -302,7 +324,7 @@ def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
     small, large = size_buckets(args.size)
     return {
         **settings,
-        "dataset": "zoo.data.shapes ShapesSpec.multi_size",
+        "dataset": DATASET_NAMES[args.data_spec],
         "area_thresholds": {"small_below": small, "large_from": large},
         "epochs_per_variant": {label(n): epochs_for(n, args) for n in VARIANTS},
         "rates": {label(n): list(rates(args, n)) for n in VARIANTS},
@@ -365,7 +387,7 @@ def write_summary(
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from zoo.data.shapes import ShapesSpec, generate
+    from zoo.data.shapes import generate
 
     path = results_path(args.output, args.name, scratch=args.quick)
     folder = path.with_suffix("")
@@ -392,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
             args.num_train,
             args.num_val,
             seed=args.data_seed,
-            spec=ShapesSpec.multi_size(args.size),
+            spec=data_spec(args.data_spec, args.size),
         )
         stats = dataset_stats(data, args.size)
         print(f"data: {json.dumps(stats)}", flush=True)

@@ -17,6 +17,8 @@ import report_convergence as rc
 
 import zoo
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_epochs_to_reach_and_value_at() -> None:
     epochs, ap = [1, 2, 3], [0.1, 0.25, 0.2]
@@ -214,3 +216,16 @@ def test_plots_with_seed_bands(tmp_path: Path) -> None:
     written = rc.plot(payload, tmp_path / "conv.json")
     assert [p.name for p in written] == ["conv.png", "conv_small.png", "conv_ablation.png"]
     assert all(p.stat().st_size > 0 for p in written)
+
+
+def test_data_spec_is_part_of_the_protocol_and_keeps_the_committed_runs_valid() -> None:
+    """``--data-spec demo`` is another protocol; the default is the one the committed runs ran."""
+    committed = sorted((ROOT / "benchmarks" / "results" / "convergence_cpu").glob("*.json"))
+    assert committed, "the committed run files are the expectation"
+    default = bc.protocol_of(bc.parse_args([]))
+    for path in committed:
+        assert json.loads(path.read_text())["protocol"] == default, path.name
+    demo = bc.protocol_of(bc.parse_args(["--data-spec", "demo"]))
+    assert demo["dataset"] != default["dataset"]
+    assert bc.data_spec("demo", 96).size == 96 and bc.data_spec("demo", 96).max_objects == 5
+    assert bc.data_spec("multi-size", 96).log_scale

@@ -20,7 +20,7 @@ from support.tiny import randomize_, tiny_model
 
 import zoo
 from zoo.cli import main as run
-from zoo.detect.onnx_runner import EXPORT_EXTRA, OnnxDetector
+from zoo.detect.onnx_runner import EXPORT_EXTRA, EXPORT_HINT, OnnxDetector
 from zoo.export import export_onnx
 from zoo.models.pipeline.preprocess import preprocess
 from zoo.models.pipeline.resize import inference_size
@@ -157,5 +157,8 @@ def test_the_export_extra_exists_and_is_named_when_missing(
     assert run(["export", "shapes-demo", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err
     assert "zoo export needs the export extra (onnx not installed)" in err
-    assert f"pip install '{EXPORT_EXTRA}'" in err
+    assert EXPORT_HINT in err and f"'{EXPORT_EXTRA}'" in err
+    # The hint's bounds are the extra's own (a user pasting it gets what the extra gets).
+    for req in project["optional-dependencies"]["export"]:
+        assert f"'{req}'" in EXPORT_HINT
     assert not (tmp_path / "m.onnx").exists()

@@ -15,7 +15,10 @@ from pathlib import Path
 from typing import Any
 
 AP_KEYS = ("AP", "AP50", "AP75")
-INSTALL_HINT = "drawing curves needs matplotlib: pip install 'detr-zoo[plot]' (or matplotlib)"
+INSTALL_HINT = (
+    "drawing curves needs matplotlib: pip install 'matplotlib>=3.7' (the 'detr-zoo[plot]' extra; "
+    "from a checkout: pip install ./msda_ops '.[plot]')"
+)
 
 
 def have_matplotlib() -> bool:

@@ -33,6 +33,12 @@ INPUT_NAMES = ["pixel_values"]
 OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
 # The distribution and extra that bring the ONNX packages (pyproject.toml).
 EXPORT_EXTRA = "detr-zoo[export]"
+# What a user types: msda-ops is not on PyPI, so the extra installs from a checkout, and
+# the extra's own packages (the same bounds as pyproject.toml) install anywhere.
+EXPORT_HINT = (
+    "pip install 'onnx>=1.18' 'onnxruntime>=1.22' 'onnxscript>=0.5' (the "
+    f"'{EXPORT_EXTRA}' extra; from a checkout: pip install ./msda_ops '.[export]')"
+)
 REQUIRED_KEYS = ("class_names", "image_mean", "image_std", "shortest_edge", "longest_edge")
 
 
@@ -48,8 +54,7 @@ def require_export_extra(*modules: str, what: str = "zoo export") -> None:
     ]
     if missing:
         raise ModuleNotFoundError(
-            f"{what} needs the export extra ({', '.join(missing)} not installed): "
-            f"pip install '{EXPORT_EXTRA}'"
+            f"{what} needs the export extra ({', '.join(missing)} not installed): {EXPORT_HINT}"
         )
 
 

@@ -260,7 +260,7 @@ def _compile(kind: str, srcs: list[Path], directory: Path, name: str, verbose: b
     # "done" ends the same line unless the compiler's own output comes in between.
     _say(
         f"msda_ops: compiling the {kind} kernels into {directory} (first use of this version, "
-        "about a minute) ...",
+        "one to two minutes) ...",
         end="\n" if verbose else "",
     )
     arch = {"TORCH_CUDA_ARCH_LIST": cuda_arch_list()} if kind == "cuda" else {}
