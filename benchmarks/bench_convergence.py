@@ -8,6 +8,7 @@ explains the choices and the pilot that fixed them):
   objects from 4% to 40% of the side, so COCO's small/medium/large buckets, scaled to the
   image (:func:`zoo.data.areas.size_buckets`), each hold a share. One data set
   (``--data-seed``) for every variant and seed; its bucket counts are recorded.
+  ``--data-spec demo`` takes the bundled model's setting instead (1-5 shapes, 12-45%), for pilots.
 - Models: the demo model's size for every variant (ResNet-18 of width 24 with GroupNorm;
   hidden 64, 2 encoder and 3 decoder layers, ``--queries`` queries): DETR-DC5 (C5 dilated,
   stride 16, as the paper's DETR-DC5), Deformable DETR single-scale on the same DC5 map
@@ -50,111 +51,24 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from convergence_claims import METRICS, PAPER, combine, final, summarize
+from convergence_claims import METRICS, final
+from convergence_files import finished, run_file, write_summary
+from convergence_protocol import (
+    DATA_SPECS,
+    VARIANTS,
+    data_spec,
+    dataset_stats,
+    epochs_for,
+    label,
+    load_backbone,
+    model_overrides,
+    protocol_of,
+    rates,
+)
 from harness import format_table, results_path, write_json
 
-VARIANTS = ("detr-r50-dc5", "ddetr-single-scale", "ddetr", "ddetr-refine", "ddetr-two-stage")
-# Every variant gets the same small backbone here, so DETR is named without its ResNet.
-LABELS = {"detr-r50-dc5": "detr"}
-# Settings that do not change what a run computes (only where and how fast).
-NOT_PROTOCOL = (
-    *("quick", "variants", "seeds", "jobs", "threads", "no_progress", "name", "output"),
-    "workdir",
-    "data_spec",  # recorded as "dataset" (the multi-size runs' record predates the flag)
-)
-
-
-DATA_SPECS = ("multi-size", "demo")
-DATASET_NAMES = {
-    "multi-size": "zoo.data.shapes ShapesSpec.multi_size",
-    "demo": "zoo.data.shapes ShapesSpec()",
-}
-
-
-def data_spec(name: str, size: int) -> Any:
-    """The shapes generator's setting called ``name`` at ``size`` pixels."""
-    from zoo.data.shapes import ShapesSpec
-
-    return ShapesSpec.multi_size(size) if name == "multi-size" else ShapesSpec(size=size)
-
-
-def label(name: str) -> str:
-    """The name a variant has in the results."""
-    return LABELS.get(name, name)
-
-
-def is_multi_scale(name: str) -> bool:
-    return name.startswith("ddetr") and name != "ddetr-single-scale"
-
-
-def model_overrides(args: argparse.Namespace, name: str) -> dict[str, Any]:
-    """One small size for every variant (DETR has no levels or sampling points)."""
-    from zoo.data.shapes import CLASSES
-
-    sizes: dict[str, Any] = {
-        "depth": 18,
-        "width": args.width,
-        "norm": "group",
-        "hidden_dim": args.hidden,
-        "nheads": 4,
-        "enc_layers": args.enc_layers,
-        "dec_layers": args.dec_layers,
-        "ffn_dim": 4 * args.hidden,
-        "num_queries": args.queries,
-        "num_classes": len(CLASSES),
-        "class_names": CLASSES,
-        "image_size": args.size,
-        "dropout": args.dropout,
-        # DC5 for the models that read one map (DETR, single-scale Deformable DETR).
-        "dilation": args.dc5 and not is_multi_scale(name),
-    }
-    if name.startswith("ddetr"):
-        sizes.update(num_levels=3 if is_multi_scale(name) else 1)
-    return sizes
-
-
-def rates(args: argparse.Namespace, name: str) -> tuple[float, float]:
-    """The family's (rate, backbone rate).
-
-    DETR: ``--detr-lr`` (1e-4), Deformable DETR: ``--lr`` (2e-4): the official rates,
-    neither scaled to the batch (the pilot: at 2e-4 * 8 / 32 single-scale Deformable DETR
-    had not learnt when its rate dropped). The backbone gets a tenth (the papers' ratio for
-    a pretrained one), all of the rate from scratch.
-    """
-    detr = name.startswith("detr")
-    if detr:
-        lr = args.detr_lr
-    else:
-        lr = args.lr
-    given = args.detr_lr_backbone if detr else args.lr_backbone
-    if given is not None:
-        return lr, float(given)
-    return lr, (lr if args.backbone == "scratch" else lr / 10)
-
-
-def load_backbone(model: Any, source: str) -> None:
-    """Copy the backbone of model ``source`` (a name or folder for ``zoo.load``) into ``model``.
-
-    The stand-in for the papers' ImageNet-pretrained ResNet: every variant starts from the
-    same trained feature extractor (a dilated trunk has the same weights). Raises
-    ValueError when the backbones differ in shape.
-    """
-    import zoo
-
-    donor = zoo.load(source).backbone.state_dict()
-    target = model.backbone.state_dict()
-    shapes = {k: tuple(v.shape) for k, v in target.items()}
-    if {k: tuple(v.shape) for k, v in donor.items()} != shapes:
-        raise ValueError(
-            f"--backbone {source}: its backbone does not match the benchmark's "
-            f"(ResNet-{model.config.backbone.depth}, width {model.config.backbone.width})"
-        )
-    model.backbone.load_state_dict(donor)
-
-
-def epochs_for(name: str, args: argparse.Namespace) -> int:
-    """DETR's own budget, or the common one."""
-    return args.detr_epochs if name.startswith("detr") and args.detr_epochs else args.epochs
+__all__ = ["VARIANTS", "data_spec", "load_backbone", "main", "model_overrides", "parse_args"]
+__all__ += ["protocol_of", "rates", "run_variant"]
 
 
 def run_variant(
@@ -218,22 +132,6 @@ def run_variant(
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     return result
-
-
-def dataset_stats(data: Path, size: int) -> dict[str, Any]:
-    """Images, objects and objects per size bucket in each split."""
-    from zoo.data.areas import bucket_counts
-
-    stats = {}
-    for split in ("train", "val"):
-        coco = json.loads((data / "annotations" / f"{split}.json").read_text())
-        areas = [a["area"] for a in coco["annotations"]]
-        stats[split] = {
-            "images": len(coco["images"]),
-            "objects": len(areas),
-            "buckets": bucket_counts(areas, size),
-        }
-    return stats
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -314,75 +212,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if len(set(args.seeds)) != len(args.seeds):
         parser.error(f"--seeds: repeated seeds in {args.seeds}")
     return args
-
-
-def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
-    """Every setting that changes what a run computes, with the derived rates and epochs."""
-    from zoo.data.areas import size_buckets
-
-    settings = {k: v for k, v in vars(args).items() if k not in NOT_PROTOCOL}
-    small, large = size_buckets(args.size)
-    return {
-        **settings,
-        "dataset": DATASET_NAMES[args.data_spec],
-        "area_thresholds": {"small_below": small, "large_from": large},
-        "epochs_per_variant": {label(n): epochs_for(n, args) for n in VARIANTS},
-        "rates": {label(n): list(rates(args, n)) for n in VARIANTS},
-        "dc5": {label(n): model_overrides(args, n)["dilation"] for n in VARIANTS},
-    }
-
-
-def run_file(folder: Path, name: str, seed: int) -> Path:
-    return folder / f"{label(name)}_seed{seed}.json"
-
-
-def finished(path: Path, protocol: dict[str, Any]) -> bool:
-    """Whether ``path`` holds a finished run of ``protocol``; SystemExit for another one."""
-    if not path.exists():
-        return False
-    recorded = json.loads(path.read_text()).get("protocol")
-    if recorded != protocol:
-        differ = sorted(
-            k
-            for k in set(recorded or {}) | set(protocol)
-            if (recorded or {}).get(k) != protocol.get(k)
-        )
-        raise SystemExit(
-            f"{path} holds a run of another protocol (differs in {differ}): move it away or "
-            "pass another --name"
-        )
-    return True
-
-
-def collect(folder: Path, protocol: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """seed -> variant label -> curve, from the run files of ``protocol`` in ``folder``."""
-    runs: dict[int, dict[str, Any]] = {}
-    for path in sorted(folder.glob("*_seed*.json")):
-        data = json.loads(path.read_text())
-        if data.get("protocol") == protocol:
-            runs.setdefault(data["seed"], {})[data["label"]] = data["result"]
-    order = [label(n) for n in VARIANTS]
-    return {seed: {v: runs[seed][v] for v in order if v in runs[seed]} for seed in sorted(runs)}
-
-
-def write_summary(
-    path: Path, folder: Path, protocol: dict[str, Any], stats: dict[str, Any], start: float
-) -> dict[str, Any]:
-    """Rebuild the summary file from every run file of ``protocol``."""
-    runs = collect(folder, protocol)
-    per_seed = {seed: summarize(results) for seed, results in runs.items()}
-    payload = {
-        "protocol": protocol,
-        "dataset": stats,
-        "paper": PAPER,
-        "run_files": str(folder.name),
-        "wall_seconds_this_call": time.perf_counter() - start,
-        "runs": {str(seed): results for seed, results in runs.items()},
-        "summary_per_seed": {str(seed): s for seed, s in per_seed.items()},
-        "summary": combine(per_seed) if per_seed else {},
-    }
-    write_json(path, payload)
-    return payload
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -229,3 +229,40 @@ def test_data_spec_is_part_of_the_protocol_and_keeps_the_committed_runs_valid() 
     assert demo["dataset"] != default["dataset"]
     assert bc.data_spec("demo", 96).size == 96 and bc.data_spec("demo", 96).max_objects == 5
     assert bc.data_spec("multi-size", 96).log_scale
+
+
+def test_collapse_probe_measures_a_known_collapse(tmp_path: Path) -> None:
+    """Identical queries and a uniform cross-attention, built by hand, read as such."""
+    import math
+
+    import detr_collapse_probe as dp
+    import torch
+    from PIL import Image
+
+    from zoo.weights.zoo_format import save_pretrained
+
+    args = bc.parse_args(["--quick"])
+    torch.manual_seed(0)
+    model = zoo.create_model("detr-r50-dc5", **bc.model_overrides(args, "detr-r50-dc5"))
+    images = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8).numpy()).save(path)
+        images.append(path)
+    save_pretrained(model, tmp_path / "distinct")
+    distinct = dp.probe(str(tmp_path / "distinct"), images)
+    with torch.no_grad():
+        model.query_embed.weight[:] = model.query_embed.weight[:1].clone()
+        for layer in model.transformer.decoder:
+            # q and k projections zero: every logit equal, the attention exactly uniform.
+            layer.cross_attn.in_proj_weight[: 2 * args.hidden].zero_()
+            layer.cross_attn.in_proj_bias[: 2 * args.hidden].zero_()
+    save_pretrained(model, tmp_path / "collapsed")
+    collapsed = dp.probe(str(tmp_path / "collapsed"), images)
+    assert collapsed["boxes_spread_over_queries"] < 1e-6 < distinct["boxes_spread_over_queries"]
+    assert math.isclose(
+        collapsed["cross_attention_entropy"], math.log(collapsed["tokens"]), rel_tol=1e-6
+    )
+    assert collapsed["cross_attention_max_weight"] == pytest.approx(1 / collapsed["tokens"])
+    with pytest.raises(ValueError, match="images: need at least 2"):
+        dp.probe(str(tmp_path / "collapsed"), images[:1])
