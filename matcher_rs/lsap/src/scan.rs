@@ -67,8 +67,9 @@ pub trait Scan: Sized {
 
     /// The first `j` with `c[j] - v[j] == x` (`usize::MAX` when absent).
     fn position_reduced<const NEG: bool>(row: &[Self], v: &[Self], x: Self) -> usize;
-    /// Fold one row into running column minima: `mins[j] = min(c[j] - u, mins[j])`.
-    fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]);
+    /// Fold one row into running column minima, `mins[j] = min(c[j] - u, mins[j])`, and
+    /// return the smallest of them.
+    fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]) -> Self;
 }
 
 /// The loops, generic over the element type; each dispatcher below instantiates them
@@ -198,18 +199,26 @@ mod lanes {
             .map_or(usize::MAX, |p| split + p)
     }
     #[inline(always)]
-    pub(super) fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) {
+    pub(super) fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) -> T {
         let n = row.len();
         let mins = &mut mins[..n];
+        // The smallest of the new minima is returned only so that each block's minima are
+        // needed in registers: written as `m[l] = min(.., m[l])` alone, the compiler makes
+        // each store conditional (masked stores, several times slower on AMD).
+        let mut acc = [T::INFINITY; LANES];
         for (r, m) in row.chunks_exact(LANES).zip(mins.chunks_exact_mut(LANES)) {
             for l in 0..LANES {
                 m[l] = min(at::<T, NEG>(r[l]) - u, m[l]);
+                acc[l] = min(m[l], acc[l]);
             }
         }
         let split = n - n % LANES;
+        let mut lowest = min_of(acc, T::INFINITY);
         for j in split..n {
             mins[j] = min(at::<T, NEG>(row[j]) - u, mins[j]);
+            lowest = min(mins[j], lowest);
         }
+        lowest
     }
 }
 
@@ -286,7 +295,7 @@ mod avx {
     /// # Safety
     /// The CPU must support AVX.
     #[target_feature(enable = "avx")]
-    pub(super) unsafe fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) {
+    pub(super) unsafe fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) -> T {
         lanes::col_min::<T, NEG>(row, u, mins)
     }
 }
@@ -338,7 +347,7 @@ macro_rules! impl_scan {
             }
 
             #[inline(always)]
-            fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]) {
+            fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]) -> Self {
                 dispatch!(col_min::<Self, NEG>, row, u, mins)
             }
         }
