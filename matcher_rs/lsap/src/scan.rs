@@ -2,10 +2,10 @@
 //! blocks that the compiler vectorises. On x86-64 each loop is compiled twice, for the
 //! baseline (SSE2) and for AVX, and the AVX copy is picked at run time when the CPU has it
 //! (the wheel stays portable). `benchmarks/results/matcher_cpu.json` records what the AVX
-//! copy buys (`avx_speedup`, against `matcher_rs_noavx_s`) at 100 to 4000 square: 1.04-1.83x
-//! on uniform, integer, DETR-like and low-rank costs (one 0.90x, uniform 4000 float64, a
-//! single repeat on a loaded machine), 0.86-1.12x with many ties, where scans are a small
-//! part of the solve.
+//! copy buys (`avx_speedup`, against `matcher_rs_noavx_s`) at 100 to 4000 square: 1.19-2.52x
+//! on uniform, integer, DETR-like and low-rank costs (one 1.08x, uniform 4000 float64: a
+//! single repeat, where the AVX run, timed first, also pays for growing the copy buffer),
+//! 0.74-1.32x with many ties, where scans are a small part of the solve.
 //!
 //! Every version computes reduced costs with the same IEEE operations in the same order
 //! (no fused multiply-add; a minimum is `a < b ? a : b`, which is what the min
