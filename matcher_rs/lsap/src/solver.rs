@@ -32,15 +32,15 @@ const NONE: usize = usize::MAX;
 /// scan cost alike, but the searches grow longer with the size (the last ones scan a good
 /// part of the rows), so larger problems afford more steps. Measured against laprust
 /// (thread CPU time, uniform and DETR-like costs): 2 steps beat 8 by 1.2-1.4x at 100 to
-/// 300 square, 8 beat 2 by 1.1-1.2x at 2000 to 4000 (more than 8 gained nothing).
+/// 300 square, 8 beat 2 by 1.07-1.17x at 2000 to 4000 (16 or 32 gained nothing).
 const ARR_STEPS: (usize, usize) = (2, 8);
+const ARR_COLS_PER_STEP: usize = 256;
 
 /// Passes of the augmenting row reduction over the free rows at most (it stops early once
-/// a pass assigns nothing). Rows evicted at a tie wait for the next pass, so integer
-/// costs gain from more than Jonker-Volgenant's two; measured against two (laprust as
-/// the anchor): 1.0-1.2x at 300 to 4000 square, within noise at 100.
+/// a pass assigns nothing; rows evicted at a tie wait for the next pass). Against
+/// Jonker-Volgenant's two: 0.94-1.18x (median 1.04x, within this machine's noise) at 300
+/// to 4000 square, uniform, integer and DETR-like costs, laprust as the anchor.
 const ARR_PASSES: usize = 4;
-const ARR_COLS_PER_STEP: usize = 256;
 
 /// The square start raises the free columns' duals (one more pass over the matrix) only
 /// when more than one row in this many is left free by the row reduction.
