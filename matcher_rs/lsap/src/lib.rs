@@ -19,8 +19,9 @@
 //! has strided rows, one working copy is made). The arithmetic is in the input type, so
 //! an `f32` matrix is optimal up to `f32` rounding.
 //!
-//! The algorithm: row reduction and Jonker-Volgenant's augmenting row reduction assign
-//! most rows cheaply; each remaining row is assigned by a shortest augmenting path
+//! The algorithm: row reduction (on a square matrix, then the free columns' duals raised
+//! as far as the assigned rows allow) and Jonker-Volgenant's augmenting row reduction
+//! assign most rows cheaply; each remaining row is assigned by a shortest augmenting path
 //! (Dijkstra over reduced costs with dual variables), O(rows^2 * cols) in the worst case.
 //! The dense scans are safe Rust in lane blocks, also compiled for AVX and picked at run
 //! time when the CPU has it.

@@ -2,10 +2,10 @@
 //! blocks that the compiler vectorises. On x86-64 each loop is compiled twice, for the
 //! baseline (SSE2) and for AVX, and the AVX copy is picked at run time when the CPU has it
 //! (the wheel stays portable). `benchmarks/results/matcher_cpu.json` records what the AVX
-//! copy buys (`avx_speedup`, against `matcher_rs_noavx_s`) at 100 to 4000 square: 1.04-1.83x
-//! on uniform, integer, DETR-like and low-rank costs (one 0.90x, uniform 4000 float64, a
-//! single repeat on a loaded machine), 0.86-1.12x with many ties, where scans are a small
-//! part of the solve.
+//! copy buys (`avx_speedup`, against `matcher_rs_noavx_s`) at 100 to 4000 square: 1.19-2.52x
+//! on uniform, integer, DETR-like and low-rank costs (one 1.08x, uniform 4000 float64: a
+//! single repeat, where the AVX run, timed first, also pays for growing the copy buffer),
+//! 0.74-1.32x with many ties, where scans are a small part of the solve.
 //!
 //! Every version computes reduced costs with the same IEEE operations in the same order
 //! (no fused multiply-add; a minimum is `a < b ? a : b`, which is what the min
@@ -44,7 +44,9 @@ fn min<T: Float>(a: T, b: T) -> T {
 /// The smallest lane of a block.
 #[inline(always)]
 fn min_of<T: Float>(acc: [T; LANES], init: T) -> T {
-    acc.iter().fold(init, |m, &x| min(x, m))
+    let a: [T; 8] = core::array::from_fn(|l| min(acc[l], acc[l + 8]));
+    let b: [T; 4] = core::array::from_fn(|l| min(a[l], a[l + 4]));
+    min(min(min(b[0], b[2]), min(b[1], b[3])), init)
 }
 
 /// Element types with the solver's scans (a supertrait of [`Float`]; public in a private
@@ -65,6 +67,9 @@ pub trait Scan: Sized {
 
     /// The first `j` with `c[j] - v[j] == x` (`usize::MAX` when absent).
     fn position_reduced<const NEG: bool>(row: &[Self], v: &[Self], x: Self) -> usize;
+    /// Fold one row into running column minima, `mins[j] = min(c[j] - u, mins[j])`, and
+    /// return the smallest of them.
+    fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]) -> Self;
 }
 
 /// The loops, generic over the element type; each dispatcher below instantiates them
@@ -138,6 +143,13 @@ mod lanes {
         (min(h, m1), min(m2, if h < m1 { m1 } else { h }))
     }
 
+    /// The two smallest of two multisets, each given by its two smallest (`x1 <= x2`).
+    #[inline(always)]
+    fn merge2<T: Float>((a1, a2): (T, T), (b1, b2): (T, T)) -> (T, T) {
+        let larger_first = if a1 < b1 { b1 } else { a1 };
+        (min(a1, b1), min(min(a2, b2), larger_first))
+    }
+
     #[inline(always)]
     pub(super) fn top2<T: Float, const NEG: bool>(row: &[T], v: &[T]) -> (T, T) {
         let n = row.len();
@@ -148,11 +160,12 @@ mod lanes {
                 (m1[l], m2[l]) = push2((m1[l], m2[l]), at::<T, NEG>(r[l]) - vj[l]);
             }
         }
-        // The two smallest overall are among the lanes' two smallest.
-        let mut m = (T::INFINITY, T::INFINITY);
-        for &h in m1.iter().chain(&m2) {
-            m = push2(m, h);
-        }
+        // The two smallest overall are among the lanes' two smallest: merge lanes pairwise,
+        // halving (a dependency chain of 4 merges instead of 32 pushes).
+        let lane = |l: usize| (m1[l], m2[l]);
+        let a: [(T, T); 8] = core::array::from_fn(|l| merge2(lane(l), lane(l + 8)));
+        let b: [(T, T); 4] = core::array::from_fn(|l| merge2(a[l], a[l + 4]));
+        let m = merge2(merge2(b[0], b[2]), merge2(b[1], b[3]));
         let split = n - n % LANES;
         row[split..]
             .iter()
@@ -184,6 +197,28 @@ mod lanes {
             .zip(&v[split..])
             .position(|(&c, &vj)| hit(c, vj))
             .map_or(usize::MAX, |p| split + p)
+    }
+    #[inline(always)]
+    pub(super) fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) -> T {
+        let n = row.len();
+        let mins = &mut mins[..n];
+        // The smallest of the new minima is returned only so that each block's minima are
+        // needed in registers: written as `m[l] = min(.., m[l])` alone, the compiler makes
+        // each store conditional (masked stores, several times slower on AMD).
+        let mut acc = [T::INFINITY; LANES];
+        for (r, m) in row.chunks_exact(LANES).zip(mins.chunks_exact_mut(LANES)) {
+            for l in 0..LANES {
+                m[l] = min(at::<T, NEG>(r[l]) - u, m[l]);
+                acc[l] = min(m[l], acc[l]);
+            }
+        }
+        let split = n - n % LANES;
+        let mut lowest = min_of(acc, T::INFINITY);
+        for j in split..n {
+            mins[j] = min(at::<T, NEG>(row[j]) - u, mins[j]);
+            lowest = min(mins[j], lowest);
+        }
+        lowest
     }
 }
 
@@ -256,6 +291,13 @@ mod avx {
     ) -> usize {
         lanes::position_reduced::<T, NEG>(row, v, x)
     }
+
+    /// # Safety
+    /// The CPU must support AVX.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn col_min<T: Float, const NEG: bool>(row: &[T], u: T, mins: &mut [T]) -> T {
+        lanes::col_min::<T, NEG>(row, u, mins)
+    }
 }
 
 /// Call the AVX copy of a loop when [`use_avx`], else the baseline one.
@@ -302,6 +344,11 @@ macro_rules! impl_scan {
             #[inline(always)]
             fn position_reduced<const NEG: bool>(row: &[Self], v: &[Self], x: Self) -> usize {
                 dispatch!(position_reduced::<Self, NEG>, row, v, x)
+            }
+
+            #[inline(always)]
+            fn col_min<const NEG: bool>(row: &[Self], u: Self, mins: &mut [Self]) -> Self {
+                dispatch!(col_min::<Self, NEG>, row, u, mins)
             }
         }
     };

@@ -271,10 +271,139 @@ proptest! {
         prop_assert_eq!(got, Ok(expected));
     }
 
+    /// Square matrices take the square start (the free columns' duals raised before the
+    /// augmenting row reduction): integer costs with ties, forbidden pairs and both
+    /// directions, against exhaustive search.
+    #[test]
+    fn square_matches_brute_force(
+        n in 1usize..=7,
+        seed in vec(0u32..1000, 49),
+        range in prop_oneof![Just(1u32), Just(2), Just(4), Just(30)],
+        forbidden in prop_oneof![Just(0u32), Just(10), Just(35)],
+        maximize: bool,
+        single: bool,
+        layout in 0u8..3,
+    ) {
+        let sign = if maximize { -1.0 } else { 1.0 };
+        let cost: Vec<f64> = seed[..n * n]
+            .iter()
+            .map(|&x| if x % 100 < forbidden { sign * f64::INFINITY } else { f64::from(x % range) })
+            .collect();
+        let expected = brute_force(&cost, n, n, maximize);
+        let got = solve_as(&cost, n, n, maximize, layout, single);
+        match expected {
+            Some(best) => prop_assert_eq!(got, Ok(best)),
+            None => prop_assert_eq!(got, Err(LsapError::Infeasible)),
+        }
+    }
+
+    /// Larger square matrices (where most searches start from raised duals) against the
+    /// textbook Hungarian method, maximising too (on the negated matrix).
+    #[test]
+    fn square_matches_hungarian_reference(
+        n in 1usize..60,
+        seed in vec(0u32..100_000, 3600),
+        range in prop_oneof![Just(2u32), Just(8), Just(60), Just(100_000)],
+        maximize: bool,
+        single: bool,
+    ) {
+        let cost: Vec<f64> = seed[..n * n].iter().map(|&x| f64::from(x % range)).collect();
+        let oriented: Vec<f64> = if maximize { cost.iter().map(|&x| -x).collect() } else { cost.clone() };
+        let expected = hungarian_reference(&oriented, n, n);
+        let got = solve_as(&cost, n, n, maximize, 0, single && range <= 1 << 20);
+        prop_assert_eq!(got.map(|t| if maximize { -t } else { t }), Ok(expected));
+    }
+
     /// Any bytes: never panics, and an `Ok` is a valid assignment avoiding forbidden pairs.
     #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..800)) {
         fuzz_input::check_bytes(&bytes);
+    }
+}
+
+/// Square matrices whose structure defeats the cheap starts: all equal, one forbidden
+/// column or row, a single allowed diagonal, and integer costs large enough that every
+/// row goes through the search, at sizes where the square start raises the free columns.
+#[test]
+fn square_start_structured() {
+    let inf = f64::INFINITY;
+    for n in [1usize, 2, 3, 9, 17, 64, 130] {
+        let mut cases: Vec<Vec<f64>> = vec![vec![3.0; n * n]];
+        // Costs i * j: the anti-diagonal is optimal, every row prefers column 0.
+        cases.push((0..n * n).map(|k| ((k / n) * (k % n)) as f64).collect());
+        // Only the diagonal and the first column allowed.
+        cases.push(
+            (0..n * n)
+                .map(|k| {
+                    if k / n == k % n || k % n == 0 {
+                        (k % 7) as f64
+                    } else {
+                        inf
+                    }
+                })
+                .collect(),
+        );
+        // One column entirely forbidden (infeasible when n > 0).
+        cases.push(
+            (0..n * n)
+                .map(|k| if k % n == n / 2 { inf } else { (k % 5) as f64 })
+                .collect(),
+        );
+        let mut state = n as u64 * 0x9e37_79b9_7f4a_7c15;
+        cases.push(
+            (0..n * n)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1);
+                    ((state >> 33) % (n as u64)) as f64
+                })
+                .collect(),
+        );
+        for cost in &cases {
+            for maximize in [false, true] {
+                let signed: Vec<f64> = cost
+                    .iter()
+                    .map(|&x| if maximize && x == inf { -inf } else { x })
+                    .collect();
+                let got = solve_as(&signed, n, n, maximize, 0, false);
+                if n <= 9 {
+                    match brute_force(&signed, n, n, maximize) {
+                        Some(best) => assert_eq!(got, Ok(best), "n {n} {signed:?}"),
+                        None => assert_eq!(got, Err(LsapError::Infeasible)),
+                    }
+                } else if signed
+                    .iter()
+                    .enumerate()
+                    .any(|(k, x)| k % n == n / 2 && x.is_finite())
+                {
+                    // Feasible (the identity avoids forbidden pairs): forbidden pairs as a
+                    // cost no optimum can afford, for the finite reference.
+                    let oriented: Vec<f64> = signed
+                        .iter()
+                        .map(|&x| {
+                            if x.is_finite() {
+                                if maximize {
+                                    -x
+                                } else {
+                                    x
+                                }
+                            } else {
+                                1e9
+                            }
+                        })
+                        .collect();
+                    let want = hungarian_reference(&oriented, n, n);
+                    assert_eq!(
+                        got.map(|t| if maximize { -t } else { t }),
+                        Ok(want),
+                        "n {n}"
+                    );
+                } else {
+                    assert_eq!(got, Err(LsapError::Infeasible));
+                }
+            }
+        }
     }
 }
 
