@@ -2,8 +2,8 @@
 
 Part of ``bench_matcher.py``. Every contender solves the same matrix, in turn, within each
 repeat (interleaved, the order rotated), so a loaded machine slows them alike; each call is
-timed in wall time and in the calling thread's CPU time. All five run on the calling thread,
-so thread CPU time is the comparison that a shared, loaded machine does not distort
+timed in wall time and in the calling thread's CPU time, after one untimed warm-up call
+each. All five run on the calling thread, so thread CPU time is the comparison that a shared, loaded machine does not distort
 (preemption stops the clock); wall time is recorded beside it. Ratios are of medians.
 
 Kinds: ``uniform`` (U[0, 1)), ``integer`` (integers in [0, n)), ``ties`` (integers in
@@ -106,6 +106,11 @@ def bench(sizes: list[int], lap: Any, laprust: Any, kinds: tuple[str, ...] = KIN
                 wall: dict[str, list[float]] = {name: [] for name in solvers}
                 cpu: dict[str, list[float]] = {name: [] for name in solvers}
                 names = list(solvers)
+                # One untimed call each first: every contender starts warm (matcher_rs's
+                # binding grows its reusable copy buffer on a first large call, 0.1-0.3 s for
+                # 128 MB at 4000 float64 on this VM, which a training loop pays once).
+                for name in names:
+                    solvers[name](cost)
                 for r in range(repeats):
                     for name in names[r % len(names) :] + names[: r % len(names)]:
                         w, c, out = _time(lambda name=name, cost=cost: solvers[name](cost))
