@@ -178,6 +178,27 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
   }
 }
 
+// How many queries ahead the backward prefetches its strided rows (a query's work is a few
+// hundred nanoseconds, about a memory latency).
+constexpr int64_t kAhead = 2;
+
+// Prefetch the cache lines of elements [p, p + n) (for writing when `write`).
+template <typename T>
+MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) {
+    if (write) {
+      __builtin_prefetch(c + at, 1);
+    } else {
+      __builtin_prefetch(c + at, 0);
+    }
+  }
+#else
+  (void)p, (void)n, (void)write;
+#endif
+}
+
 // Gradients of one task (n, m, level), see backward_cpu.
 template <typename scalar_t>
 struct Grads {
@@ -256,6 +277,17 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
         const int64_t sample0 = (nqm * L + l0) * P + p0;
         const opmath_t* xy = in.locations + 2 * sample0;
         const opmath_t* attn = in.weights + sample0;
+        if (q + kAhead < s.queries) {
+          // A task reads one head of every query: rows M apart, which the hardware
+          // prefetcher does not follow (a perf profile put 17 % of the backward on the load
+          // of grad_output). Ask for the rows of the query kAhead on.
+          const int64_t ahead = kAhead * M;
+          prefetch_span(grad.grad_output + (nqm + ahead) * D, D);
+          prefetch_span(xy + 2 * ahead * L * P, 2 * count);
+          prefetch_span(attn + ahead * L * P, count);
+          prefetch_span(grad.locations + 2 * (sample0 + ahead * L * P), 2 * count, true);
+          prefetch_span(grad.weights + sample0 + ahead * L * P, count, true);
+        }
         if (in.softmax) {
           const Softmax<opmath_t> softmax = in.softmax_rows[nqm];
           for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
