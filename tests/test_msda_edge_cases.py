@@ -185,3 +185,27 @@ def test_ops_skip_levels_that_do_not_fit_value(backend):
     expected = ms_deform_attn_reference(value, shapes, starts, loc, w_level0)
     assert not out.isnan().any()
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cpu_backward_of_a_skipped_level_is_zero_even_for_infinite_weights() -> None:
+    """Direct backward call with a level past value's S: nothing of it is read, so its
+    samples get zero location and weight gradients, whatever their weights (inf, NaN
+    logits aside); the other level's gradients are those of the reference without it."""
+    value, shapes, starts, loc, w = random_inputs(1, 4, 2, 3, [(3, 4), (2, 2)], 2, seed=5)
+    ms_deform_attn(value, shapes, starts, loc, w, backend="kernel")  # loads the library
+    bad = torch.tensor([[3, 4], [20, 20]])
+    w = w.clone()
+    w[:, :, :, 1] = float("inf")
+    grad_out = torch.randn(1, 4, 2 * 3, dtype=value.dtype)
+    g_value, g_loc, g_w = torch.ops.msda_ops.ms_deform_attn_backward(
+        grad_out, value, bad, starts, loc, w, False
+    )
+    assert (g_loc[:, :, :, 1] == 0).all() and (g_w[:, :, :, 1] == 0).all()
+    kept = [t.detach().clone().requires_grad_() for t in (value, loc, w)]
+    w_level0 = kept[2].clone()
+    w_level0.data[:, :, :, 1] = 0
+    out = ms_deform_attn_reference(kept[0], shapes, starts, kept[1], w_level0)
+    e_value, e_loc, e_w = torch.autograd.grad(out, (kept[0], kept[1], w_level0), grad_out)
+    torch.testing.assert_close(g_value, e_value, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_loc[:, :, :, 0], e_loc[:, :, :, 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(g_w[:, :, :, 0], e_w[:, :, :, 0], rtol=1e-5, atol=1e-6)

@@ -65,6 +65,7 @@ struct Block {
   T weight[4][kBlock], coef[4][kBlock];
   T lx[kBlock], ly[kBlock];
   T softmax[kBlock];  // the weights after the softmax, when the op applies it
+  T dot[4][kBlock];   // backward: <grad_output, corner row k> of each sample (0 outside)
 };
 
 constexpr int32_t kSkipped = 3;

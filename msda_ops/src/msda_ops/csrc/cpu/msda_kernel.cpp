@@ -296,29 +296,42 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
         corners(b, count, xy, attn, M * D);
         const scalar_t* go = grad.grad_output + nqm * D;
         for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+        // Pass 1, per inside sample: the value gradient rows and the corners' dot products
+        // (0 for every other sample, whose corners all lie outside: weights 0).
+        bool any_nan = false;
         for (int j = 0; j < count; ++j) {
-          const int64_t sample = sample0 + j;
           const int32_t where = b.status[j];
-          if (where == static_cast<int32_t>(Sample::nan)) {
-            grad.weights[sample] = grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
-                xy[2 * j] + xy[2 * j + 1];  // NaN
+          any_nan |= where == static_cast<int32_t>(Sample::nan);
+          opmath_t dot[4] = {0, 0, 0, 0};
+          if (where == static_cast<int32_t>(Sample::inside)) {
+            sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
           }
-          if (where == static_cast<int32_t>(Sample::outside) && !is_finite(attn[j])) {
-            grad.locations[2 * sample] = grad.locations[2 * sample + 1] =
-                location_grad(attn[j], attn[j]);  // NaN
-          }
-          if (where != static_cast<int32_t>(Sample::inside)) continue;
-          opmath_t dot[4];
-          sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
+          for (int k = 0; k < 4; ++k) b.dot[k][j] = dot[k];
+        }
+        // Pass 2, every sample at once (no branch: vectorised). An outside sample gets
+        // location_grad(attn, 0): 0, or NaN for a non-finite weight; a sample of a skipped
+        // level gets 0.
+        opmath_t* __restrict__ gw = grad.weights + sample0;
+        opmath_t* __restrict__ gl = grad.locations + 2 * sample0;
+        for (int j = 0; j < count; ++j) {
+          const opmath_t d0 = b.dot[0][j], d1 = b.dot[1][j], d2 = b.dot[2][j], d3 = b.dot[3][j];
           // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
           const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
-          const opmath_t grad_x = hy * (dot[1] - dot[0]) + ly * (dot[3] - dot[2]);
-          const opmath_t grad_y = hx * (dot[2] - dot[0]) + lx * (dot[3] - dot[1]);
-          grad.weights[sample] = b.weight[0][j] * dot[0] + b.weight[1][j] * dot[1] +
-                                 b.weight[2][j] * dot[2] + b.weight[3][j] * dot[3];
+          const opmath_t grad_x = hy * (d1 - d0) + ly * (d3 - d2);
+          const opmath_t grad_y = hx * (d2 - d0) + lx * (d3 - d1);
+          gw[j] = b.weight[0][j] * d0 + b.weight[1][j] * d1 + b.weight[2][j] * d2 +
+                  b.weight[3][j] * d3;
+          const int32_t read = static_cast<int32_t>(b.status[j] <= 1);  // outside or inside
           // d(pixel x)/dx = W and d(pixel y)/dy = H.
-          grad.locations[2 * sample] = location_grad(attn[j], grad_x * b.width[j]);
-          grad.locations[2 * sample + 1] = location_grad(attn[j], grad_y * b.height[j]);
+          gl[2 * j] = zero_unless(read, location_grad(attn[j], grad_x * b.width[j]));
+          gl[2 * j + 1] = zero_unless(read, location_grad(attn[j], grad_y * b.height[j]));
+        }
+        if (any_nan) {  // a NaN location: NaN gradients for its weight and location
+          for (int j = 0; j < count; ++j) {
+            if (b.status[j] == static_cast<int32_t>(Sample::nan)) {
+              gw[j] = gl[2 * j] = gl[2 * j + 1] = xy[2 * j] + xy[2 * j + 1];
+            }
+          }
         }
       }
     }
