@@ -31,7 +31,11 @@ two-stage each add AP. Claims about DETR count only when DETR's final AP50 passe
 
 Resumable: each finished (variant, seed) run is written at once to its own file,
 ``results/NAME/<variant>_seed<k>.json``; a later call skips the runs whose file exists
-with the same protocol (and refuses one recorded under another protocol). After every
+with the same protocol (and refuses one recorded under another protocol). A run
+interrupted half-way (killed, the machine stopped) continues on the next call from its
+newest checkpoint in ``--workdir`` (default ``results/NAME.work``, git-ignored), exactly as
+the trainer resumes, so an interruption loses nothing but the steps since that checkpoint
+(one epoch at most). After every
 finished run ``results/NAME.json`` is rebuilt from all the run files: curves, the claims
 per seed and across seeds. ``report_convergence.py`` turns it into tables and plots.
 Runs go ``--jobs`` at a time (processes of ``--threads`` threads), seed by seed, the
@@ -45,7 +49,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -71,6 +74,15 @@ __all__ = ["VARIANTS", "data_spec", "load_backbone", "main", "model_overrides", 
 __all__ += ["protocol_of", "rates", "run_variant"]
 
 
+def resumable(work: Path, stamp: dict[str, Any]) -> bool:
+    """Whether ``work`` holds a checkpointed run of ``stamp`` (protocol, variant, seed)."""
+    try:
+        recorded = json.loads((work / "stamp.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return recorded == json.loads(json.dumps(stamp)) and any((work / "checkpoints").glob("step-*"))
+
+
 def run_variant(
     name: str, seed: int, data: str, out: str, args: argparse.Namespace, threads: int
 ) -> dict[str, Any]:
@@ -88,8 +100,14 @@ def run_variant(
     torch.manual_seed(seed)
     recipe = ResizeRecipe.for_image_size(args.size)
     root, work = Path(data), Path(out)
-    # A run interrupted earlier starts again from nothing (its metrics would append).
-    shutil.rmtree(work, ignore_errors=True)
+    # A run interrupted earlier (same protocol, variant and seed) continues from its newest
+    # intact checkpoint, exactly (the trainer's resume); anything else starts from nothing.
+    stamp = {"protocol": protocol_of(args), "variant": name, "seed": seed}
+    resume = resumable(work, stamp)
+    if not resume:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (work / "stamp.json").write_text(json.dumps(stamp, indent=1) + "\n")
     epochs = epochs_for(name, args)
     model = zoo.create_model(name, **model_overrides(args, name))
     if args.backbone != "scratch":
@@ -116,7 +134,11 @@ def run_variant(
         eval_area_thresholds=size_buckets(args.size),
     )
     start = time.perf_counter()
-    Trainer(model, zoo.build_criterion(model.config), train, config, work, val).fit()
+    trainer = Trainer(model, zoo.build_criterion(model.config), train, config, work, val)
+    if resume:
+        trainer.resume(work)
+    resumed_from = trainer.step
+    trainer.fit()
     seconds = time.perf_counter() - start
     evals = read_metrics(work / "metrics.jsonl", "eval")
     result: dict[str, Any] = {
@@ -127,7 +149,8 @@ def run_variant(
         "epochs": [e["epoch"] for e in evals],
         "steps": [e["step"] for e in evals],
         **{m: [e[m] for e in evals] for m in METRICS},
-        "train_seconds": seconds,
+        "train_seconds": seconds,  # of this call: a resumed run's earlier part not counted
+        "resumed_from_step": resumed_from,
         "threads": threads,
         "parameters": sum(p.numel() for p in model.parameters()),
     }
@@ -194,7 +217,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "with --quick",
     )
     parser.add_argument(
-        "--workdir", type=Path, default=None, help="keep the runs' folders here (default: temp)"
+        "--workdir",
+        type=Path,
+        default=None,
+        help="the data and the runs' folders, kept so that an interrupted run resumes "
+        "(default: results/NAME.work beside the summary, git-ignored)",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -236,47 +263,47 @@ def main(argv: list[str] | None = None) -> None:
     jobs = max(1, min(args.jobs, len(todo)))
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = args.workdir or Path(tmp)
-        data = generate(
-            work / "shapes",
-            args.num_train,
-            args.num_val,
-            seed=args.data_seed,
-            spec=data_spec(args.data_spec, args.size),
-        )
-        stats = dataset_stats(data, args.size)
-        print(f"data: {json.dumps(stats)}", flush=True)
-        # The summary exists from the start (claims "pending" until their runs finish).
-        write_summary(path, folder, protocol, stats, start)
-        # Spawned processes: no fork of a process that already holds torch's threads.
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            futures: dict[Future, tuple[str, int]] = {
-                pool.submit(
-                    run_variant,
-                    n,
-                    seed,
-                    str(data),
-                    str(work / "runs" / f"{label(n)}_seed{seed}"),
-                    args,
-                    threads,
-                ): (n, seed)
-                for n, seed in todo
-            }
-            for future in as_completed(futures):
-                name, seed = futures[future]
-                res = future.result()  # a failed run stops the benchmark, named
-                record = {"protocol": protocol, "label": label(name), "seed": seed, "result": res}
-                write_json(run_file(folder, name, seed), record)
-                print(
-                    f"{label(name)} seed {seed}: AP {res['AP'][-1]:.3f} "
-                    f"AP50 {res['AP50'][-1]:.3f} APs {res['APs'][-1]:.3f} after "
-                    f"{res['epochs'][-1]} epochs ({res['train_seconds']:.0f} s)",
-                    flush=True,
-                )
-                write_summary(path, folder, protocol, stats, start)
-        payload = write_summary(path, folder, protocol, stats, start)
+    # Kept between calls, so that a run interrupted half-way continues where it stopped.
+    work = args.workdir or path.with_suffix(".work")
+    data = generate(
+        work / "shapes",
+        args.num_train,
+        args.num_val,
+        seed=args.data_seed,
+        spec=data_spec(args.data_spec, args.size),
+    )
+    stats = dataset_stats(data, args.size)
+    print(f"data: {json.dumps(stats)}", flush=True)
+    # The summary exists from the start (claims "pending" until their runs finish).
+    write_summary(path, folder, protocol, stats, start)
+    # Spawned processes: no fork of a process that already holds torch's threads.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        futures: dict[Future, tuple[str, int]] = {
+            pool.submit(
+                run_variant,
+                n,
+                seed,
+                str(data),
+                str(work / "runs" / f"{label(n)}_seed{seed}"),
+                args,
+                threads,
+            ): (n, seed)
+            for n, seed in todo
+        }
+        for future in as_completed(futures):
+            name, seed = futures[future]
+            res = future.result()  # a failed run stops the benchmark, named
+            record = {"protocol": protocol, "label": label(name), "seed": seed, "result": res}
+            write_json(run_file(folder, name, seed), record)
+            print(
+                f"{label(name)} seed {seed}: AP {res['AP'][-1]:.3f} "
+                f"AP50 {res['AP50'][-1]:.3f} APs {res['APs'][-1]:.3f} after "
+                f"{res['epochs'][-1]} epochs ({res['train_seconds']:.0f} s)",
+                flush=True,
+            )
+            write_summary(path, folder, protocol, stats, start)
+    payload = write_summary(path, folder, protocol, stats, start)
     for seed, results in payload["runs"].items():
         rows = [
             {"variant": k, "epochs": v["epochs"][-1], **final(v), "seconds": v["train_seconds"]}

@@ -266,3 +266,38 @@ def test_collapse_probe_measures_a_known_collapse(tmp_path: Path) -> None:
     assert collapsed["cross_attention_max_weight"] == pytest.approx(1 / collapsed["tokens"])
     with pytest.raises(ValueError, match="images: need at least 2"):
         dp.probe(str(tmp_path / "collapsed"), images[:1])
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped after its first epoch continues from that checkpoint on the next call
+    and ends with the curve of a run that was never stopped; another protocol's folder is
+    started afresh."""
+    import zoo.training
+    from zoo.data.shapes import generate
+
+    args = bc.parse_args(["--quick", "--no-progress"])
+    data = generate(tmp_path / "shapes", args.num_train, args.num_val, size=args.size, seed=0)
+    steps_per_epoch = -(-args.num_train // args.batch_size)
+    whole = bc.run_variant("detr-r50-dc5", 0, str(data), str(tmp_path / "whole"), args, 1)
+    assert whole["resumed_from_step"] == 0
+
+    real = zoo.training.TrainConfig
+
+    def stopped_early(**kwargs: object) -> object:  # the "interruption": stop after epoch 1
+        return real(**{**kwargs, "max_steps": steps_per_epoch})
+
+    monkeypatch.setattr(zoo.training, "TrainConfig", stopped_early)
+    first = bc.run_variant("detr-r50-dc5", 0, str(data), str(tmp_path / "run"), args, 1)
+    assert first["epochs"] == [1]
+    monkeypatch.undo()
+    resumed = bc.run_variant("detr-r50-dc5", 0, str(data), str(tmp_path / "run"), args, 1)
+    assert resumed["resumed_from_step"] == steps_per_epoch
+    assert resumed["epochs"] == whole["epochs"] == [1, 2, 3, 4]
+    for metric in ("AP", "AP50", "APs"):
+        assert resumed[metric] == whole[metric], metric
+    # Another protocol (dropout) in the same folder: not resumed, trained from the start.
+    other = bc.parse_args(["--quick", "--no-progress", "--dropout", "0.0"])
+    again = bc.run_variant("detr-r50-dc5", 0, str(data), str(tmp_path / "run"), other, 1)
+    assert again["resumed_from_step"] == 0
