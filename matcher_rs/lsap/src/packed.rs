@@ -101,6 +101,29 @@ pub(crate) fn pack<T: Float>(
                 y
             }));
         }
+    } else if m.t().has_contiguous_rows() {
+        // The view's columns are contiguous (a tall C array, transposed to put rows <= cols):
+        // tiles of TILE columns, so that each output row receives whole cache lines while
+        // the tile's columns (TILE short source rows) stay in L1; no zero fill first. Then
+        // the copy is checked in one branch-free pass. DETR's Q x T costs are of this kind.
+        const TILE: usize = 8;
+        let columns = m.t();
+        let spare = &mut out.spare_capacity_mut()[..len];
+        for j0 in (0..nc).step_by(TILE) {
+            let j1 = (j0 + TILE).min(nc);
+            let tile: [&[T]; TILE] = core::array::from_fn(|k| {
+                columns.contiguous_row((j0 + k).min(j1 - 1)).expect("column in range")
+            });
+            for (i, row) in spare.chunks_exact_mut(nc).enumerate() {
+                for (k, dst) in row[j0..j1].iter_mut().enumerate() {
+                    dst.write(tile[k][i] * scale);
+                }
+            }
+        }
+        // SAFETY: the tiles cover every column of every row, so all `len` elements of the
+        // spare capacity (reserved above) were written.
+        unsafe { out.set_len(len) };
+        bad = out.iter().fold(false, |b, &y| b | invalid(y));
     } else {
         out.resize(len, T::ZERO);
         for i0 in (0..nr).step_by(BLOCK) {
