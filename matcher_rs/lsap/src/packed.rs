@@ -112,7 +112,9 @@ pub(crate) fn pack<T: Float>(
         for j0 in (0..nc).step_by(TILE) {
             let j1 = (j0 + TILE).min(nc);
             let tile: [&[T]; TILE] = core::array::from_fn(|k| {
-                columns.contiguous_row((j0 + k).min(j1 - 1)).expect("column in range")
+                columns
+                    .contiguous_row((j0 + k).min(j1 - 1))
+                    .expect("column in range")
             });
             for (i, row) in spare.chunks_exact_mut(nc).enumerate() {
                 for (k, dst) in row[j0..j1].iter_mut().enumerate() {
