@@ -83,11 +83,40 @@ def resumable(work: Path, stamp: dict[str, Any]) -> bool:
     return recorded == json.loads(json.dumps(stamp)) and any((work / "checkpoints").glob("step-*"))
 
 
+_WATCHING = False
+
+
+def exit_with_parent(poll: float = 1.0) -> None:
+    """In a worker process: end it when the benchmark that started it is gone.
+
+    Killing the benchmark (SIGKILL, a closed terminal) does not reach the pool's spawned
+    workers, which would go on training unseen and hold a core each; the next call resumes
+    their runs from the last checkpoint anyway. A no-op in the main process.
+    """
+    global _WATCHING
+    import multiprocessing
+    import threading
+
+    if _WATCHING or multiprocessing.parent_process() is None:
+        return
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+    _WATCHING = True
+
+
 def run_variant(
     name: str, seed: int, data: str, out: str, args: argparse.Namespace, threads: int
 ) -> dict[str, Any]:
     """Train one variant with one seed (in its own process); its metrics after every epoch."""
     import shutil
+
+    exit_with_parent()
 
     import torch
 

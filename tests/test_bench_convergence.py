@@ -3,6 +3,7 @@ resumable run files, the report, and every variant at one size."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -301,3 +302,49 @@ def test_an_interrupted_run_resumes_where_it_stopped(
     other = bc.parse_args(["--quick", "--no-progress", "--dropout", "0.0"])
     again = bc.run_variant("detr-r50-dc5", 0, str(data), str(tmp_path / "run"), other, 1)
     assert again["resumed_from_step"] == 0
+
+
+def test_killing_the_benchmark_ends_its_workers(tmp_path: Path) -> None:
+    """SIGKILL of the benchmark reaches no child by itself; its pool worker must notice and
+    stop within seconds instead of training on unseen."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    script = Path(bc.__file__)
+    argv = ["--quick", "--no-progress", "--variants", "detr-r50-dc5", "--seeds", "0"]
+    main = subprocess.Popen(
+        [sys.executable, str(script), *argv, "--output", str(tmp_path / "c.json")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(main.pid):  # field 4 of stat: the parent's pid
+                found.append(int(entry.name))
+        return found
+
+    stamp = tmp_path / "c.work" / "runs" / "detr_seed0" / "stamp.json"
+    deadline = time.monotonic() + 120
+    while not stamp.exists():  # the worker is inside run_variant
+        assert main.poll() is None and time.monotonic() < deadline, "the run never started"
+        time.sleep(0.2)
+    workers = children()
+    assert workers
+    main.send_signal(signal.SIGKILL)
+    main.wait()
+    deadline = time.monotonic() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        if time.monotonic() > deadline:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            pytest.fail("a worker outlived the killed benchmark")
+        time.sleep(0.2)
