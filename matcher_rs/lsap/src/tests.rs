@@ -349,7 +349,7 @@ fn square_start_structured() {
                 .map(|k| if k % n == n / 2 { inf } else { (k % 5) as f64 })
                 .collect(),
         );
-        let mut state = n as u64 * 0x9e37_79b9_7f4a_7c15;
+        let mut state = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         cases.push(
             (0..n * n)
                 .map(|_| {
