@@ -48,14 +48,22 @@ def probe(source: str, images: list[Path]) -> dict[str, Any]:
         [str(p) for p in images], shortest, longest, mean=config.image_mean, std=config.image_std
     )
     pixels, mask = batch.pixel_values, batch.pixel_mask
+    # One forward pass: the backbone's map, its projection and the last cross-attention's
+    # inputs are read on the way.
     seen: dict[str, Any] = {}
     last = model.transformer.decoder[-1].cross_attn
-    handle = last.register_forward_hook(lambda m, args, out: seen.update(last=args))
+    hooks = [
+        last.register_forward_hook(lambda m, args, out: seen.update(last=args)),
+        model.input_proj.register_forward_hook(
+            lambda m, args, out: seen.update(feats=args[0], src=out)
+        ),
+    ]
     with torch.no_grad():
         out = model(pixels, mask)
-        handle.remove()
-        feats, _ = model.backbone(pixels, torch.zeros_like(pixels[:, 0], dtype=torch.bool))[-1]
-        src = model.input_proj(feats).flatten(2).transpose(1, 2)  # (N, S, C)
+        for hook in hooks:
+            hook.remove()
+        feats = seen["feats"]  # (N, C_backbone, H, W)
+        src = seen["src"].flatten(2).transpose(1, 2)  # (N, S, C)
         query, key, value = seen["last"][:3]
         _, weights = last(query, key, value, need_weights=True, average_attn_weights=True)
     tokens = weights.shape[-1]
