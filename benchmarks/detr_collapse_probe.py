@@ -34,8 +34,7 @@ def spread(x: Tensor, over: int) -> float:
 def probe(source: str, images: list[Path]) -> dict[str, Any]:
     """Collapse statistics of the DETR ``source`` on ``images`` (at least two)."""
     import zoo
-    from zoo.models.pipeline.preprocess import preprocess
-    from zoo.models.pipeline.resize import inference_size
+    from zoo.models.pipeline.preprocess import preprocess_for
 
     if len(images) < 2:
         raise ValueError(f"images: need at least 2 to compare, got {len(images)}")
@@ -43,10 +42,7 @@ def probe(source: str, images: list[Path]) -> dict[str, Any]:
     if not hasattr(model.transformer, "decoder") or not hasattr(model, "query_embed"):
         raise ValueError(f"{source}: not a DETR (softmax family) model")
     config = model.config
-    shortest, longest = inference_size(config.image_size)
-    batch = preprocess(
-        [str(p) for p in images], shortest, longest, mean=config.image_mean, std=config.image_std
-    )
+    batch = preprocess_for(config, [str(p) for p in images])
     pixels, mask = batch.pixel_values, batch.pixel_mask
     # One forward pass: the backbone's map, its projection and the last cross-attention's
     # inputs are read on the way.

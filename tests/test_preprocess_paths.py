@@ -71,3 +71,39 @@ def test_eval_transform_equals_preprocess_on_every_size(image_size: int) -> None
         rh, rw = want.shape[-2:]
         expected = torch.tensor([[rw / w, rh / h, (w - 1) * rw / w, (h - 1) * rh / h]])
         torch.testing.assert_close(target["boxes"].float(), expected, atol=1e-3, rtol=0)
+
+
+def test_edges_for_a_model_and_an_exported_model() -> None:
+    from types import SimpleNamespace
+
+    from zoo.models.pipeline.preprocess import edges_for
+
+    model = SimpleNamespace(image_size=800)
+    # The official pair, the ratio kept for another shorter side, a given cap winning.
+    assert edges_for(model) == (800, 1333)
+    assert edges_for(model, 400) == (400, 666)  # round(400 * 1333 / 800) = 666.5 -> 666
+    assert edges_for(model, 400, 500) == (400, 500)
+    # An exported model records its own cap; it holds only for its own shorter side.
+    exported = SimpleNamespace(image_size=64, longest_edge=90)
+    assert edges_for(exported) == (64, 90)
+    assert edges_for(exported, 64) == (64, 107)
+    for bad in ("x", 0, True, 2.5):
+        with pytest.raises(ValueError, match="shortest_edge must be a positive int"):
+            edges_for(model, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="longest_edge must be a positive int"):
+        edges_for(model, 400, -1)
+
+
+def test_preprocess_for_uses_the_models_size_and_normalisation() -> None:
+    from types import SimpleNamespace
+
+    from zoo.models.pipeline.preprocess import preprocess_for
+
+    config = SimpleNamespace(image_size=48, image_mean=(0.1, 0.2, 0.3), image_std=(0.5, 0.6, 0.7))
+    image = torch.rand(3, 30, 90, generator=torch.Generator().manual_seed(0))
+    got = preprocess_for(config, [image])
+    want = preprocess([image], 48, 80, mean=config.image_mean, std=config.image_std)
+    # The cap binds (48 x 144 would pass 80): shorter side round(80 * 30 / 90) = 27.
+    assert got.pixel_values.shape == (1, 3, 27, 81)
+    torch.testing.assert_close(got.pixel_values, want.pixel_values, rtol=0, atol=0)
+    assert got.original_sizes.tolist() == [[30, 90]]

@@ -26,8 +26,7 @@ from zoo.models.pipeline.postprocess import (
     postprocess_softmax,
     postprocess_topk,
 )
-from zoo.models.pipeline.preprocess import ImageInput, image_list, preprocess
-from zoo.models.pipeline.resize import check_edges, inference_size
+from zoo.models.pipeline.preprocess import ImageInput, edges_for, image_list, preprocess_for
 
 INPUT_NAMES = ["pixel_values"]
 OUTPUT_NAMES = ["pred_logits", "pred_boxes"]
@@ -137,16 +136,10 @@ class OnnxDetector:
         """Detections per image, as :meth:`zoo.models.pipeline.detector.Detector.predict`
         gives them (``boxes`` xyxy in pixels, ``scores``, ``labels``, ``names``)."""
         check_threshold(threshold)
-        shortest, longest = inference_size(self.config.image_size, shortest_edge)
-        if shortest_edge is None:
-            longest = self.config.longest_edge
-        longest = longest if longest_edge is None else longest_edge
-        check_edges(shortest, longest)
+        shortest, longest = edges_for(self.config, shortest_edge, longest_edge)
         out: list[Predictions] = []
         for image in image_list(images):
-            batch = preprocess(
-                [image], shortest, longest, mean=self.config.image_mean, std=self.config.image_std
-            )
+            batch = preprocess_for(self.config, [image], shortest, longest)
             logits, boxes = run_onnx(self.session, batch.pixel_values)
             outputs = {"pred_logits": logits, "pred_boxes": boxes}
             if self.config.score_function == "softmax":

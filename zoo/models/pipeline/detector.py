@@ -10,8 +10,7 @@ from torch import Tensor, nn
 
 from zoo.models.pipeline.coco_names import COCO_CATEGORY_NAMES
 from zoo.models.pipeline.postprocess import Predictions, check_threshold
-from zoo.models.pipeline.preprocess import ImageInput, preprocess
-from zoo.models.pipeline.resize import check_edges, inference_size
+from zoo.models.pipeline.preprocess import ImageInput, preprocess_for
 
 if TYPE_CHECKING:
     from zoo.models.config import ModelConfig
@@ -89,19 +88,8 @@ class Detector(nn.Module):
         """
         check_threshold(threshold)
         config = cast("ModelConfig", self.config)
-        shortest, longest = inference_size(config.image_size, shortest_edge)
-        if longest_edge is None:
-            check_edges(shortest, 1)
-            longest_edge = longest
         param = next(self.parameters())
-        batch = preprocess(
-            images,
-            shortest,
-            longest_edge,
-            mean=config.image_mean,
-            std=config.image_std,
-            device=param.device,
-        )
+        batch = preprocess_for(config, images, shortest_edge, longest_edge, device=param.device)
         was_training = self.training
         self.eval()
         try:

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from zoo.models.pipeline.images import image_to_tensor
-from zoo.models.pipeline.resize import check_edges, resize_image
+from zoo.models.pipeline.resize import check_edges, inference_size, resize_image
 
 # A PIL image, a path, a numpy array (H, W[, C]) or a tensor ([C,] H, W): see
 # :func:`zoo.models.pipeline.images.image_to_tensor`.
@@ -98,3 +98,47 @@ def preprocess(
         tensors.append(TF.normalize(t, list(mean), list(std)))
     pixel_values, pixel_mask = pad_batch(tensors)
     return Batch(pixel_values, pixel_mask, torch.tensor(sizes, device=pixel_values.device))
+
+
+def edges_for(
+    config: Any, shortest_edge: int | None = None, longest_edge: int | None = None
+) -> tuple[int, int]:
+    """The (shorter side, cap on the longer side) a model resizes to.
+
+    ``config`` has ``image_size`` (a model's configuration, or an exported model's
+    metadata, which also records its ``longest_edge``). Given edges win; without
+    ``shortest_edge`` the cap is the model's own (its ``longest_edge`` when it records
+    one, else 1333/800 of ``image_size``), with it the cap keeps the official ratio.
+
+    Raises:
+        ValueError: an edge that is not a positive int; the message names it.
+    """
+    if shortest_edge is not None:
+        check_edges(shortest_edge, 1)
+    shortest, longest = inference_size(config.image_size, shortest_edge)
+    if shortest_edge is None:
+        longest = getattr(config, "longest_edge", longest)
+    if longest_edge is not None:
+        longest = longest_edge
+    check_edges(shortest, longest)
+    return shortest, longest
+
+
+def preprocess_for(
+    config: Any,
+    images: ImageInput | Sequence[ImageInput],
+    shortest_edge: int | None = None,
+    longest_edge: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> Batch:
+    """:func:`preprocess` as the model with ``config`` expects its inputs: resized to
+    :func:`edges_for` and normalised with its ``image_mean`` and ``image_std``.
+
+    Returns a :class:`Batch`: ``pixel_values`` (N, 3, H, W), ``pixel_mask`` (N, H, W),
+    ``original_sizes`` (N, 2).
+    """
+    shortest, longest = edges_for(config, shortest_edge, longest_edge)
+    return preprocess(
+        images, shortest, longest, mean=config.image_mean, std=config.image_std, device=device
+    )
