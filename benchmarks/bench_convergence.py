@@ -67,6 +67,7 @@ from convergence_protocol import (
     model_overrides,
     protocol_of,
     rates,
+    read_stage,
 )
 from harness import format_table, results_path, write_json
 
@@ -141,6 +142,8 @@ def run_variant(
     model = zoo.create_model(name, **model_overrides(args, name))
     if args.backbone != "scratch":
         load_backbone(model, args.backbone)
+    if name.startswith("detr"):
+        read_stage(model, args.detr_stage)
     train = CocoDetection(
         root / "train",
         root / "annotations" / "train.json",
@@ -218,6 +221,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="C5 at stride 16 (dilated) for DETR and single-scale Deformable DETR",
+    )
+    parser.add_argument(
+        "--detr-stage",
+        type=int,
+        choices=(2, 3, 4),
+        default=4,
+        help="the backbone stage DETR reads (a pilot's knob): 4 = C5 (default, DC5 with "
+        "--dc5), 3 = C4, 2 = C3; the later stages go unused",
     )
     parser.add_argument("--width", type=int, default=24, help="ResNet-18 width")
     parser.add_argument(

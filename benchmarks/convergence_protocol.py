@@ -131,11 +131,40 @@ def dataset_stats(data: Path, size: int) -> dict[str, Any]:
     return stats
 
 
+def read_stage(model: Any, stage: int) -> None:
+    """Make DETR ``model`` read backbone stage ``stage`` (3: C4, 2: C3) instead of C5.
+
+    A pilot's knob (``--detr-stage``): the trunk keeps its (loaded) weights, the stages
+    after ``stage`` go unused, and the input projection is rebuilt for the stage's
+    channels. Raises ValueError for a model without DETR's single map or a stage outside
+    2..4.
+    """
+    from torch import nn
+
+    from zoo.models.parts.backbone import Backbone
+
+    if not 2 <= stage <= 4:
+        raise ValueError(f"--detr-stage must be 2, 3 or 4 (C3, C4, C5), got {stage}")
+    if not hasattr(model, "query_embed") or not isinstance(model.input_proj, nn.Conv2d):
+        raise ValueError("--detr-stage: only DETR reads a single backbone map")
+    if stage == 4:
+        return
+    trunk = model.backbone.state_dict()
+    model.backbone = Backbone(model.config.backbone, return_stages=(stage,))
+    model.backbone.load_state_dict(trunk)
+    old = model.input_proj
+    model.input_proj = nn.Conv2d(model.backbone.num_channels[-1], old.out_channels, 1)
+
+
 def protocol_of(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting that changes what a run computes, with the derived rates and epochs."""
     from zoo.data.areas import size_buckets
 
     settings = {k: v for k, v in vars(args).items() if k not in NOT_PROTOCOL}
+    if settings.get("detr_stage") == 4:
+        # The default map (C5): recorded only when a pilot changes it, so that runs made
+        # before the flag existed stay runs of the same protocol.
+        del settings["detr_stage"]
     small, large = size_buckets(args.size)
     return {
         **settings,

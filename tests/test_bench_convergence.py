@@ -348,3 +348,32 @@ def test_killing_the_benchmark_ends_its_workers(tmp_path: Path) -> None:
                     os.kill(pid, signal.SIGKILL)
             pytest.fail("a worker outlived the killed benchmark")
         time.sleep(0.2)
+
+
+def test_detr_stage_reads_an_earlier_map_with_the_trunk_kept() -> None:
+    """``--detr-stage 3``: DETR reads C4 through a projection of C4's width, with the
+    loaded trunk's weights unchanged; the default stays the committed protocol."""
+    import torch
+
+    args = bc.parse_args(["--quick", "--detr-stage", "3"])
+    assert "detr_stage" not in bc.protocol_of(bc.parse_args([]))
+    assert bc.protocol_of(args)["detr_stage"] == 3
+    torch.manual_seed(0)
+    model = zoo.create_model("detr-r50-dc5", **bc.model_overrides(args, "detr-r50-dc5"))
+    trunk = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    bc.read_stage(model, 3)
+    assert model.backbone.return_stages == (3,) and model.backbone.strides == [16]
+    assert model.input_proj.in_channels == model.backbone.num_channels[-1] == 4 * args.width
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, trunk[k]), k
+    # The projection sees exactly the body's third stage.
+    images = torch.randn(2, 3, 64, 64)
+    seen = {}
+    model.input_proj.register_forward_hook(lambda m, a, out: seen.update(x=a[0]))
+    out = model(images)
+    assert out["pred_boxes"].shape == (2, args.queries, 4)
+    torch.testing.assert_close(seen["x"], model.backbone.body(images)[2])
+    with pytest.raises(ValueError, match="only DETR"):
+        bc.read_stage(zoo.create_model("ddetr", **bc.model_overrides(args, "ddetr")), 3)
+    with pytest.raises(ValueError, match="2, 3 or 4"):
+        bc.read_stage(model, 5)
