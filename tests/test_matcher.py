@@ -189,3 +189,29 @@ def test_cuda_matches_cpu():
             assert float(blocks[b][gi, gj].sum()) == pytest.approx(
                 float(blocks[b][wi, wj].sum()), rel=1e-4, abs=1e-4
             )
+
+
+def test_pairwise_giou_is_torchvisions_bit_for_bit():
+    """The matcher's GIoU planes against torchvision's ``generalized_box_iou`` per image,
+    on random boxes and on the edge cases: identical, disjoint, nested, touching, and
+    zero-area boxes (0/0 gives NaN in both)."""
+    from zoo.loss.matcher import pairwise_giou
+
+    g = torch.Generator().manual_seed(0)
+    b, q, t = 3, 50, 13
+    boxes1 = torch.rand(b, q, 4, generator=g) * 0.6 + 0.2
+    boxes2 = torch.rand(b, t, 4, generator=g) * 0.6 + 0.2
+    edge = torch.tensor(
+        [[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05], [0.5, 0.5, 0.1, 0.1], [0.6, 0.5, 0.2, 0.2]]
+    )
+    boxes1[0, :4], boxes2[0, :4] = edge, edge[[0, 3, 0, 1]]
+    boxes1[1, 0] = boxes2[1, 0] = torch.tensor([0.3, 0.3, 0.0, 0.0])  # zero area: NaN
+    boxes1[2, 0, 2:] = 0.0
+    got = pairwise_giou(boxes1, boxes2)
+    for i in range(b):
+        want = generalized_box_iou(
+            box_convert(boxes1[i], "cxcywh", "xyxy"), box_convert(boxes2[i], "cxcywh", "xyxy")
+        )
+        torch.testing.assert_close(got[i], want, rtol=0, atol=0, equal_nan=True)
+    assert got[1, 0, 0].isnan() and not got[0].isnan().any()
+    assert got[0, 0, 0] == 1.0 and got[0, 2, 0] == pytest.approx(0.25)  # identical; nested 1/4
