@@ -143,13 +143,20 @@ def _fake_steps(tmp_path: Path, later: str):
     return steps, marker, probe
 
 
-def test_any_subset_runs_from_a_fresh_machine_in_one_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    steps, _, probe = _fake_steps(tmp_path, "true")
+def _fake_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str) -> Path:
+    """gpu_day with :func:`_fake_steps` running ``command``, its state in ``tmp_path``;
+    returns the probe file every step writes to."""
+    steps, _, probe = _fake_steps(tmp_path, command)
     monkeypatch.setattr(gpu_day, "steps", steps)
     monkeypatch.setattr(gpu_day, "STATE", tmp_path / "state")
     monkeypatch.setattr(gpu_day, "environment", lambda python: {})
+    return probe
+
+
+def test_any_subset_runs_from_a_fresh_machine_in_one_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probe = _fake_day(tmp_path, monkeypatch, "true")
     out = tmp_path / "out"
     assert gpu_day.run_day(out, 600, sys.executable, ["bench-models"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -167,10 +174,7 @@ def test_a_compile_after_the_build_step_fails_the_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A later step that starts ninja (as torch's JIT builder does) is caught by the wrapper.
-    steps, _, _ = _fake_steps(tmp_path, "ninja --version >/dev/null 2>&1; true")
-    monkeypatch.setattr(gpu_day, "steps", steps)
-    monkeypatch.setattr(gpu_day, "STATE", tmp_path / "state")
-    monkeypatch.setattr(gpu_day, "environment", lambda python: {})
+    _fake_day(tmp_path, monkeypatch, "ninja --version >/dev/null 2>&1; true")
     out = tmp_path / "out"
     assert gpu_day.run_day(out, 600, sys.executable, ["smoke"]) == 1
     smoke = json.loads((out / "summary.json").read_text())["steps"]["smoke"]

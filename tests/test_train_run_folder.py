@@ -102,6 +102,15 @@ def one_step(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return data, root / "run"
 
 
+@pytest.fixture
+def run_copy(one_step: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """The data and a copy of :func:`one_step`'s run in ``tmp_path / "run"``, free to change."""
+    data, original = one_step
+    run = tmp_path / "run"
+    shutil.copytree(original, run)
+    return data, run
+
+
 CHANGED = [
     (["--batch-size", "2"], "--batch-size: 2 differs from the resumed run's 1"),
     (["--image-size", "64"], "--image-size: 64 differs from the resumed run's 48"),
@@ -133,11 +142,9 @@ def test_a_changed_option_is_refused_by_name(
 
 
 def test_options_that_may_change_are_accepted_and_reported(
-    one_step: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, original = one_step
-    run = tmp_path / "run"
-    shutil.copytree(original, run)
+    data, run = run_copy
     # The same values given again (another spelling of the data path included) are fine.
     same = ["--batch-size", "1", "--data", str(data / ".." / "data"), "--overrides", *OVERRIDES]
     argv = ["train", "--resume", str(run), *same, "--max-steps", "3", "--workers", "0"]
@@ -153,11 +160,9 @@ def test_options_that_may_change_are_accepted_and_reported(
 
 
 def test_a_used_folder_is_refused_and_overwrite_moves_it_aside(
-    one_step: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    run_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    data, original = one_step
-    run = tmp_path / "run"
-    shutil.copytree(original, run)
+    data, run = run_copy
     old_id = json.loads((run / "run.json").read_text())["run_id"]
     before = (run / "metrics.jsonl").read_text()
     argv = _train_argv(data, run, "--max-steps", "1")
@@ -201,10 +206,8 @@ def test_a_checkpoint_resumes_only_into_its_own_run(
     assert f"but {other} holds run 0123456789ab" in error
 
 
-def test_the_trainer_refuses_a_used_folder(one_step: tuple[Path, Path], tmp_path: Path) -> None:
-    data, original = one_step
-    run = tmp_path / "run"
-    shutil.copytree(original, run)
+def test_the_trainer_refuses_a_used_folder(run_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    data, run = run_copy
     train, _ = shapes_sets(data)
     model = shapes_model()
     config = TrainConfig(epochs=1, num_workers=0, eval_every=0, progress=False)
