@@ -8,7 +8,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from msda_ops.triton_sampling import gather, sample_tile
+from msda_ops.triton_sampling import gather, program_tile, sample_tile
 
 
 @triton.jit
@@ -42,11 +42,7 @@ def msda_backward_kernel(
     """grad_value (float32 buffer with unit channel stride, scattered with atomics), and
     grad_locations / grad_weights (contiguous, each sample written once by its program; the
     logits' gradient under SOFTMAX)."""
-    pid = tl.program_id(0).to(tl.int64)
-    nm = pid // num_q_blocks
-    n = nm // M
-    m = nm % M
-    q = (pid % num_q_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q).to(tl.int64)
+    n, m, q = program_tile(num_q_blocks, M, BLOCK_Q)
     attn, c00, width, lx, ly, v00, v01, v10, v11, nan_loc, width_f, height_f, ok = sample_tile(
         shapes_ptr, starts_ptr, loc_ptr, w_ptr, n, m, q, Lq, L, P, S,
         ss_l, ss_c, st_l, sl_n, sl_q, sl_m, sl_l, sl_p, sl_c, sw_n, sw_q, sw_m, sw_l, sw_p,

@@ -1,5 +1,6 @@
-"""What both Triton kernels share: the [BLOCK_Q, BLOCK_LP] tile of samples (weights, the
-bilinear corners and their validity) and the masked gather of value at corners.
+"""What both Triton kernels share: the program's place in the grid, the [BLOCK_Q, BLOCK_LP]
+tile of samples (weights, the bilinear corners and their validity) and the masked gather of
+value at corners.
 
 The sampling rule is that of msda_sampling.h (the C++/CUDA kernels); see
 :mod:`msda_ops.triton_kernels` for the layout of a program.
@@ -9,6 +10,19 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+
+@triton.jit
+def program_tile(num_q_blocks, M, BLOCK_Q: tl.constexpr):
+    """This program's (n, m, q): batch index, head, and its BLOCK_Q query indices.
+
+    Programs are numbered (n, m, query block) with the query block fastest (see
+    :mod:`msda_ops.triton_kernels`); int64 from the start, so no offset overflows.
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    nm = pid // num_q_blocks
+    q = (pid % num_q_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q).to(tl.int64)
+    return nm // M, nm % M, q
 
 
 @triton.jit
