@@ -172,6 +172,13 @@ fn solve_pairs(
         // The owned copy (what the Python binding solves) gives the same answer.
         let packed = Packed::new(view, maximize, Vec::new());
         assert_eq!(packed.and_then(|p| Solver::new().solve_packed(&p)), a);
+        // The copy made with the AVX loop (the default where the CPU has it) and with the
+        // baseline one are the same, errors included.
+        let previous = set_avx(false);
+        let plain = Packed::new(view, maximize, Vec::new()).map(Packed::into_buffer);
+        set_avx(previous);
+        let fast = Packed::new(view, maximize, Vec::new()).map(Packed::into_buffer);
+        assert_eq!(plain, fast);
         let a = a?;
         assert_valid(&a, rows, cols);
         Ok(a)
