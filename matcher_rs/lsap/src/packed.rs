@@ -83,6 +83,33 @@ pub(crate) fn pack<T: Float>(
     scale: T,
     out: &mut Vec<T>,
 ) -> Result<(), LsapError> {
+    #[cfg(target_arch = "x86_64")]
+    if crate::scan::use_avx() {
+        // SAFETY: `use_avx` checked at run time that the CPU supports AVX, the only
+        // requirement of `pack_avx`.
+        return unsafe { pack_avx(m, scale, out) };
+    }
+    pack_body(m, scale, out)
+}
+
+/// [`pack_body`] compiled with AVX (the copy is as the scans, see `scan`): four f64 per
+/// operation instead of two; at 100 x 100 float64 the copy is a third of a solve with
+/// many ties.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pack_avx<T: Float>(
+    m: MatrixView<'_, T>,
+    scale: T,
+    out: &mut Vec<T>,
+) -> Result<(), LsapError> {
+    pack_body(m, scale, out)
+}
+
+#[inline(always)]
+fn pack_body<T: Float>(m: MatrixView<'_, T>, scale: T, out: &mut Vec<T>) -> Result<(), LsapError> {
     // Blocks of rows keep the row-major writes in cache while the (usually contiguous,
     // since this is mostly a transposed C array) columns are read.
     const BLOCK: usize = 64;

@@ -233,7 +233,7 @@ pub fn set_avx(allowed: bool) -> bool {
 
 /// Whether the AVX copies run: allowed, and the CPU has AVX.
 #[inline(always)]
-fn use_avx() -> bool {
+pub(crate) fn use_avx() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         AVX_ALLOWED.load(Ordering::Relaxed) && std::arch::is_x86_feature_detected!("avx")

@@ -172,6 +172,13 @@ fn solve_pairs(
         // The owned copy (what the Python binding solves) gives the same answer.
         let packed = Packed::new(view, maximize, Vec::new());
         assert_eq!(packed.and_then(|p| Solver::new().solve_packed(&p)), a);
+        // The copy made with the AVX loop (the default where the CPU has it) and with the
+        // baseline one are the same, errors included.
+        let previous = set_avx(false);
+        let plain = Packed::new(view, maximize, Vec::new()).map(Packed::into_buffer);
+        set_avx(previous);
+        let fast = Packed::new(view, maximize, Vec::new()).map(Packed::into_buffer);
+        assert_eq!(plain, fast);
         let a = a?;
         assert_valid(&a, rows, cols);
         Ok(a)
@@ -412,6 +419,42 @@ fn known_example() {
     let cost = [4.0, 1.0, 3.0, 2.0, 0.0, 5.0, 3.0, 2.0, 2.0];
     let a = linear_sum_assignment(MatrixView::row_major(&cost, 3, 3).unwrap(), false).unwrap();
     assert_eq!((a.rows, a.cols), (vec![0, 1, 2], vec![1, 0, 2]));
+}
+
+#[test]
+fn row_reduction_takes_the_first_free_tie() {
+    // Every assignment of rows 1 to 3 is optimal, so the answer is the row reduction's:
+    // row 0 takes column 2, leaving column 0 free before a taken one; the search for a
+    // free tie starts at the first free column, never past it. Also with 20 columns
+    // (blocks of lanes and a tail) and a zero inside the taken prefix.
+    let cost = [
+        1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    ];
+    for maximize in [false, true] {
+        let view = MatrixView::row_major(&cost, 4, 4).unwrap();
+        let a = if maximize {
+            let neg: Vec<f64> = cost.iter().map(|&x| -x).collect();
+            linear_sum_assignment(MatrixView::row_major(&neg, 4, 4).unwrap(), true)
+        } else {
+            linear_sum_assignment(view, false)
+        };
+        assert_eq!(a.unwrap().cols, [2, 0, 1, 3]);
+        let packed = Packed::new(view, false, Vec::new()).unwrap();
+        assert_eq!(
+            Solver::new().solve_packed(&packed).unwrap().cols,
+            [2, 0, 1, 3]
+        );
+    }
+    let n = 20;
+    let mut wide = vec![0.0f32; n * n];
+    wide[..n].fill(1.0);
+    wide[17] = 0.0; // row 0 takes column 17
+    wide[n..2 * n].fill(1.0);
+    wide[n + 3] = 0.0; // row 1 takes column 3
+    let a = linear_sum_assignment(MatrixView::row_major(&wide, n, n).unwrap(), false).unwrap();
+    let mut want = vec![17, 3, 0, 1, 2];
+    want.extend((4..n).filter(|&j| j != 17));
+    assert_eq!(a.cols, want);
 }
 
 #[test]
