@@ -111,8 +111,11 @@ def bench(sizes: list[int], lap: Any, laprust: Any, kinds: tuple[str, ...] = KIN
                 # 128 MB at 4000 float64 on this VM, which a training loop pays once).
                 for name in names:
                     solvers[name](cost)
-                for r in range(repeats):
-                    for name in names[r % len(names) :] + names[: r % len(names)]:
+                # A fresh order each repeat: which solver ran just before (and left its data
+                # in the caches) changes, so no contender always follows the same one.
+                order = np.random.default_rng([n, repeats])
+                for _ in range(repeats):
+                    for name in order.permutation(names).tolist():
                         w, c, out = _time(lambda name=name, cost=cost: solvers[name](cost))
                         got = _total(name, exact, out)
                         tol = (1e-4 if dtype == "float32" else 1e-9) * max(1.0, abs(want))
