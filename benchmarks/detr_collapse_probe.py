@@ -84,6 +84,39 @@ def probe(source: str, images: list[Path]) -> dict[str, Any]:
     }
 
 
+def stage_spreads(source: str, images: list[Path]) -> list[dict[str, Any]]:
+    """How much each backbone stage (C2..C5) of model ``source`` varies over tokens and images.
+
+    The same measures as :func:`probe`'s ``backbone_*`` (the map DETR reads is one of
+    these): per stage its stride, channels, mean magnitude, spread over the tokens of an
+    image, and spread over the images of the token-averaged map.
+    """
+    import zoo
+    from zoo.models.pipeline.preprocess import preprocess_for
+
+    if len(images) < 2:
+        raise ValueError(f"images: need at least 2 to compare, got {len(images)}")
+    model = zoo.load(source).eval()
+    batch = preprocess_for(model.config, [str(p) for p in images])
+    with torch.no_grad():
+        stages = model.backbone.body(batch.pixel_values)
+    size = batch.pixel_values.shape[-1]
+    rows = []
+    for i, feats in enumerate(stages):
+        flat = feats.flatten(2)  # (N, C, S)
+        rows.append(
+            {
+                "stage": f"C{i + 2}",
+                "stride": size // feats.shape[-1],
+                "channels": feats.shape[1],
+                "magnitude": float(flat.abs().mean()),
+                "spread_over_tokens": spread(flat, 2),
+                "spread_over_images": spread(flat.mean(2), 0),
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="a DETR checkpoint folder or name (zoo.load)")

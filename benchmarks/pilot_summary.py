@@ -6,7 +6,9 @@ collapse probe of the last checkpoint, into one JSON file.
         --note A="demo data, 1e-4" --note F="..." [--probe-init]
 
 ``--probe-init`` also probes the benchmark's DETR-DC5 at initialisation (its backbone from
-the demo model), the control for "did training change anything".
+the demo model), the control for "did training change anything"; ``--stages-of MODEL``
+measures how much each backbone stage of ``MODEL`` varies over tokens and images. Runs made
+with ``--detr-stage`` (another map than C5) are summarised but not probed.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ def summarise_run(folder: Path) -> dict[str, Any]:
     return {"per_epoch": per_epoch, "evals": evals, "config": run.get("config", run)}
 
 
+def reads_c5(folder: Path) -> bool:
+    """Whether the run in ``folder`` is a DETR of the registry's shape (the probe loads it
+    with ``zoo.load``): not one that ``--detr-stage`` made read an earlier stage."""
+    stamp = folder / "stamp.json"
+    if not stamp.exists():
+        return True
+    return json.loads(stamp.read_text())["protocol"].get("detr_stage", 4) == 4
+
+
 def last_checkpoint(folder: Path) -> Path | None:
     steps = sorted((folder / "checkpoints").glob("step-*"))
     return steps[-1] if steps else None
@@ -60,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--note", action="append", default=[], help="NAME=what it varied")
     parser.add_argument("--images", type=Path, default=None, help="images for the probe")
     parser.add_argument("--probe-init", action="store_true")
+    parser.add_argument(
+        "--stages-of",
+        default=None,
+        help="also measure how much each backbone stage of this model (zoo.load) varies "
+        "over tokens and images, on --images",
+    )
     parser.add_argument("--purpose", default="")
     args = parser.parse_args(argv)
     import bench_convergence as bc
@@ -76,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         name, folder = item.split("=", 1)
         runs[name] = {"varied": notes.get(name, ""), **summarise_run(Path(folder))}
         checkpoint = last_checkpoint(Path(folder))
-        if images and checkpoint is not None:
+        if images and checkpoint is not None and reads_c5(Path(folder)):
             runs[name]["probe"] = {**dp.probe(str(checkpoint), images), "source": checkpoint.name}
     payload: dict[str, Any] = {"environment": environment(), "purpose": args.purpose, "runs": runs}
     if args.probe_init and images:
@@ -90,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             save_pretrained(model, tmp)
             payload["init_probe"] = {**dp.probe(tmp, images), "source": "initialisation, seed 0"}
+    if args.stages_of and images:
+        payload["stages"] = {
+            "source": args.stages_of,
+            "rows": dp.stage_spreads(args.stages_of, images),
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {args.out}")

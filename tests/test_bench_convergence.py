@@ -377,3 +377,41 @@ def test_detr_stage_reads_an_earlier_map_with_the_trunk_kept() -> None:
         bc.read_stage(zoo.create_model("ddetr", **bc.model_overrides(args, "ddetr")), 3)
     with pytest.raises(ValueError, match="2, 3 or 4"):
         bc.read_stage(model, 5)
+
+
+def test_stage_spreads_of_each_backbone_stage(tmp_path: Path) -> None:
+    """Per stage C2..C5: strides 4..32, and the spreads against a hand computation on the
+    trunk's own outputs; copies of one image do not vary over the images."""
+    import detr_collapse_probe as dp
+    import torch
+    from PIL import Image
+
+    from zoo.models.pipeline.preprocess import preprocess_for
+    from zoo.weights.zoo_format import save_pretrained
+
+    args = bc.parse_args(["--quick"])
+    torch.manual_seed(0)
+    model = zoo.create_model("ddetr", **bc.model_overrides(args, "ddetr")).eval()
+    save_pretrained(model, tmp_path / "model")
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"{i}.png")
+        pixels = torch.randint(0, 255, (64, 64, 3), dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(paths[-1])
+    rows = dp.stage_spreads(str(tmp_path / "model"), paths)
+    assert [(r["stage"], r["stride"]) for r in rows] == [
+        ("C2", 4),
+        ("C3", 8),
+        ("C4", 16),
+        ("C5", 32),
+    ]
+    with torch.no_grad():
+        c4 = model.backbone.body(
+            preprocess_for(model.config, [str(p) for p in paths]).pixel_values
+        )[2]
+    assert rows[2]["channels"] == c4.shape[1]
+    assert rows[2]["spread_over_tokens"] == pytest.approx(float(c4.flatten(2).std(2).mean()))
+    assert rows[2]["spread_over_images"] == pytest.approx(float(c4.mean((2, 3)).std(0).mean()))
+    same = dp.stage_spreads(str(tmp_path / "model"), [paths[0], paths[0]])
+    assert all(r["spread_over_images"] == 0 for r in same)
+    assert all(r["spread_over_tokens"] > 0 for r in same)
