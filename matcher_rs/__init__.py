@@ -156,22 +156,33 @@ def linear_sum_assignment_batch(
     torch = sys.modules.get("torch")
     if isinstance(costs, np.ndarray) or (torch is not None and isinstance(costs, torch.Tensor)):
         arr = _as_array(costs, (3,), "a padded batch (3-D array)")
-        return _core.linear_sum_assignment_batch(
+        padded = _core.linear_sum_assignment_batch(
             arr,
             maximize,
             threads,
             n_rows=_sizes(n_rows, "n_rows", arr.shape[1]),
             n_cols=_sizes(n_cols, "n_cols", arr.shape[2]),
         )
+        assert padded is not None  # a float32/float64 3-D array is always taken
+        return padded
     if n_rows is not None or n_cols is not None:
         raise ValueError("n_rows / n_cols apply to a padded 3-D batch only")
+    if type(costs) in (list, tuple):
+        # The core takes a list of aligned float32/float64 ndarrays as it is and returns
+        # None at the first other item (cheaper than checking every item here first); a
+        # generator is converted here, since it cannot be read twice.
+        out = _core.linear_sum_assignment_batch(costs, maximize, threads)
+        if out is not None:
+            return out
     items = []
     for k, cost in enumerate(costs):
         try:
             items.append(_as_array(cost, (2,), "a matrix (2-D array)"))
         except (ValueError, TypeError) as err:
             raise type(err)(f"batch item {k}: {err}") from err
-    return _core.linear_sum_assignment_batch(items, maximize, threads)
+    out = _core.linear_sum_assignment_batch(items, maximize, threads)
+    assert out is not None  # _as_array gives the core what it takes
+    return out
 
 
 def _threads(n_threads: Any) -> int | None:

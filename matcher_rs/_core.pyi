@@ -23,9 +23,11 @@ def linear_sum_assignment_batch(
     *,
     n_rows: Sequence[int] | None = None,
     n_cols: Sequence[int] | None = None,
-) -> list[tuple[_Index, _Index]]:
+) -> list[tuple[_Index, _Index]] | None:
     """Solve a list of 2-D float arrays or a padded 3-D float array, in parallel (at most
-    ``n_threads`` items at once on the shared pool)."""
+    ``n_threads`` items at once on the shared pool); ``None`` when an item of a sequence is
+    anything but an aligned 2-D float32/float64 ndarray (the wrapper converts it and calls
+    again)."""
 
 def _panic_for_tests(on_worker: bool) -> None:
     """Panic inside the binding's guard (tests: a RuntimeError must come out)."""

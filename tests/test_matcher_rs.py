@@ -188,6 +188,57 @@ def test_batch_list_matches_single_solves():
                 assert c[r, k].sum() == pytest.approx(c[wr, wk].sum(), rel=1e-5, abs=1e-9)
 
 
+def test_batch_items_the_core_declines_are_converted():
+    # The core takes a list or tuple of aligned float32/float64 ndarrays as it is and
+    # declines anything else (the wrapper converts every item and calls again): each kind
+    # of item, at the front, in the middle and at the end, must give scipy's answer.
+    rng = np.random.default_rng(5)
+    base = [rng.random((9, 4)), rng.random((3, 8)).astype(np.float32), rng.random((6, 6))]
+    odd = rng.random((5, 3))
+    unaligned = np.frombuffer(b"\0" + odd.astype(np.float64).tobytes(), np.float64, offset=1)
+    kinds = [
+        odd.tolist(),
+        odd.astype(np.int64) * 7,
+        odd.astype(np.float16),
+        odd.astype(">f8"),
+        odd.view(np.matrix),
+        unaligned.reshape(5, 3),
+        torch.from_numpy(odd),
+        odd[:, ::-1],  # a native strided view: taken as it is
+    ]
+    for item in kinds:
+        for at in (0, 1, 3):
+            costs = [*base[:at], item, *base[at:]]
+            for seq in (costs, tuple(costs), iter(costs)):
+                got = linear_sum_assignment_batch(seq, n_threads=1)
+                assert len(got) == len(costs)
+                for c, (r, k) in zip(costs, got, strict=True):
+                    c = np.asarray(c, dtype=np.float64)
+                    wr, wk = scipy_lsa(c)
+                    assert r.dtype == np.int64 and r.tolist() == sorted(r.tolist())
+                    assert c[r, k].sum() == pytest.approx(c[wr, wk].sum(), rel=1e-3)
+    with pytest.raises(ValueError, match="batch item 1: expected a matrix"):
+        linear_sum_assignment_batch((np.eye(2), np.zeros((2, 2, 2))))
+
+
+def test_batch_tall_detr_shapes_match_scipy():
+    # DETR's Q x T costs (T much smaller than Q), float32 and float64, through one reused
+    # set of copy buffers: successive batches of changing shapes, ties, T = 0, 1 and Q.
+    rng = np.random.default_rng(6)
+    for _ in range(6):
+        q = int(rng.integers(1, 120))
+        ts = [0, 1, q, *rng.integers(0, q + 1, size=12).tolist()]
+        costs = [rng.random((q, t)) for t in ts] + [rng.integers(0, 3, (q, t)) * 1.0 for t in ts]
+        costs += [c.astype(np.float32) for c in costs]
+        for n_threads in (1, None):
+            got = linear_sum_assignment_batch(costs, n_threads=n_threads)
+            for c, (r, k) in zip(costs, got, strict=True):
+                wr, wk = scipy_lsa(c)
+                assert len(r) == min(c.shape) and np.all(np.diff(r) > 0)
+                assert len(set(k.tolist())) == len(k)
+                assert c[r, k].sum() == pytest.approx(c[wr, wk].sum(), rel=1e-5, abs=1e-6)
+
+
 def test_batch_padded_with_sizes():
     rng = np.random.default_rng(2)
     sizes = [5, 0, 17, 20, 1]

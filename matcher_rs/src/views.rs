@@ -13,10 +13,54 @@ use pyo3::prelude::*;
 /// Work buffers kept above this many elements are released after a solve.
 const KEEP_ELEMENTS: usize = 1 << 20;
 
-/// A single solve's copy buffer is kept for the thread's next solve up to this many
-/// elements (a 4096 x 4096 matrix: 128 MiB in float64): allocating and faulting in a
-/// fresh buffer of that size costs about as much as copying into it.
+/// Copy buffers are kept for the thread's next solves up to this many elements in all (a
+/// 4096 x 4096 matrix: 128 MiB in float64): allocating and faulting in a fresh buffer of
+/// that size costs about as much as copying into it.
 const KEEP_COPY_ELEMENTS: usize = 1 << 24;
+
+/// At most this many copy buffers are kept per thread and element type (a batch takes one
+/// per item).
+const KEEP_COPY_BUFFERS: usize = 1024;
+
+/// Copy buffers kept for the next solves on this thread. A batch packs every item before
+/// solving; with fresh buffers, the allocator handed the batch's memory back to the system
+/// after each call (its total exceeds glibc's trim threshold), and the next call faulted
+/// every page in again: 32 float64 300 x 60 copies (4.6 MB) took 1.4x as long as one
+/// solve after another.
+pub(crate) struct Pool<T> {
+    buffers: Vec<Vec<T>>,
+    elements: usize,
+}
+
+impl<T> Pool<T> {
+    const fn new() -> Self {
+        Self {
+            buffers: Vec::new(),
+            elements: 0,
+        }
+    }
+
+    fn take(&mut self) -> Vec<T> {
+        match self.buffers.pop() {
+            Some(b) => {
+                self.elements -= b.capacity();
+                b
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, buffer: Vec<T>) {
+        let total = self.elements.saturating_add(buffer.capacity());
+        if buffer.capacity() > 0
+            && total <= KEEP_COPY_ELEMENTS
+            && self.buffers.len() < KEEP_COPY_BUFFERS
+        {
+            self.elements = total;
+            self.buffers.push(buffer);
+        }
+    }
+}
 
 /// An element type solved natively, with one reusable solver and copy buffer per thread.
 pub(crate) trait Native: Float + Element {
@@ -30,7 +74,7 @@ macro_rules! native {
     ($t:ty, $solver:ident, $buffer:ident, $variant:ident) => {
         thread_local! {
             static $solver: RefCell<Solver<$t>> = RefCell::new(Solver::new());
-            static $buffer: RefCell<Vec<$t>> = const { RefCell::new(Vec::new()) };
+            static $buffer: RefCell<Pool<$t>> = const { RefCell::new(Pool::new()) };
         }
         impl Native for $t {
             fn with_solver<R>(f: impl FnOnce(&mut Solver<Self>) -> R) -> R {
@@ -42,12 +86,10 @@ macro_rules! native {
                 })
             }
             fn take_buffer() -> Vec<Self> {
-                $buffer.with(|b| core::mem::take(&mut *b.borrow_mut()))
+                $buffer.with(|b| b.borrow_mut().take())
             }
             fn keep_buffer(buffer: Vec<Self>) {
-                if buffer.capacity() <= KEEP_COPY_ELEMENTS {
-                    $buffer.with(|b| *b.borrow_mut() = buffer);
-                }
+                $buffer.with(|b| b.borrow_mut().keep(buffer))
             }
             fn wrap(v: MatrixView<'_, Self>) -> AnyView<'_> {
                 AnyView::$variant(v)
@@ -67,15 +109,11 @@ pub(crate) enum AnyView<'a> {
 }
 
 impl AnyView<'_> {
-    /// The owned copy the solver reads once the GIL is released (see [`Packed`]); `reuse`
-    /// takes this thread's copy buffer (for a solve on this thread, see [`AnyPacked::recycle`]).
-    pub(crate) fn pack(self, maximize: bool, reuse: bool) -> Result<AnyPacked, LsapError> {
-        fn go<T: Native>(
-            v: MatrixView<'_, T>,
-            maximize: bool,
-            reuse: bool,
-        ) -> Result<Packed<T>, LsapError> {
-            let mut buffer = if reuse { T::take_buffer() } else { Vec::new() };
+    /// The owned copy the solver reads once the GIL is released (see [`Packed`]), in a
+    /// buffer of this thread's pool (give it back with [`AnyPacked::recycle`]).
+    pub(crate) fn pack(self, maximize: bool) -> Result<AnyPacked, LsapError> {
+        fn go<T: Native>(v: MatrixView<'_, T>, maximize: bool) -> Result<Packed<T>, LsapError> {
+            let mut buffer = T::take_buffer();
             let (r, c) = v.shape();
             buffer.clear();
             // On failure `Packed::new` reports the allocation error with the shape.
@@ -87,8 +125,8 @@ impl AnyView<'_> {
             Packed::new(v, maximize, buffer)
         }
         Ok(match self {
-            Self::F32(v) => AnyPacked::F32(go(v, maximize, reuse)?),
-            Self::F64(v) => AnyPacked::F64(go(v, maximize, reuse)?),
+            Self::F32(v) => AnyPacked::F32(go(v, maximize)?),
+            Self::F64(v) => AnyPacked::F64(go(v, maximize)?),
         })
     }
 }
@@ -136,7 +174,7 @@ impl AnyPacked {
         }
     }
 
-    /// Give the copy's memory back to this thread's buffer, for the next single solve.
+    /// Give the copy's memory back to this thread's pool, for the next solves.
     pub(crate) fn recycle(self) {
         match self {
             Self::F32(p) => f32::keep_buffer(p.into_buffer()),

@@ -567,3 +567,88 @@ fn larger_random_f32_matches_f64() {
         assert_eq!(b.total(MatrixView::row_major(&s, r, c).unwrap()), expected);
     }
 }
+
+/// Tall and wide matrices of every shape up to 24 x 24 (DETR's Q x T with T from 0 to Q),
+/// on both sides of the size ratio where the solver stops listing its free columns, in
+/// every layout and precision, with one solver reused across all (its buffers change
+/// size every time): optimal against the Hungarian reference, rows ascending, the original
+/// rows of a tall matrix included. Integer costs in [0, 3) give many ties.
+#[test]
+fn tall_and_wide_match_reference() {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |range: u32| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 40) as u32 % range
+    };
+    let mut solver = Solver::<f64>::new();
+    for q in 1..=24 {
+        for t in 0..=q {
+            for range in [3, 1000] {
+                let d: Vec<f64> = (0..q * t).map(|_| f64::from(next(range))).collect();
+                // Column-major storage of the q x t matrix is the row-major t x q one.
+                let expected = if t == 0 {
+                    0.0
+                } else {
+                    let oriented: Vec<f64> = (0..t * q).map(|k| d[(k % q) * t + k / q]).collect();
+                    hungarian_reference(&oriented, t, q)
+                };
+                for (rows, cols, data) in [(q, t, d.clone()), (t, q, transpose(&d, q, t))] {
+                    for layout in 0..3 {
+                        for single in [false, true] {
+                            let total = solve_as(&data, rows, cols, false, layout, single).unwrap();
+                            assert_eq!(total, expected, "{rows} x {cols} layout {layout}");
+                        }
+                    }
+                    let view = MatrixView::row_major(&data, rows, cols).unwrap();
+                    let a = solver.solve(view, false).unwrap();
+                    assert_valid(&a, rows, cols);
+                    assert_eq!(a.total(view), expected, "reused solver, {rows} x {cols}");
+                }
+            }
+        }
+    }
+}
+
+/// Tall and wide matrices with forbidden pairs (`+inf`), feasible or not: the same optimum
+/// as exhaustive search, or `Infeasible` exactly when it finds no complete assignment.
+#[test]
+fn tall_and_wide_with_forbidden_pairs_match_brute_force() {
+    let mut state = 0x0123_4567_89ab_cdefu64;
+    let mut next = |range: u32| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 40) as u32 % range
+    };
+    for q in 1..=8 {
+        for t in 0..=q.min(5) {
+            for _ in 0..20 {
+                let d: Vec<f64> = (0..q * t)
+                    .map(|_| match next(10) {
+                        0..=3 => f64::INFINITY,
+                        x => f64::from(x),
+                    })
+                    .collect();
+                for (rows, cols, data) in [(q, t, d.clone()), (t, q, transpose(&d, q, t))] {
+                    let want = brute_force(&data, rows, cols, false);
+                    for layout in 0..3 {
+                        let got = solve_as(&data, rows, cols, false, layout, false);
+                        match want {
+                            Some(best) => assert_eq!(got, Ok(best), "{rows} x {cols}"),
+                            None => assert_eq!(got, Err(LsapError::Infeasible), "{rows} x {cols}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The row-major transpose of a row-major `rows x cols` matrix.
+fn transpose(d: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    (0..rows * cols)
+        .map(|k| d[(k % rows) * cols + k / rows])
+        .collect()
+}
