@@ -237,18 +237,20 @@ MSDA_INLINE void sum4(const typename Simd<T, kBytes>::type part[4], T out[4]) {
       static constexpr int at(int i) { return First::at(i) + kQ; }
     };
     V all = shuffle(ab, cd, First{}, lanes) + shuffle(ab, cd, Second{}, lanes);
-    // Within each group of W/4 lanes: lane i += lane i ^ s, until every lane holds its sum.
-    if constexpr (kQ >= 2) {
-      struct Swap1 {
-        static constexpr int at(int i) { return i ^ 1; }
-      };
-      all += shuffle(all, all, Swap1{}, lanes);
-    }
+    // Within each group of W/4 lanes: lane i += lane i ^ s for s = W/8, ..., 1, until every
+    // lane holds its group's sum. Every step pairs the lanes that lane_sum pairs (halves,
+    // then quarters, ...), so each sum is the same bit for bit.
     if constexpr (kQ >= 4) {
       struct Swap2 {
         static constexpr int at(int i) { return i ^ 2; }
       };
       all += shuffle(all, all, Swap2{}, lanes);
+    }
+    if constexpr (kQ >= 2) {
+      struct Swap1 {
+        static constexpr int at(int i) { return i ^ 1; }
+      };
+      all += shuffle(all, all, Swap1{}, lanes);
     }
     // Lanes 0, Q, 2Q, 3Q to the front (one permutation, then the first 4 lanes are read).
     struct Front {
