@@ -214,7 +214,14 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
           attn = b.softmax;
         }
         corners(b, count, xy, attn, pixel_step);
+        // Samples outside the map, of a skipped level or with a non-finite weight need the
+        // loop below; usually there are none, which one vectorised pass finds out.
+        int32_t unusual = 0;
         for (int j = 0; j < count; ++j) {
+          unusual |= static_cast<int32_t>(b.status[j] != static_cast<int32_t>(Sample::inside)) |
+                     static_cast<int32_t>(!(attn[j] - attn[j] == opmath_t(0)));  // !is_finite
+        }
+        for (int j = 0; unusual != 0 && j < count; ++j) {
           const int32_t where = b.status[j];
           if (where == kSkipped) continue;
           if (where == static_cast<int32_t>(Sample::inside)) {
