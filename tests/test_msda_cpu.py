@@ -306,9 +306,11 @@ def test_any_batch_size(device, batch):
 
 # The CPU kernel computes the corners of up to 64 samples at a time: more samples per
 # (query, head) than that (L * P = 70, 75) go in several blocks, forward and backward. Batch x
-# heads = 1 splits the backward per level, 8 keeps the levels of a head in one task.
+# heads = 1 or 2 splits the backward per level (with up to 4 threads), 8 keeps the levels of a
+# head in one task. With more than one head a backward task works on a contiguous copy of its
+# pixels' rows (fewer pixels than samples here): per level, its rows start at that level's.
 @pytest.mark.parametrize(("levels", "points"), [([(5, 6)], 70), ([(5, 6), (3, 2), (1, 4)], 25)])
-@pytest.mark.parametrize(("batch", "heads"), [(1, 1), (2, 4)])
+@pytest.mark.parametrize(("batch", "heads"), [(1, 1), (1, 2), (2, 4)])
 @pytest.mark.parametrize("softmax", [False, True])
 def test_float64_many_samples_per_query(levels, points, batch, heads, softmax):
     assert ops.kernel_available("cpu", True)

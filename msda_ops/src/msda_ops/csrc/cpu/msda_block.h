@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 
 #include "msda_sampling.h"
 
@@ -132,17 +133,18 @@ MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
   }
 }
 
-// Fills the level fields of b for samples [0, count) at levels level_of(j).
+// Fills the level fields of b for samples [0, count) at levels level_of(j), pixel p of the
+// image at offset (p - origin) * pixel_step.
 template <typename T, typename LevelOf>
 MSDA_INLINE void set_levels(Block<T>& b, int count, const Level* levels, int64_t pixel_step,
-                            LevelOf level_of) {
+                            LevelOf level_of, int64_t origin = 0) {
   for (int j = 0; j < count; ++j) {
     const Level& lv = levels[level_of(j)];
     b.width[j] = static_cast<T>(lv.width);
     b.height[j] = static_cast<T>(lv.height);
     b.iwidth[j] = static_cast<int32_t>(lv.width);
     b.iheight[j] = static_cast<int32_t>(lv.height);
-    b.first[j] = lv.start * pixel_step;
+    b.first[j] = (lv.start - origin) * pixel_step;
     b.row_step[j] = lv.width * pixel_step;
   }
 }
@@ -182,6 +184,87 @@ MSDA_INLINE T lane_sum(const typename Simd<T, kBytes>::type& v) {
     return lane_sum<T, kBytes / 2>(low + high);
   }
 }
+
+// out[k] = the sum of the lanes of part[k], k < 4. One lane_sum each is a chain of
+// log2(width) dependent shuffle+add steps per vector; with 4 lanes or more (and
+// __builtin_shufflevector, GCC 12+ and Clang) the first two steps here fold two vectors into
+// one (a's and b's halves side by side, then all four in quarters), so the four sums share
+// the remaining steps. Each lane of a sum adds only lanes of its own vector, so a NaN in one
+// stays in its own sum.
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define MSDA_SHUFFLE 1
+#endif
+#endif
+#ifndef MSDA_SHUFFLE
+#define MSDA_SHUFFLE 0
+#endif
+
+#if MSDA_SHUFFLE
+// Lane i of the result is lane Pick::at(i) of x ++ y.
+template <typename V, typename Pick, size_t... I>
+MSDA_INLINE V shuffle(const V& x, const V& y, Pick, std::index_sequence<I...>) {
+  return __builtin_shufflevector(x, y, Pick::at(I)...);
+}
+#endif
+
+template <typename T, int kBytes>
+MSDA_INLINE void sum4(const typename Simd<T, kBytes>::type part[4], T out[4]) {
+  using V = typename Simd<T, kBytes>::type;
+  constexpr int kW = Simd<T, kBytes>::kWidth, kQ = kW / 4;
+#if MSDA_SHUFFLE
+  if constexpr (kW >= 4) {
+    static_assert(kW <= 16, "vectors of up to 16 lanes");
+    const auto lanes = std::make_index_sequence<kW>{};
+    // Halves: [x_low, y_low] + [x_high, y_high] = [x folded to W/2 | y folded to W/2].
+    struct Low {
+      static constexpr int at(int i) { return i < kW / 2 ? i : kW + i - kW / 2; }
+    };
+    struct High {
+      static constexpr int at(int i) { return Low::at(i) + kW / 2; }
+    };
+    const V ab =
+        shuffle(part[0], part[1], Low{}, lanes) + shuffle(part[0], part[1], High{}, lanes);
+    const V cd =
+        shuffle(part[2], part[3], Low{}, lanes) + shuffle(part[2], part[3], High{}, lanes);
+    // Quarters: group g (W/4 lanes) of the result takes half g % 2 of ab (g < 2) or of cd.
+    struct First {
+      static constexpr int at(int i) {
+        return (i / kQ >= 2 ? kW : 0) + (i / kQ % 2) * (kW / 2) + i % kQ;
+      }
+    };
+    struct Second {
+      static constexpr int at(int i) { return First::at(i) + kQ; }
+    };
+    V all = shuffle(ab, cd, First{}, lanes) + shuffle(ab, cd, Second{}, lanes);
+    // Within each group of W/4 lanes: lane i += lane i ^ s for s = W/8, ..., 1, until every
+    // lane holds its group's sum. Every step pairs the lanes that lane_sum pairs (halves,
+    // then quarters, ...), so each sum is the same bit for bit.
+    if constexpr (kQ >= 4) {
+      struct Swap2 {
+        static constexpr int at(int i) { return i ^ 2; }
+      };
+      all += shuffle(all, all, Swap2{}, lanes);
+    }
+    if constexpr (kQ >= 2) {
+      struct Swap1 {
+        static constexpr int at(int i) { return i ^ 1; }
+      };
+      all += shuffle(all, all, Swap1{}, lanes);
+    }
+    // Lanes 0, Q, 2Q, 3Q to the front (one permutation, then the first 4 lanes are read).
+    struct Front {
+      static constexpr int at(int i) { return i < 4 ? i * kQ : i; }
+    };
+    all = shuffle(all, all, Front{}, lanes);
+    for (int k = 0; k < 4; ++k) out[k] = all[k];
+    return;
+  }
+#endif
+  (void)kQ;
+  for (int k = 0; k < 4; ++k) out[k] = lane_sum<T, kBytes>(part[k]);
+}
+
 #define MSDA_SIMD 1
 #else
 #define MSDA_SIMD 0

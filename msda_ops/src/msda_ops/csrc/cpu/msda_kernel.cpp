@@ -122,31 +122,90 @@ MSDA_INLINE void sample_first(opmath_t* acc, const Block<opmath_t>& b, int j, op
   }
 }
 
-// Queries nq in [begin, end) (nq = n * Lq + q), all heads: output (N, Lq, M, D).
+// How many queries ahead the backward prefetches its strided rows (a query's work is a few
+// hundred nanoseconds, about a memory latency).
+constexpr int64_t kAhead = 2;
+// The same for the forward, whose work per query and head is shorter.
+constexpr int64_t kAheadForward = 4;
+
+// Prefetch the cache lines of elements [p, p + n) (for writing when `write`).
+template <typename T>
+MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
+#if defined(__GNUC__) || defined(__clang__)
+  const char* c = reinterpret_cast<const char*>(p);
+  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) {
+    if (write) {
+      __builtin_prefetch(c + at, 1);
+    } else {
+      __builtin_prefetch(c + at, 0);
+    }
+  }
+#else
+  (void)p, (void)n, (void)write;
+#endif
+}
+
+// The largest contiguous copy of one head's rows of value (forward) or of a backward task's
+// gradient rows (and as much again or less for its value rows), see forward_body and
+// backward_body.
+constexpr int64_t kPackBytes = int64_t(8) << 20;
+
+// Tasks t in [begin, end): t = (n * M + m) * chunks + c, the queries of chunk c (the queries
+// split in `chunks` equal runs) and head m of image n; output (N, Lq, M, D).
 template <int kD, int kBytes, typename scalar_t>
-MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t begin,
-                              int64_t end) {
+MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t chunks,
+                              int64_t begin, int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
-  const int64_t M = s.heads, P = s.points, LP = s.levels * P;
+  const int64_t M = s.heads, P = s.points, LP = s.levels * P, S = s.length;
   const int64_t D = kD > 0 ? kD : s.channels;
+  const int64_t per_chunk = (s.queries + chunks - 1) / chunks;
   std::vector<opmath_t> acc(D);
+  std::vector<scalar_t> packed;
   Block<opmath_t> b;
-  for (int64_t nq = begin; nq < end; ++nq) {
-    const int64_t n = nq / s.queries;
-    for (int64_t m = 0; m < M; ++m) {
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t c = task % chunks, m = (task / chunks) % M, n = task / (chunks * M);
+    const int64_t q_begin = c * per_chunk, q_end = std::min(s.queries, q_begin + per_chunk);
+    if (q_begin >= q_end) continue;
+    // Pixel i of level l, head m, is at image_m + (start_l + i) * pixel_step.
+    const scalar_t* image_m = in.value + n * S * M * D + m * D;
+    int64_t pixel_step = M * D;
+    // Head m's rows are D values every M * D, and the samples read them anywhere: one head
+    // at a time on a contiguous copy of its rows, they stay in the caches (1/M of value:
+    // 170 KiB at the encoder's shape, against 1.4 MiB for all heads). Not for one head
+    // (already contiguous), nor for more pixels than samples (the copy would cost more than
+    // it saves), nor beyond kPackBytes.
+    const bool pack = M > 1 && S <= (q_end - q_begin) * LP &&
+                      S * D * static_cast<int64_t>(sizeof(scalar_t)) <= kPackBytes;
+    if (pack) {
+      packed.resize(S * D);
+      for (int64_t p = 0; p < S; ++p) {
+        std::memcpy(packed.data() + p * D, image_m + p * M * D, D * sizeof(scalar_t));
+      }
+      image_m = packed.data();
+      pixel_step = D;
+    }
+    for (int64_t q = q_begin; q < q_end; ++q) {
+      const int64_t nq = n * s.queries + q;
       std::fill(acc.begin(), acc.end(), opmath_t(0));
       const int64_t sample0 = (nq * M + m) * LP;
+      if (q + kAheadForward < q_end) {
+        // One head of every query: locations, weights and output rows M apart, which the
+        // hardware prefetcher does not follow (a profile put a third of the time on the
+        // load of the locations). Ask for those of the query kAheadForward on.
+        const int64_t ahead = sample0 + kAheadForward * M * LP;
+        prefetch_span(in.locations + 2 * ahead, 2 * LP);
+        prefetch_span(in.weights + ahead, LP);
+        prefetch_span(out_ptr + (nq * M + m + kAheadForward * M) * D, D, true);
+      }
       const opmath_t* w = in.weights + sample0;
       const Softmax<opmath_t> softmax =
           in.softmax ? softmax_of(w, LP) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      // Pixel i of level l, head m, is at image_m + (start_l + i) * M * D.
-      const scalar_t* image_m = in.value + n * s.length * M * D + m * D;
       bool nan = false;  // a sample that reads no pixel adds 0 or, when its term is NaN, NaN
       for (int64_t j0 = 0; j0 < LP; j0 += kBlock) {
         const int count = static_cast<int>(std::min<int64_t>(kBlock, LP - j0));
-        if (LP > kBlock || (nq == begin && m == 0)) {  // the same levels in every block
-          set_levels(b, count, in.levels, M * D, [&](int j) { return (j0 + j) / P; });
+        if (LP > kBlock || q == q_begin) {  // the same levels in every block of the task
+          set_levels(b, count, in.levels, pixel_step, [&](int j) { return (j0 + j) / P; });
         }
         const opmath_t* xy = in.locations + 2 * (sample0 + j0);
         const opmath_t* attn = w + j0;
@@ -154,8 +213,15 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
           for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
           attn = b.softmax;
         }
-        corners(b, count, xy, attn, M * D);
+        corners(b, count, xy, attn, pixel_step);
+        // Samples outside the map, of a skipped level or with a non-finite weight need the
+        // loop below; usually there are none, which one vectorised pass finds out.
+        int32_t unusual = 0;
         for (int j = 0; j < count; ++j) {
+          unusual |= static_cast<int32_t>(b.status[j] != static_cast<int32_t>(Sample::inside)) |
+                     static_cast<int32_t>(!(attn[j] - attn[j] == opmath_t(0)));  // !is_finite
+        }
+        for (int j = 0; unusual != 0 && j < count; ++j) {
           const int32_t where = b.status[j];
           if (where == kSkipped) continue;
           if (where == static_cast<int32_t>(Sample::inside)) {
@@ -178,27 +244,6 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
   }
 }
 
-// How many queries ahead the backward prefetches its strided rows (a query's work is a few
-// hundred nanoseconds, about a memory latency).
-constexpr int64_t kAhead = 2;
-
-// Prefetch the cache lines of elements [p, p + n) (for writing when `write`).
-template <typename T>
-MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
-#if defined(__GNUC__) || defined(__clang__)
-  const char* c = reinterpret_cast<const char*>(p);
-  for (int64_t at = 0; at < n * static_cast<int64_t>(sizeof(T)); at += 64) {
-    if (write) {
-      __builtin_prefetch(c + at, 1);
-    } else {
-      __builtin_prefetch(c + at, 0);
-    }
-  }
-#else
-  (void)p, (void)n, (void)write;
-#endif
-}
-
 // Gradients of one task (n, m, level), see backward_cpu.
 template <typename scalar_t>
 struct Grads {
@@ -219,25 +264,27 @@ MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t
   if constexpr (kD > 0) {
     using V = typename Simd<opmath_t, kBytes>::type;
     constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
-    V gv[kV], v, gr;
+    V gv[kV], v, gr, part[4];
     for (int i = 0; i < kV; ++i) load(gv[i], g + i * kW);
     for (int k = 0; k < 4; ++k) {
       const int64_t at = b.offset[k][j];
-      dot[k] = 0;
+      part[k] = V{};
+      // A branch, not a select of a zero row and a scratch gradient row for a corner
+      // outside: that select measured ~15 % slower (the gradient rows' addresses then wait
+      // for the offsets to load).
       if (at < 0) continue;
       const scalar_t* row = image_m + at;
       opmath_t* grad_row = grad_m + at;
       const opmath_t coef = b.coef[k][j];
-      V part = {};
       for (int i = 0; i < kV; ++i) {
         load(v, row + i * kW);
-        part += gv[i] * v;
+        part[k] += gv[i] * v;
         load(gr, grad_row + i * kW);
         gr += coef * gv[i];
         std::memcpy(grad_row + i * kW, &gr, sizeof(gr));
       }
-      dot[k] = lane_sum<opmath_t, kBytes>(part);
     }
+    sum4<opmath_t, kBytes>(part, dot);  // the four lane sums at once
     return;
   }
 #endif
@@ -260,6 +307,8 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
   const int64_t D = kD > 0 ? kD : s.channels;
   const int64_t group_levels = L / groups, per_query = group_levels * P;
   std::vector<opmath_t> g(D);
+  std::vector<scalar_t> packed_value;
+  std::vector<opmath_t> packed_grad;
   Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t l0 = (task % groups) * group_levels;
@@ -268,10 +317,52 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
     const int64_t head_offset = n * s.length * M * D + m * D;
     const scalar_t* image_m = in.value + head_offset;
     opmath_t* grad_m = grad.value + head_offset;
+    // The pixels [lo, hi) of the task's levels (those make_level kept).
+    int64_t lo = s.length, hi = 0;
+    for (int64_t l = l0; l < l0 + group_levels; ++l) {
+      const Level& lv = in.levels[l];
+      if (lv.width == 0) continue;
+      lo = std::min(lo, lv.start);
+      hi = std::max(hi, lv.start + lv.height * lv.width);
+    }
+    // Head m's rows are D values every M * D, at the same offsets in value and grad_value:
+    // a value row read just after a gradient row was written often has the low 12 address
+    // bits of that store, and the CPU then holds the load back as if it depended on it (the
+    // backward at the encoder's shape ran ~15 % slower for it; rows M * D apart also use only
+    // 1/M of the cache sets). So the task works on a contiguous copy of its rows of value and
+    // on zeroed contiguous gradient rows half a page away from them, added to grad_value at
+    // the end: every row still receives its terms in the same order, from 0, so the result
+    // is the same bit for bit. Not for one head (already contiguous), nor for more pixels
+    // than samples (the copies would cost more than they save), nor beyond kPackBytes.
+    const bool pack = M > 1 && hi > lo && hi - lo <= s.queries * per_query &&
+                      (hi - lo) * D * static_cast<int64_t>(sizeof(opmath_t)) <= kPackBytes;
+    int64_t pixel_step = M * D, origin = 0;
+    if (pack) {
+      packed_value.resize((hi - lo) * D);
+      for (int64_t p = lo; p < hi; ++p) {
+        std::memcpy(packed_value.data() + (p - lo) * D, image_m + p * M * D,
+                    D * sizeof(scalar_t));
+      }
+      // The gradient copy starts half a page from the value copy (mod 4096 bytes), see above.
+      constexpr int64_t kPage = 4096, kSlack = kPage / sizeof(opmath_t);
+      packed_grad.resize((hi - lo) * D + kSlack);
+      const auto apart = static_cast<int64_t>(
+          (reinterpret_cast<uintptr_t>(packed_grad.data()) -
+           reinterpret_cast<uintptr_t>(packed_value.data())) % kPage);
+      const int64_t shift = ((kPage / 2 - apart + kPage) % kPage) /
+                            static_cast<int64_t>(sizeof(opmath_t));
+      std::fill(packed_grad.begin() + shift, packed_grad.begin() + shift + (hi - lo) * D,
+                opmath_t(0));
+      image_m = packed_value.data();
+      grad_m = packed_grad.data() + shift;
+      pixel_step = D;
+      origin = lo;
+    }
     // One query's samples of the task's levels per block (in pieces beyond kBlock samples).
     for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {
       const int count = static_cast<int>(std::min<int64_t>(kBlock, per_query - p0));
-      set_levels(b, count, in.levels, M * D, [&](int j) { return l0 + (p0 + j) / P; });
+      set_levels(
+          b, count, in.levels, pixel_step, [&](int j) { return l0 + (p0 + j) / P; }, origin);
       for (int64_t q = 0; q < s.queries; ++q) {
         const int64_t nqm = (n * s.queries + q) * M + m;
         const int64_t sample0 = (nqm * L + l0) * P + p0;
@@ -293,7 +384,7 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
           for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
           attn = b.softmax;
         }
-        corners(b, count, xy, attn, M * D);
+        corners(b, count, xy, attn, pixel_step);
         const scalar_t* go = grad.grad_output + nqm * D;
         for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
         // Pass 1, per inside sample: the value gradient rows and the corners' dot products
@@ -335,6 +426,13 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
         }
       }
     }
+    if (pack) {
+      opmath_t* out = grad.value + head_offset;
+      for (int64_t p = lo; p < hi; ++p) {
+        const opmath_t* row = grad_m + (p - lo) * D;
+        for (int64_t d = 0; d < D; ++d) out[p * M * D + d] += row[d];
+      }
+    }
   }
 }
 
@@ -342,17 +440,17 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
 // take the runtime-D one (kD = 0). A plain switch: lambdas would not be inlined into the
 // AVX2/AVX-512 copies and would stay baseline code.
 template <int kBytes, typename scalar_t>
-MSDA_INLINE void forward_any(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
-                             int64_t end) {
+MSDA_INLINE void forward_any(const Inputs<scalar_t>& in, scalar_t* out, int64_t chunks,
+                             int64_t begin, int64_t end) {
   switch (in.s.channels) {
 #if MSDA_SIMD
     case 32:
-      return forward_body<32, kBytes>(in, out, begin, end);
+      return forward_body<32, kBytes>(in, out, chunks, begin, end);
     case 64:
-      return forward_body<64, kBytes>(in, out, begin, end);
+      return forward_body<64, kBytes>(in, out, chunks, begin, end);
 #endif
     default:
-      return forward_body<0, kBytes>(in, out, begin, end);
+      return forward_body<0, kBytes>(in, out, chunks, begin, end);
   }
 }
 
@@ -374,8 +472,8 @@ MSDA_INLINE void backward_any(const Inputs<scalar_t>& in, const Grads<scalar_t>&
 #if MSDA_X86
 template <typename scalar_t>
 MSDA_TARGET_AVX512 void forward_avx512(const Inputs<scalar_t>& in, scalar_t* out,
-                                       int64_t begin, int64_t end) {
-  forward_any<64>(in, out, begin, end);
+                                       int64_t chunks, int64_t begin, int64_t end) {
+  forward_any<64>(in, out, chunks, begin, end);
 }
 
 template <typename scalar_t>
@@ -385,9 +483,9 @@ MSDA_TARGET_AVX512 void backward_avx512(const Inputs<scalar_t>& in, const Grads<
 }
 
 template <typename scalar_t>
-MSDA_TARGET_AVX2 void forward_avx2(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin,
-                                   int64_t end) {
-  forward_any<32>(in, out, begin, end);
+MSDA_TARGET_AVX2 void forward_avx2(const Inputs<scalar_t>& in, scalar_t* out, int64_t chunks,
+                                   int64_t begin, int64_t end) {
+  forward_any<32>(in, out, chunks, begin, end);
 }
 
 template <typename scalar_t>
@@ -419,18 +517,19 @@ Isa cpu_isa() {
 #endif
 
 template <typename scalar_t>
-void forward_range(const Inputs<scalar_t>& in, scalar_t* out, int64_t begin, int64_t end) {
+void forward_range(const Inputs<scalar_t>& in, scalar_t* out, int64_t chunks, int64_t begin,
+                   int64_t end) {
 #if MSDA_X86
   switch (cpu_isa()) {
     case Isa::avx512:
-      return forward_avx512(in, out, begin, end);
+      return forward_avx512(in, out, chunks, begin, end);
     case Isa::avx2:
-      return forward_avx2(in, out, begin, end);
+      return forward_avx2(in, out, chunks, begin, end);
     case Isa::baseline:
       break;
   }
 #endif
-  forward_any<16>(in, out, begin, end);
+  forward_any<16>(in, out, chunks, begin, end);
 }
 
 template <typename scalar_t>
@@ -475,9 +574,15 @@ at::Tensor forward_cpu(const at::Tensor& value, const at::Tensor& spatial_shapes
         const std::vector<scalar_t> zeros(p.s.channels, scalar_t(0));
         const auto in = view<scalar_t>(p, levels, softmax, zeros);
         scalar_t* out = output.mutable_data_ptr<scalar_t>();
-        // One task per (n, q): all heads of a query share its cache lines of the output.
-        at::parallel_for(0, p.s.batch * p.s.queries, 1, [&](int64_t begin, int64_t end) {
-          forward_range(in, out, begin, end);
+        // One task per (n, m), for the copy of head m's rows (see forward_body), its queries
+        // split in chunks when that leaves too few tasks for the threads. The result does not
+        // depend on the split.
+        const int64_t heads = p.s.batch * p.s.heads;
+        const int64_t chunks = std::clamp<int64_t>(
+            (4 * at::get_num_threads() + heads - 1) / std::max<int64_t>(heads, 1), 1,
+            std::max<int64_t>(p.s.queries, 1));
+        at::parallel_for(0, heads * chunks, 1, [&](int64_t begin, int64_t end) {
+          forward_range(in, out, chunks, begin, end);
         });
       });
   return output;
