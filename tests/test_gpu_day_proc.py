@@ -108,10 +108,13 @@ def test_a_summary_killed_mid_write_stays_readable(tmp_path: Path, atomic: bool)
     path = tmp_path / "summary.json"
     payload = "{'steps': {'x': 'y' * 4_000_000}, 'n': i}"
     # The control writes in place in 4 kB chunks (a large write flushed piecewise, as any
-    # buffered writer does): the file is then mid-write nearly all the time, so a kill lands
-    # there however fast the machine is. One 4 MB ``write_text`` made it a race (CI caught it).
+    # buffered writer does), its text built once: the file is then mid-write (or just
+    # truncated) all the time but a few microseconds per loop, so a kill lands there however
+    # fast the machine is. One 4 MB ``write_text``, or building the text again in each loop
+    # (the file complete while ``json.dumps`` ran), made it a race that CI lost twice.
     chunked = (
-        "text = __import__('json').dumps(" + payload + ")\n"
+        "TEXT = globals().get('TEXT') or __import__('json').dumps(" + payload + ")\n"
+        "    text = TEXT\n"
         "    with open(path, 'w') as f:\n"
         "        for s in range(0, len(text), 4096):\n"
         "            f.write(text[s:s + 4096]); f.flush()"
