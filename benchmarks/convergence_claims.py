@@ -169,6 +169,7 @@ def combine(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         out["detr_learnt"] = {
             "AP50": spread([per_seed[s]["detr_learnt"]["AP50"] for s in with_detr]),
             "gate": DETR_GATE_AP50,
+            "seeds": with_detr,
             "passed": passed,
             "tested": tested,
         }

@@ -57,6 +57,13 @@ def _seeds(payload: dict[str, Any]) -> str:
     return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})"
 
 
+def _only(seeds: list[Any], every: list[Any]) -> str:
+    """`` (seed 0 only)`` when a figure comes from fewer seeds than the header names."""
+    if not seeds or list(seeds) == list(every):
+        return ""
+    return f" (seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))} only)"
+
+
 def summary_rows(payload: dict[str, Any]) -> list[str]:
     """The README's table: one row per claim, the measured value and the verdict."""
     s = payload.get("summary", {})
@@ -67,12 +74,14 @@ def summary_rows(payload: dict[str, Any]) -> list[str]:
     ]
     gate = s.get("detr_learnt")
     untested = "not tested: DETR did not pass the AP50 gate"
+    # DETR's runs are the longest: its claims may rest on fewer seeds than the others'.
+    detr_only = _only((gate or {}).get("seeds", []), s.get("seeds", []))
     if gate is None:
         rows.append(f"| DETR learns (AP50 ≥ 0.3) | — | {paper['detr']['AP']} AP | pending |")
     else:
         verdict = "yes" if gate["tested"] else "**no**"
         rows.append(
-            f"| DETR learns (final AP50 ≥ {gate['gate']}) | {_band(gate['AP50'])} | "
+            f"| DETR learns (final AP50 ≥ {gate['gate']}) | {_band(gate['AP50'])}{detr_only} | "
             f"{paper['detr']['AP']} AP | {verdict} |"
         )
     reach = s.get("epochs_to_detr_final_AP", {}).get("ddetr")
@@ -85,7 +94,8 @@ def summary_rows(payload: dict[str, Any]) -> list[str]:
         verdict = reach["verdict"] if s["epochs_to_detr_final_AP"]["tested"] else untested
         rows.append(
             "| Deformable DETR reaches DETR's final AP in a tenth of the epochs | "
-            f"{_band(reach['fraction'], 2)} of DETR's epochs | {PAPER_FRACTION} | {verdict} |"
+            f"{_band(reach['fraction'], 2)} of DETR's epochs{detr_only} | {PAPER_FRACTION} | "
+            f"{verdict} |"
         )
     small = s.get("small_objects")
     pub = paper["ddetr"]["APs"] - paper["detr"]["APs"]
@@ -94,7 +104,8 @@ def summary_rows(payload: dict[str, Any]) -> list[str]:
     else:
         verdict = small["verdict"] if small["tested"] else untested
         rows.append(
-            f"| Better on small objects (APs) | {_band(small['difference'], signed=True)} | "
+            f"| Better on small objects (APs) | {_band(small['difference'], signed=True)}"
+            f"{detr_only} | "
             f"{pub:+.1f} | {verdict} |"
         )
     for claim, better, base in ABLATIONS:
@@ -129,13 +140,18 @@ def tables(payload: dict[str, Any]) -> list[str]:
         if not final:
             continue
         pub = paper[name]
+        values = zip(s["seeds"], final["AP"]["values"], strict=True)
+        ran = [seed for seed, v in values if v is not None]
+        title += _only(ran, s["seeds"])
         cells = [title, str(epochs.get(name, "—")), *[_band(final.get(m)) for m in METRICS]]
         cells.append(f"{pub['AP']} / {pub['APs']} ({pub['epochs']} ep)")
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
     reach = s.get("epochs_to_detr_final_AP")
+    detr_only = _only(s.get("detr_learnt", {}).get("seeds", []), s.get("seeds", []))
     if reach:
         tested = "" if reach["tested"] else " — **not tested**: DETR did not pass the AP50 gate"
+        tested += detr_only
         out += [
             "**Epochs to DETR's final AP** (first evaluation at or above it, per seed; "
             f"fraction of DETR's epochs; the paper: {PAPER_FRACTION}), and AP at equal epochs "
@@ -150,7 +166,8 @@ def tables(payload: dict[str, Any]) -> list[str]:
                 continue
             per_seed = ", ".join("never" if e is None else str(e) for e in entry["epochs"])
             out.append(
-                f"| {title} | {per_seed} | {_band(entry['fraction'], 2)} | {entry['verdict']} | "
+                f"| {title} | {per_seed} | {_band(entry['fraction'], 2)} | "
+                f"{entry['verdict'] if reach['tested'] else 'not tested'} | "
                 f"{_band(entry['equal_epochs_difference'], signed=True)} |"
             )
         out.append("")
@@ -158,7 +175,8 @@ def tables(payload: dict[str, Any]) -> list[str]:
     if small:
         out += [
             "**Small objects**: final APs of multi-scale Deformable DETR minus DETR's: "
-            f"{_band(small['difference'], signed=True)} ({small['verdict']}; COCO: "
+            f"{_band(small['difference'], signed=True)}{detr_only} "
+            f"({small['verdict'] if small['tested'] else 'not tested'}; COCO: "
             f"{paper['ddetr']['APs'] - paper['detr']['APs']:+.1f})",
             "",
         ]

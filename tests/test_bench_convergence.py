@@ -415,3 +415,26 @@ def test_stage_spreads_of_each_backbone_stage(tmp_path: Path) -> None:
     same = dp.stage_spreads(str(tmp_path / "model"), [paths[0], paths[0]])
     assert all(r["spread_over_images"] == 0 for r in same)
     assert all(r["spread_over_tokens"] > 0 for r in same)
+
+
+def test_report_names_the_seeds_detr_ran_when_fewer() -> None:
+    """DETR (the longest run) finished in seed 0 only, below the gate: its rows say so, and
+    the claims resting on it read "not tested" everywhere, not "agrees"."""
+    seed0 = _seed(0.0, 0.4, detr_ap50=0.0)
+    seed1 = {k: v for k, v in _seed(0.0, 0.5).items() if k != "detr"}
+    summaries = {0: cc.summarize(seed0), 1: cc.summarize(seed1)}
+    payload = {
+        "paper": cc.PAPER,
+        "protocol": {"epochs_per_variant": {"detr": 10, "ddetr": 2, "ddetr-refine": 2}},
+        "runs": {"0": seed0, "1": seed1},
+        "summary": cc.combine(summaries),
+    }
+    assert payload["summary"]["detr_learnt"]["seeds"] == [0]
+    rows = rc.summary_rows(payload)
+    assert rows[2] == "| DETR learns (final AP50 ≥ 0.3) | 0.000 (seed 0 only) | 43.3 AP | **no** |"
+    assert "(seed 0 only) | 0.1 | not tested: DETR did not pass the AP50 gate |" in rows[3]
+    assert "| +0.350 [+0.300, +0.400] AP |" in rows[5]  # both seeds, no note
+    doc = "\n".join(rc.tables(payload))
+    assert "| DETR-DC5 (seed 0 only) | 10 |" in doc
+    assert "| Deformable DETR, multi-scale (seed 0 only)" not in doc
+    assert "agrees" not in doc.split("**Epochs to DETR's final AP**")[1].split("**Ablations**")[0]
