@@ -543,16 +543,9 @@ fn view_bounds_are_checked() {
 
 #[test]
 fn larger_random_f32_matches_f64() {
-    // A deterministic LCG keeps the test free of extra dependencies.
-    let mut state = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as u32 % 1000
-    };
+    let mut rng = Lcg(0x2545_f491_4f6c_dd1d);
     for (r, c) in [(200, 200), (150, 300), (300, 150)] {
-        let d: Vec<f64> = (0..r * c).map(|_| f64::from(next())).collect();
+        let d: Vec<f64> = (0..r * c).map(|_| f64::from(rng.below(1000))).collect();
         let s: Vec<f32> = d.iter().map(|&x| x as f32).collect();
         let a = linear_sum_assignment(MatrixView::row_major(&d, r, c).unwrap(), false).unwrap();
         let b = linear_sum_assignment(MatrixView::row_major(&s, r, c).unwrap(), false).unwrap();
@@ -560,7 +553,7 @@ fn larger_random_f32_matches_f64() {
         let oriented: Vec<f64> = if r <= c {
             d.clone()
         } else {
-            (0..n * m).map(|k| d[(k % m) * n + k / m]).collect()
+            transpose(&d, r, c)
         };
         let expected = hungarian_reference(&oriented, n, m);
         assert_eq!(a.total(MatrixView::row_major(&d, r, c).unwrap()), expected);
@@ -575,24 +568,17 @@ fn larger_random_f32_matches_f64() {
 /// rows of a tall matrix included. Integer costs in [0, 3) give many ties.
 #[test]
 fn tall_and_wide_match_reference() {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = |range: u32| {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as u32 % range
-    };
+    let mut rng = Lcg(0x9e37_79b9_7f4a_7c15);
     let mut solver = Solver::<f64>::new();
     for q in 1..=24 {
         for t in 0..=q {
             for range in [3, 1000] {
-                let d: Vec<f64> = (0..q * t).map(|_| f64::from(next(range))).collect();
+                let d: Vec<f64> = (0..q * t).map(|_| f64::from(rng.below(range))).collect();
                 // Column-major storage of the q x t matrix is the row-major t x q one.
                 let expected = if t == 0 {
                     0.0
                 } else {
-                    let oriented: Vec<f64> = (0..t * q).map(|k| d[(k % q) * t + k / q]).collect();
-                    hungarian_reference(&oriented, t, q)
+                    hungarian_reference(&transpose(&d, q, t), t, q)
                 };
                 for (rows, cols, data) in [(q, t, d.clone()), (t, q, transpose(&d, q, t))] {
                     for layout in 0..3 {
@@ -615,18 +601,12 @@ fn tall_and_wide_match_reference() {
 /// as exhaustive search, or `Infeasible` exactly when it finds no complete assignment.
 #[test]
 fn tall_and_wide_with_forbidden_pairs_match_brute_force() {
-    let mut state = 0x0123_4567_89ab_cdefu64;
-    let mut next = |range: u32| {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (state >> 40) as u32 % range
-    };
+    let mut rng = Lcg(0x0123_4567_89ab_cdef);
     for q in 1..=8 {
         for t in 0..=q.min(5) {
             for _ in 0..20 {
                 let d: Vec<f64> = (0..q * t)
-                    .map(|_| match next(10) {
+                    .map(|_| match rng.below(10) {
                         0..=3 => f64::INFINITY,
                         x => f64::from(x),
                     })
@@ -643,6 +623,21 @@ fn tall_and_wide_with_forbidden_pairs_match_brute_force() {
                 }
             }
         }
+    }
+}
+
+/// A deterministic LCG (Knuth's MMIX constants): random test matrices without extra
+/// dependencies.
+struct Lcg(u64);
+
+impl Lcg {
+    /// The next value in `[0, range)`.
+    fn below(&mut self, range: u32) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 40) as u32 % range
     }
 }
 
