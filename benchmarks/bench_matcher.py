@@ -157,8 +157,6 @@ def bench_matcher_step(repeats: int) -> list[dict[str, Any]]:
     thread CPU time (``*_s``: robust to other jobs on the machine) and of wall time
     (``*_wall_s``).
     """
-    import time
-
     g = torch.Generator().manual_seed(0)
     bs, nq, classes, layers = 4, 300, 91, 6
     # COCO train2017 has ~7.3 objects per image with a long tail; a fixed draw from it.
@@ -201,10 +199,9 @@ def bench_matcher_step(repeats: int) -> list[dict[str, Any]]:
             wall: dict[str, list[float]] = {k: [] for k in contenders}
             for _ in range(repeats):
                 for name, fn in contenders.items():
-                    w, c = time.perf_counter(), time.thread_time()
-                    fn()
-                    cpu[name].append(time.thread_time() - c)
-                    wall[name].append(time.perf_counter() - w)
+                    w, c, _ = matcher_square.time_call(fn)
+                    cpu[name].append(c)
+                    wall[name].append(w)
             entry: dict[str, Any] = {
                 "B": bs,
                 "Q": nq,

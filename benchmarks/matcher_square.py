@@ -83,7 +83,8 @@ def _total(name: str, cost: np.ndarray, result: Any) -> float:
     return float(cost[result[0], result[1]].sum())
 
 
-def _time(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+def time_call(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """One call of ``fn``: (wall seconds, thread CPU seconds, its result)."""
     wall, cpu = time.perf_counter(), time.thread_time()
     out = fn()
     return time.perf_counter() - wall, time.thread_time() - cpu, out
@@ -116,7 +117,7 @@ def bench(sizes: list[int], lap: Any, laprust: Any, kinds: tuple[str, ...] = KIN
                 order = np.random.default_rng([n, repeats])
                 for _ in range(repeats):
                     for name in order.permutation(names).tolist():
-                        w, c, out = _time(lambda name=name, cost=cost: solvers[name](cost))
+                        w, c, out = time_call(lambda name=name, cost=cost: solvers[name](cost))
                         got = _total(name, exact, out)
                         tol = (1e-4 if dtype == "float32" else 1e-9) * max(1.0, abs(want))
                         assert abs(got - want) <= tol, (kind, n, dtype, name, got, want)
