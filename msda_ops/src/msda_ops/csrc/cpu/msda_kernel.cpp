@@ -150,6 +150,17 @@ MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
 // backward_body.
 constexpr int64_t kPackBytes = int64_t(8) << 20;
 
+// Pixels [lo, hi) of one head, D values every `pixel_step` from `head`, into `packed` as
+// contiguous rows of D (forward_body and backward_body read a head from such a copy).
+template <typename scalar_t>
+void pack_head_rows(std::vector<scalar_t>& packed, const scalar_t* head, int64_t pixel_step,
+                    int64_t D, int64_t lo, int64_t hi) {
+  packed.resize((hi - lo) * D);
+  for (int64_t p = lo; p < hi; ++p) {
+    std::memcpy(packed.data() + (p - lo) * D, head + p * pixel_step, D * sizeof(scalar_t));
+  }
+}
+
 // Tasks t in [begin, end): t = (n * M + m) * chunks + c, the queries of chunk c (the queries
 // split in `chunks` equal runs) and head m of image n; output (N, Lq, M, D).
 template <int kD, int kBytes, typename scalar_t>
@@ -178,10 +189,7 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
     const bool pack = M > 1 && S <= (q_end - q_begin) * LP &&
                       S * D * static_cast<int64_t>(sizeof(scalar_t)) <= kPackBytes;
     if (pack) {
-      packed.resize(S * D);
-      for (int64_t p = 0; p < S; ++p) {
-        std::memcpy(packed.data() + p * D, image_m + p * M * D, D * sizeof(scalar_t));
-      }
+      pack_head_rows(packed, image_m, M * D, D, 0, S);
       image_m = packed.data();
       pixel_step = D;
     }
@@ -338,11 +346,7 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
                       (hi - lo) * D * static_cast<int64_t>(sizeof(opmath_t)) <= kPackBytes;
     int64_t pixel_step = M * D, origin = 0;
     if (pack) {
-      packed_value.resize((hi - lo) * D);
-      for (int64_t p = lo; p < hi; ++p) {
-        std::memcpy(packed_value.data() + (p - lo) * D, image_m + p * M * D,
-                    D * sizeof(scalar_t));
-      }
+      pack_head_rows(packed_value, image_m, M * D, D, lo, hi);
       // The gradient copy starts half a page from the value copy (mod 4096 bytes), see above.
       constexpr int64_t kPage = 4096, kSlack = kPage / sizeof(opmath_t);
       packed_grad.resize((hi - lo) * D + kSlack);
