@@ -62,6 +62,19 @@ def problems(draw):
 @settings(max_examples=60, deadline=None)
 @given(problem=problems())
 def test_float64_kernel_equals_reference(problem):
+    _float64_kernel_equals_reference(problem)
+
+
+@settings(max_examples=30, deadline=None)
+@given(problem=problems())
+def test_float64_framed_copy_equals_reference(problem):
+    """As many queries as the CPU kernel's framed copy of a head has pixels (the sum over
+    the levels of (H + 2)(W + 2)): every head, and every level of it, is read from the copy."""
+    problem["queries"] = sum((h + 2) * (w + 2) for h, w in problem["shapes"])
+    _float64_kernel_equals_reference(problem)
+
+
+def _float64_kernel_equals_reference(problem: dict) -> None:
     assert ops.kernel_available("cpu", True)
     args = random_inputs(**problem, dtype=torch.float64, requires_grad=True)
     out, grads = forward_and_grads(kernel, args)
@@ -179,12 +192,16 @@ def test_mixed_float_dtypes(device):
     torch.testing.assert_close(fallback.double(), expected, rtol=0, atol=2e-3)
 
 
+# 8 queries x 2 levels x 2 points = 32 samples per head, fewer than the (4+2)(4+2) +
+# (2+2)(3+2) = 56 pixels of the CPU kernel's framed copy of a head: read in place; 32 queries
+# (128 samples): read from the framed copy.
+@pytest.mark.parametrize("queries", [8, 32], ids=["in-place", "framed"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_nan_propagates_and_inf_reads_nothing(device, dtype):
+def test_nan_propagates_and_inf_reads_nothing(device, dtype, queries):
     """The op's NaN rule (DESIGN.md): NaN in locations, weights or value reaches the output
     and the gradients; ±inf and far-away locations contribute zero."""
     value, shapes, starts, locations, weights = random_inputs(
-        1, 8, 2, 3, [(4, 4), (2, 3)], 2, dtype=dtype, device=device, seed=3, spread=0.2
+        1, queries, 2, 3, [(4, 4), (2, 3)], 2, dtype=dtype, device=device, seed=3, spread=0.2
     )
     nan, inf = float("nan"), float("inf")
     locations[0, 0, 0, 0, 0, 0] = nan  # query 0: a NaN location
@@ -307,8 +324,8 @@ def test_any_batch_size(device, batch):
 # The CPU kernel computes the corners of up to 64 samples at a time: more samples per
 # (query, head) than that (L * P = 70, 75) go in several blocks, forward and backward. Batch x
 # heads = 1 or 2 splits the backward per level (with up to 4 threads), 8 keeps the levels of a
-# head in one task. With more than one head a backward task works on a contiguous copy of its
-# pixels' rows (fewer pixels than samples here): per level, its rows start at that level's.
+# head in one task. A head (or a level of it) has more samples than its copy framed by zeros
+# has pixels here, so the kernel reads it from that copy: one frame per level.
 @pytest.mark.parametrize(("levels", "points"), [([(5, 6)], 70), ([(5, 6), (3, 2), (1, 4)], 25)])
 @pytest.mark.parametrize(("batch", "heads"), [(1, 1), (1, 2), (2, 4)])
 @pytest.mark.parametrize("softmax", [False, True])

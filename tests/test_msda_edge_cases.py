@@ -137,15 +137,24 @@ def special_inputs():
     return [value, shapes, starts, loc, w]
 
 
+# The CPU kernel reads a head's levels (or, in a backward split per level, one level) from a
+# copy framed by zero pixels when they have at least as many samples as the copy has pixels:
+# the forward's copy of a head has (3+2)(4+2) + (2+2)(2+2) = 46 pixels, against
+# 12 queries x 2 levels x 2 points = 48 samples (framed) or 40 with the first 10 queries
+# only, the special ones (read in place). The backward (2 heads: split per level) reads
+# level 0 (30 pixels, 20 or 24 samples) in place and level 1 (16 pixels) framed in both.
+@pytest.mark.parametrize("queries", [12, 10], ids=["framed", "in-place"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_infinite_weights_and_nan_locations(backend, dtype):
+def test_infinite_weights_and_nan_locations(backend, dtype, queries):
     """Values and the three gradients: NaN, ±inf and finite entries where the reference has them."""
     args = special_inputs()
+    args[3], args[4] = args[3][:, :queries], args[4][:, :queries]
     for i in (0, 3, 4):
         args[i] = args[i].to(dtype)
     expected = compare(args, *backend)
     out, _, grad_loc, _ = expected
     assert out.isinf().any() and out.isnan().any() and out[0, 10:].isfinite().all()
+    assert out.shape[1] == queries
     # The rule's location gradients: NaN for both coordinates of rows 0-9's special samples.
     assert grad_loc[0, 5, 1, 0, 1].isnan().all() and grad_loc[0, 10:].isfinite().all()
 

@@ -63,6 +63,12 @@ struct Block {
   // the fractions lx, ly of the pixel coordinates (location gradients).
   int32_t status[kBlock];
   int64_t offset[4][kBlock];
+  // The padded layout (Framed, see corners) in place of offset: the level's fields (the
+  // element offsets of its pixel (0, 0) and between two of its rows) and the element offset
+  // of each sample's corner (y0, x0); every corner k then lies at
+  // base + (k & 1) * D + (k >> 1) * step, a zero row when outside the map.
+  int32_t first32[kBlock], step32[kBlock], base[kBlock];
+  int32_t corner_in[4][kBlock];  // whether corner k is inside the map (1) or not (0)
   T weight[4][kBlock], coef[4][kBlock];
   T lx[kBlock], ly[kBlock];
   T softmax[kBlock];  // the weights after the softmax, when the op applies it
@@ -85,10 +91,20 @@ MSDA_INLINE T zero_unless(int32_t keep, T v) {
   return v;
 }
 
+// Where the corners of a block are read from (see corners):
+// - Plain: value as it is (or a contiguous copy); offset[k] is -1 for a corner outside the
+//   map, whose row the loops replace by zeros or skip.
+// - Framed: a copy of the levels in which each level's pixels are framed by one pixel of
+//   zeros on every side (see frame_layout in msda_kernel.cpp). The corners of an inside
+//   sample, (y0, x0) to (y0 + 1, x0 + 1) with x0 in [-1, W - 1] and y0 in [-1, H - 1], all
+//   lie in the frame, so the loops read all four without a test: a zero row for a corner
+//   outside the map. Offsets are int32: the copy is at most kPackBytes.
+enum class Layout { plain, framed };
+
 // Samples [0, count) at xy[2 j], xy[2 j + 1] (x, y) with attention weights attn[j]. Levels
 // reaching 2^31 pixels in a dimension are rejected by read_levels, so the pixel coordinates
 // of inside samples convert to int32 (a vector instruction on every x86-64).
-template <typename T>
+template <Layout kLayout = Layout::plain, typename T>
 MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
                          const T* __restrict__ attn, int64_t pixel_step) {
   // No branch and no short-circuit (&&) in the loop body: GCC vectorises only then.
@@ -112,16 +128,23 @@ MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
     const int32_t x1_in = static_cast<int32_t>(x0 + 1 <= b.iwidth[j] - 1);
     const int32_t y0_in = inside & static_cast<int32_t>(y0 >= 0);
     const int32_t y1_in = inside & static_cast<int32_t>(y0 + 1 <= b.iheight[j] - 1);
-    const int64_t base = b.first[j] + (static_cast<int64_t>(y0) * b.iwidth[j] + x0) * pixel_step;
     const int32_t in[4] = {y0_in & x0_in, y0_in & x1_in, y1_in & x0_in, y1_in & x1_in};
-    const int64_t at[4] = {base, base + pixel_step, base + b.row_step[j],
-                           base + b.row_step[j] + pixel_step};
+    if constexpr (kLayout == Layout::framed) {
+      // pixel_step is D here; x0, y0 = 0 outside (cx, cy above): an offset in the copy.
+      b.base[j] = b.first32[j] + y0 * b.step32[j] + x0 * static_cast<int32_t>(pixel_step);
+    } else {
+      const int64_t base =
+          b.first[j] + (static_cast<int64_t>(y0) * b.iwidth[j] + x0) * pixel_step;
+      const int64_t at[4] = {base, base + pixel_step, base + b.row_step[j],
+                             base + b.row_step[j] + pixel_step};
+      for (int k = 0; k < 4; ++k) b.offset[k][j] = in[k] ? at[k] : int64_t(-1);
+    }
     const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
     for (int k = 0; k < 4; ++k) {
       // Computed unconditionally, then selected: a multiplication under a condition could
       // raise an FP exception once vectorised, so GCC would keep the branch.
       const T coef = attn[j] * w[k];
-      b.offset[k][j] = in[k] ? at[k] : int64_t(-1);
+      b.corner_in[k][j] = in[k];
       b.weight[k][j] = in[k] ? w[k] : T(0);
       b.coef[k][j] = in[k] ? coef : T(0);
     }
@@ -133,19 +156,48 @@ MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
   }
 }
 
+// Where a framed copy (Layout::framed) holds one level: the element offsets of the level's
+// pixel (0, 0) and between two of its rows.
+struct Frame {
+  int32_t first, step;
+};
+
+// The framed copy of levels [l0, l1) of one head: level after level, (H + 2) x (W + 2)
+// pixels of D values each, the level's own pixels in the middle and zeros around them; a
+// level make_level skipped takes no room. Fills frames[l0, l1) and returns the copy's size
+// in pixels (the frames are valid when that many pixels of D values fit int32 offsets).
+inline int64_t frame_layout(const Level* levels, int64_t l0, int64_t l1, int64_t D,
+                            Frame* frames) {
+  int64_t pixels = 0;
+  for (int64_t l = l0; l < l1; ++l) {
+    const Level& lv = levels[l];
+    if (lv.width == 0) {
+      frames[l] = Frame{0, 0};
+      continue;
+    }
+    const int64_t row = lv.width + 2;
+    frames[l] = Frame{static_cast<int32_t>((pixels + row + 1) * D), static_cast<int32_t>(row * D)};
+    pixels += row * (lv.height + 2);
+  }
+  return pixels;
+}
+
 // Fills the level fields of b for samples [0, count) at levels level_of(j), pixel p of the
-// image at offset (p - origin) * pixel_step.
+// image at offset p * pixel_step, or in the framed copy of `frames` (Layout::framed).
 template <typename T, typename LevelOf>
 MSDA_INLINE void set_levels(Block<T>& b, int count, const Level* levels, int64_t pixel_step,
-                            LevelOf level_of, int64_t origin = 0) {
+                            LevelOf level_of, const Frame* frames = nullptr) {
   for (int j = 0; j < count; ++j) {
-    const Level& lv = levels[level_of(j)];
+    const int64_t l = level_of(j);
+    const Level& lv = levels[l];
     b.width[j] = static_cast<T>(lv.width);
     b.height[j] = static_cast<T>(lv.height);
     b.iwidth[j] = static_cast<int32_t>(lv.width);
     b.iheight[j] = static_cast<int32_t>(lv.height);
-    b.first[j] = (lv.start - origin) * pixel_step;
+    b.first[j] = lv.start * pixel_step;
     b.row_step[j] = lv.width * pixel_step;
+    b.first32[j] = frames != nullptr ? frames[l].first : 0;
+    b.step32[j] = frames != nullptr ? frames[l].step : 0;
   }
 }
 

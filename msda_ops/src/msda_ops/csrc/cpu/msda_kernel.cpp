@@ -69,22 +69,22 @@ struct Inputs {
   const scalar_t* zeros;                  // D zeros: the row of a corner outside the map
 };
 
-// out[0, D) += sum over the inside samples of b and their corners of coef * row, where row
-// is the corner's D values of head m (image_m + offset) or zeros outside the map.
-template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+// out[0, D) += sum over the inside samples of b and their corners of coef * row, where
+// row(k, j) is the D values of corner k of sample j (zeros for a corner outside the map).
+// Each corner has its own sums: one running sum per vector would chain 4 multiply-adds per
+// sample one after the other (their latency, not the loads, would set the pace).
+template <int kD, int kBytes, typename scalar_t, typename opmath_t, typename RowOf>
 MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, int count,
-                        const scalar_t* image_m, const scalar_t* zeros, int64_t D) {
-  const auto row = [&](int k, int j) {
-    const int64_t at = b.offset[k][j];
-    return at >= 0 ? image_m + at : zeros;
-  };
+                        RowOf row, int64_t D) {
 #if MSDA_SIMD
   if constexpr (kD > 0) {
     using V = typename Simd<opmath_t, kBytes>::type;
     constexpr int kW = Simd<opmath_t, kBytes>::kWidth, kV = kD / kW;
     static_assert(kD % kW == 0, "specialised head sizes are whole vectors");
-    V acc[kV], v;
-    for (int i = 0; i < kV; ++i) load(acc[i], out + i * kW);
+    V acc[4][kV], v;
+    for (int k = 0; k < 4; ++k) {
+      for (int i = 0; i < kV; ++i) acc[k][i] = V{};
+    }
     for (int j = 0; j < count; ++j) {
       if (b.status[j] != static_cast<int32_t>(Sample::inside)) continue;
       for (int k = 0; k < 4; ++k) {
@@ -92,11 +92,15 @@ MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, in
         const opmath_t coef = b.coef[k][j];
         for (int i = 0; i < kV; ++i) {
           load(v, r + i * kW);
-          acc[i] += coef * v;
+          acc[k][i] += coef * v;
         }
       }
     }
-    std::memcpy(out, acc, sizeof(acc));
+    for (int i = 0; i < kV; ++i) {
+      load(v, out + i * kW);
+      v += (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+      std::memcpy(out + i * kW, &v, sizeof(v));
+    }
     return;
   }
 #endif
@@ -106,20 +110,27 @@ MSDA_INLINE void gather(opmath_t* __restrict__ out, const Block<opmath_t>& b, in
   }
 }
 
-// acc[d] += attn * sum_k weight_k * row_k[d] for sample j of b: the reference's order, for a
-// non-finite weight (bilinear_sample in msda_sampling.h; attn * weight_k per corner would turn
-// a corner weight of 0 or corners of opposite sign into NaN where the reference gives ±inf).
-template <typename scalar_t, typename opmath_t>
+// acc[d] += attn * sum_k weight_k * row_k[d] for sample j of b, row_k = corner(k) (nullptr
+// for a corner outside the map): the reference's order, for a non-finite weight
+// (bilinear_sample in msda_sampling.h; attn * weight_k per corner would turn a corner weight
+// of 0 or corners of opposite sign into NaN where the reference gives ±inf).
+template <typename scalar_t, typename opmath_t, typename CornerOf>
 MSDA_INLINE void sample_first(opmath_t* acc, const Block<opmath_t>& b, int j, opmath_t attn,
-                              const scalar_t* image_m, int64_t D) {
+                              CornerOf corner, int64_t D) {
   for (int64_t d = 0; d < D; ++d) {
     opmath_t sum = 0;
     for (int k = 0; k < 4; ++k) {
-      const int64_t at = b.offset[k][j];
-      if (at >= 0) sum += b.weight[k][j] * static_cast<opmath_t>(image_m[at + d]);
+      const scalar_t* r = corner(k);
+      if (r != nullptr) sum += b.weight[k][j] * static_cast<opmath_t>(r[d]);
     }
     acc[d] += attn * sum;
   }
+}
+
+// The element offset of corner k of sample j of b in the framed copy (Layout::framed).
+template <typename opmath_t>
+MSDA_INLINE int64_t framed_offset(const Block<opmath_t>& b, int k, int j, int64_t D) {
+  return b.base[j] + (k & 1) * D + (k >> 1) * static_cast<int64_t>(b.step32[j]);
 }
 
 // How many queries ahead the backward prefetches its strided rows (a query's work is a few
@@ -145,19 +156,126 @@ MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
 #endif
 }
 
-// The largest contiguous copy of one head's rows of value (forward) or of a backward task's
+// The largest framed copy of one head's levels of value (forward) or of a backward task's
 // gradient rows (and as much again or less for its value rows), see forward_body and
-// backward_body.
+// backward_body. Offsets in the copy are int32 (Layout::framed).
 constexpr int64_t kPackBytes = int64_t(8) << 20;
+static_assert(kPackBytes / 2 < INT32_MAX, "framed offsets are int32");
 
-// Pixels [lo, hi) of one head, D values every `pixel_step` from `head`, into `packed` as
-// contiguous rows of D (forward_body and backward_body read a head from such a copy).
-template <typename scalar_t>
-void pack_head_rows(std::vector<scalar_t>& packed, const scalar_t* head, int64_t pixel_step,
-                    int64_t D, int64_t lo, int64_t hi) {
-  packed.resize((hi - lo) * D);
-  for (int64_t p = lo; p < hi; ++p) {
-    std::memcpy(packed.data() + (p - lo) * D, head + p * pixel_step, D * sizeof(scalar_t));
+// Whether a task copies its head's levels into a framed copy of `pixels` pixels of D values
+// of `element` bytes: not for more pixels than the task has samples (the copy would cost
+// more than it saves), nor beyond kPackBytes.
+MSDA_INLINE bool worth_framing(int64_t pixels, int64_t samples, int64_t D, int64_t element) {
+  return pixels > 0 && pixels <= samples && pixels * D * element <= kPackBytes;
+}
+
+// The framed copy (Layout::framed, frame_layout) of levels [l0, l1) of one head, whose pixel
+// p has its D values at head + p * pixel_step, into `framed` (`pixels` pixels).
+template <typename T, typename scalar_t>
+void frame_head_rows(std::vector<T>& framed, const scalar_t* head, int64_t pixel_step,
+                     int64_t D, const Level* levels, const Frame* frames, int64_t l0, int64_t l1,
+                     int64_t pixels) {
+  framed.resize(pixels * D);
+  for (int64_t l = l0; l < l1; ++l) {
+    const Level& lv = levels[l];
+    if (lv.width == 0) continue;
+    const int64_t W = lv.width, H = lv.height, step = frames[l].step;
+    T* first = framed.data() + frames[l].first;
+    std::fill(first - step - D, first - D + step, T(0));  // the top row and the next left pixel
+    for (int64_t y = 0; y < H; ++y) {
+      T* row = first + y * step;
+      const scalar_t* src = head + (lv.start + y * W) * pixel_step;
+      if (pixel_step == D) {
+        std::memcpy(row, src, W * D * sizeof(T));
+      } else {
+        for (int64_t x = 0; x < W; ++x) std::memcpy(row + x * D, src + x * pixel_step, D * sizeof(T));
+      }
+      std::fill(row + W * D, row + W * D + 2 * D, T(0));  // this row's right, next row's left
+    }
+    std::fill(first + H * step - D, first + (H + 1) * step - D, T(0));  // the bottom row
+  }
+}
+
+// Queries [q_begin, q_end) of head m of image n, whose rows are read at image_m (value as
+// it is: Layout::plain, pixel p at p * pixel_step; or its framed copy: Layout::framed,
+// pixel_step = D).
+template <int kD, int kBytes, Layout kLayout, typename scalar_t>
+MSDA_INLINE void forward_queries(const Inputs<scalar_t>& in, scalar_t* out_ptr, int64_t n,
+                                 int64_t m, int64_t q_begin, int64_t q_end,
+                                 const scalar_t* image_m, int64_t pixel_step,
+                                 const Frame* frames, at::opmath_type<scalar_t>* acc,
+                                 Block<at::opmath_type<scalar_t>>& b) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const Sizes& s = in.s;
+  const int64_t M = s.heads, P = s.points, LP = s.levels * P;
+  const int64_t D = kD > 0 ? kD : s.channels;
+  const auto row = [&](int k, int j) -> const scalar_t* {
+    if constexpr (kLayout == Layout::framed) {
+      return image_m + framed_offset(b, k, j, D);
+    } else {
+      const int64_t at = b.offset[k][j];
+      return at >= 0 ? image_m + at : in.zeros;
+    }
+  };
+  for (int64_t q = q_begin; q < q_end; ++q) {
+    const int64_t nq = n * s.queries + q;
+    std::fill(acc, acc + D, opmath_t(0));
+    const int64_t sample0 = (nq * M + m) * LP;
+    if (q + kAheadForward < q_end) {
+      // One head of every query: locations, weights and output rows M apart, which the
+      // hardware prefetcher does not follow (a profile put a third of the time on the
+      // load of the locations). Ask for those of the query kAheadForward on.
+      const int64_t ahead = sample0 + kAheadForward * M * LP;
+      prefetch_span(in.locations + 2 * ahead, 2 * LP);
+      prefetch_span(in.weights + ahead, LP);
+      prefetch_span(out_ptr + (nq * M + m + kAheadForward * M) * D, D, true);
+    }
+    const opmath_t* w = in.weights + sample0;
+    const Softmax<opmath_t> softmax =
+        in.softmax ? softmax_of(w, LP) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
+    bool nan = false;  // a sample that reads no pixel adds 0 or, when its term is NaN, NaN
+    for (int64_t j0 = 0; j0 < LP; j0 += kBlock) {
+      const int count = static_cast<int>(std::min<int64_t>(kBlock, LP - j0));
+      if (LP > kBlock || q == q_begin) {  // the same levels in every block of the task
+        set_levels(
+            b, count, in.levels, pixel_step, [&](int j) { return (j0 + j) / P; }, frames);
+      }
+      const opmath_t* xy = in.locations + 2 * (sample0 + j0);
+      const opmath_t* attn = w + j0;
+      if (in.softmax) {
+        for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+        attn = b.softmax;
+      }
+      corners<kLayout>(b, count, xy, attn, pixel_step);
+      // Samples outside the map, of a skipped level or with a non-finite weight need the
+      // loop below; usually there are none, which one vectorised pass finds out.
+      int32_t unusual = 0;
+      for (int j = 0; j < count; ++j) {
+        unusual |= static_cast<int32_t>(b.status[j] != static_cast<int32_t>(Sample::inside)) |
+                   static_cast<int32_t>(!(attn[j] - attn[j] == opmath_t(0)));  // !is_finite
+      }
+      for (int j = 0; unusual != 0 && j < count; ++j) {
+        const int32_t where = b.status[j];
+        if (where == kSkipped) continue;
+        if (where == static_cast<int32_t>(Sample::inside)) {
+          if (!is_finite(attn[j])) {  // rare: taken out of the gather, see sample_first
+            const auto corner = [&](int k) -> const scalar_t* {
+              return b.corner_in[k][j] != 0 ? row(k, j) : nullptr;
+            };
+            sample_first<scalar_t>(acc, b, j, attn[j], corner, D);
+            b.status[j] = kSkipped;
+          }
+          continue;
+        }
+        const opmath_t term =
+            unsampled_term(static_cast<Sample>(where), xy[2 * j], xy[2 * j + 1], attn[j]);
+        nan = nan || term != opmath_t(0);
+      }
+      gather<kD, kBytes, scalar_t>(acc, b, count, row, D);
+    }
+    if (nan) std::fill(acc, acc + D, std::numeric_limits<opmath_t>::quiet_NaN());
+    scalar_t* out = out_ptr + (nq * M + m) * D;
+    for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
   }
 }
 
@@ -168,86 +286,33 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
                               int64_t begin, int64_t end) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
-  const int64_t M = s.heads, P = s.points, LP = s.levels * P, S = s.length;
+  const int64_t M = s.heads, LP = s.levels * s.points, S = s.length;
   const int64_t D = kD > 0 ? kD : s.channels;
   const int64_t per_chunk = (s.queries + chunks - 1) / chunks;
   std::vector<opmath_t> acc(D);
-  std::vector<scalar_t> packed;
+  std::vector<scalar_t> framed;
+  std::vector<Frame> frames(s.levels);
+  const int64_t framed_pixels = frame_layout(in.levels, 0, s.levels, D, frames.data());
   Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
     const int64_t c = task % chunks, m = (task / chunks) % M, n = task / (chunks * M);
     const int64_t q_begin = c * per_chunk, q_end = std::min(s.queries, q_begin + per_chunk);
     if (q_begin >= q_end) continue;
-    // Pixel i of level l, head m, is at image_m + (start_l + i) * pixel_step.
+    // Pixel i of level l, head m, is at image_m + (start_l + i) * M * D.
     const scalar_t* image_m = in.value + n * S * M * D + m * D;
-    int64_t pixel_step = M * D;
     // Head m's rows are D values every M * D, and the samples read them anywhere: one head
     // at a time on a contiguous copy of its rows, they stay in the caches (1/M of value:
-    // 170 KiB at the encoder's shape, against 1.4 MiB for all heads). Not for one head
-    // (already contiguous), nor for more pixels than samples (the copy would cost more than
-    // it saves), nor beyond kPackBytes.
-    const bool pack = M > 1 && S <= (q_end - q_begin) * LP &&
-                      S * D * static_cast<int64_t>(sizeof(scalar_t)) <= kPackBytes;
-    if (pack) {
-      pack_head_rows(packed, image_m, M * D, D, 0, S);
-      image_m = packed.data();
-      pixel_step = D;
-    }
-    for (int64_t q = q_begin; q < q_end; ++q) {
-      const int64_t nq = n * s.queries + q;
-      std::fill(acc.begin(), acc.end(), opmath_t(0));
-      const int64_t sample0 = (nq * M + m) * LP;
-      if (q + kAheadForward < q_end) {
-        // One head of every query: locations, weights and output rows M apart, which the
-        // hardware prefetcher does not follow (a profile put a third of the time on the
-        // load of the locations). Ask for those of the query kAheadForward on.
-        const int64_t ahead = sample0 + kAheadForward * M * LP;
-        prefetch_span(in.locations + 2 * ahead, 2 * LP);
-        prefetch_span(in.weights + ahead, LP);
-        prefetch_span(out_ptr + (nq * M + m + kAheadForward * M) * D, D, true);
-      }
-      const opmath_t* w = in.weights + sample0;
-      const Softmax<opmath_t> softmax =
-          in.softmax ? softmax_of(w, LP) : Softmax<opmath_t>{opmath_t(0), opmath_t(0)};
-      bool nan = false;  // a sample that reads no pixel adds 0 or, when its term is NaN, NaN
-      for (int64_t j0 = 0; j0 < LP; j0 += kBlock) {
-        const int count = static_cast<int>(std::min<int64_t>(kBlock, LP - j0));
-        if (LP > kBlock || q == q_begin) {  // the same levels in every block of the task
-          set_levels(b, count, in.levels, pixel_step, [&](int j) { return (j0 + j) / P; });
-        }
-        const opmath_t* xy = in.locations + 2 * (sample0 + j0);
-        const opmath_t* attn = w + j0;
-        if (in.softmax) {
-          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
-          attn = b.softmax;
-        }
-        corners(b, count, xy, attn, pixel_step);
-        // Samples outside the map, of a skipped level or with a non-finite weight need the
-        // loop below; usually there are none, which one vectorised pass finds out.
-        int32_t unusual = 0;
-        for (int j = 0; j < count; ++j) {
-          unusual |= static_cast<int32_t>(b.status[j] != static_cast<int32_t>(Sample::inside)) |
-                     static_cast<int32_t>(!(attn[j] - attn[j] == opmath_t(0)));  // !is_finite
-        }
-        for (int j = 0; unusual != 0 && j < count; ++j) {
-          const int32_t where = b.status[j];
-          if (where == kSkipped) continue;
-          if (where == static_cast<int32_t>(Sample::inside)) {
-            if (!is_finite(attn[j])) {  // rare: taken out of the gather, see sample_first
-              sample_first(acc.data(), b, j, attn[j], image_m, D);
-              b.status[j] = kSkipped;
-            }
-            continue;
-          }
-          const opmath_t term =
-              unsampled_term(static_cast<Sample>(where), xy[2 * j], xy[2 * j + 1], attn[j]);
-          nan = nan || term != opmath_t(0);
-        }
-        gather<kD, kBytes>(acc.data(), b, count, image_m, in.zeros, D);
-      }
-      if (nan) std::fill(acc.begin(), acc.end(), std::numeric_limits<opmath_t>::quiet_NaN());
-      scalar_t* out = out_ptr + (nq * M + m) * D;
-      for (int64_t d = 0; d < D; ++d) out[d] = static_cast<scalar_t>(acc[d]);
+    // 200 KiB at the encoder's shape, against 1.4 MiB for all heads), and framed by zeros
+    // the loops read every corner without a test (Layout::framed).
+    if (worth_framing(framed_pixels, (q_end - q_begin) * LP, D, sizeof(scalar_t))) {
+      frame_head_rows(framed, image_m, M * D, D, in.levels, frames.data(), 0, s.levels,
+                      framed_pixels);
+      forward_queries<kD, kBytes, Layout::framed>(in, out_ptr, n, m, q_begin, q_end,
+                                                  framed.data(), D, frames.data(), acc.data(),
+                                                  b);
+    } else {
+      forward_queries<kD, kBytes, Layout::plain>(in, out_ptr, n, m, q_begin, q_end, image_m,
+                                                 M * D, nullptr, acc.data(), b);
     }
   }
 }
@@ -263,11 +328,20 @@ struct Grads {
 };
 
 // For one inside sample j of b: adds attn * weight_k * g to the gradient rows of its corners
-// and returns the dot products <g, row_k> of its corners (0 for a corner outside).
-template <int kD, int kBytes, typename scalar_t, typename opmath_t>
+// and returns the dot products <g, row_k> of its corners: 0 for a corner outside in
+// Layout::plain; in Layout::framed a corner outside reads (and writes) the frame, and its
+// dot product is masked later.
+template <int kD, int kBytes, Layout kLayout, typename scalar_t, typename opmath_t>
 MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t* __restrict__ g,
                                  const scalar_t* image_m, opmath_t* grad_m, int64_t D,
                                  opmath_t dot[4]) {
+  const auto offset = [&](int k) -> int64_t {
+    if constexpr (kLayout == Layout::framed) {
+      return framed_offset(b, k, j, D);
+    } else {
+      return b.offset[k][j];
+    }
+  };
 #if MSDA_SIMD
   if constexpr (kD > 0) {
     using V = typename Simd<opmath_t, kBytes>::type;
@@ -275,12 +349,12 @@ MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t
     V gv[kV], v, gr, part[4];
     for (int i = 0; i < kV; ++i) load(gv[i], g + i * kW);
     for (int k = 0; k < 4; ++k) {
-      const int64_t at = b.offset[k][j];
+      const int64_t at = offset(k);
       part[k] = V{};
-      // A branch, not a select of a zero row and a scratch gradient row for a corner
-      // outside: that select measured ~15 % slower (the gradient rows' addresses then wait
-      // for the offsets to load).
-      if (at < 0) continue;
+      // Layout::plain: a branch, not a select of a zero row and a scratch gradient row for
+      // a corner outside: that select measured ~15 % slower (the gradient rows' addresses
+      // then wait for the offsets to load).
+      if (kLayout == Layout::plain && at < 0) continue;
       const scalar_t* row = image_m + at;
       opmath_t* grad_row = grad_m + at;
       const opmath_t coef = b.coef[k][j];
@@ -297,9 +371,99 @@ MSDA_INLINE void sample_backward(const Block<opmath_t>& b, int j, const opmath_t
   }
 #endif
   for (int k = 0; k < 4; ++k) {
-    const int64_t at = b.offset[k][j];
+    const int64_t at = b.corner_in[k][j] != 0 ? offset(k) : -1;
     dot[k] = at < 0 ? opmath_t(0)
                     : dot_and_axpy(g, image_m + at, grad_m + at, b.coef[k][j], D);
+  }
+}
+
+// The queries of task (n, m, levels [l0, l0 + L / groups)), whose rows of value are read at
+// image_m and whose gradient rows are at grad_m (value and grad_value as they are:
+// Layout::plain, pixel p at p * pixel_step; or framed copies: Layout::framed, pixel_step = D).
+template <int kD, int kBytes, Layout kLayout, typename scalar_t>
+MSDA_INLINE void backward_queries(const Inputs<scalar_t>& in, const Grads<scalar_t>& grad,
+                                  int64_t n, int64_t m, int64_t l0, int64_t group_levels,
+                                  const scalar_t* image_m, at::opmath_type<scalar_t>* grad_m,
+                                  int64_t pixel_step, const Frame* frames,
+                                  at::opmath_type<scalar_t>* g, Block<at::opmath_type<scalar_t>>& b) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const Sizes& s = in.s;
+  const int64_t M = s.heads, L = s.levels, P = s.points;
+  const int64_t D = kD > 0 ? kD : s.channels;
+  const int64_t per_query = group_levels * P;
+  // One query's samples of the task's levels per block (in pieces beyond kBlock samples).
+  for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {
+    const int count = static_cast<int>(std::min<int64_t>(kBlock, per_query - p0));
+    set_levels(
+        b, count, in.levels, pixel_step, [&](int j) { return l0 + (p0 + j) / P; }, frames);
+    for (int64_t q = 0; q < s.queries; ++q) {
+      const int64_t nqm = (n * s.queries + q) * M + m;
+      const int64_t sample0 = (nqm * L + l0) * P + p0;
+      const opmath_t* xy = in.locations + 2 * sample0;
+      const opmath_t* attn = in.weights + sample0;
+      if (q + kAhead < s.queries) {
+        // A task reads one head of every query: rows M apart, which the hardware
+        // prefetcher does not follow (a perf profile put 17 % of the backward on the load
+        // of grad_output). Ask for the rows of the query kAhead on.
+        const int64_t ahead = kAhead * M;
+        prefetch_span(grad.grad_output + (nqm + ahead) * D, D);
+        prefetch_span(xy + 2 * ahead * L * P, 2 * count);
+        prefetch_span(attn + ahead * L * P, count);
+        prefetch_span(grad.locations + 2 * (sample0 + ahead * L * P), 2 * count, true);
+        prefetch_span(grad.weights + sample0 + ahead * L * P, count, true);
+      }
+      if (in.softmax) {
+        const Softmax<opmath_t> softmax = in.softmax_rows[nqm];
+        for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
+        attn = b.softmax;
+      }
+      corners<kLayout>(b, count, xy, attn, pixel_step);
+      const scalar_t* go = grad.grad_output + nqm * D;
+      for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
+      // Pass 1, per inside sample: the value gradient rows and the corners' dot products
+      // (0 for every other sample, whose corners all lie outside: weights 0).
+      bool any_nan = false;
+      for (int j = 0; j < count; ++j) {
+        const int32_t where = b.status[j];
+        any_nan |= where == static_cast<int32_t>(Sample::nan);
+        opmath_t dot[4] = {0, 0, 0, 0};
+        if (where == static_cast<int32_t>(Sample::inside)) {
+          sample_backward<kD, kBytes, kLayout>(b, j, g, image_m, grad_m, D, dot);
+        }
+        for (int k = 0; k < 4; ++k) b.dot[k][j] = dot[k];
+      }
+      // Pass 2, every sample at once (no branch: vectorised). An outside sample gets
+      // location_grad(attn, 0): 0, or NaN for a non-finite weight; a sample of a skipped
+      // level gets 0.
+      opmath_t* __restrict__ gw = grad.weights + sample0;
+      opmath_t* __restrict__ gl = grad.locations + 2 * sample0;
+      for (int j = 0; j < count; ++j) {
+        opmath_t d0 = b.dot[0][j], d1 = b.dot[1][j], d2 = b.dot[2][j], d3 = b.dot[3][j];
+        if constexpr (kLayout == Layout::framed) {  // a corner outside read a zero row
+          d0 = zero_unless(b.corner_in[0][j], d0);
+          d1 = zero_unless(b.corner_in[1][j], d1);
+          d2 = zero_unless(b.corner_in[2][j], d2);
+          d3 = zero_unless(b.corner_in[3][j], d3);
+        }
+        // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
+        const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
+        const opmath_t grad_x = hy * (d1 - d0) + ly * (d3 - d2);
+        const opmath_t grad_y = hx * (d2 - d0) + lx * (d3 - d1);
+        gw[j] = b.weight[0][j] * d0 + b.weight[1][j] * d1 + b.weight[2][j] * d2 +
+                b.weight[3][j] * d3;
+        const int32_t read = static_cast<int32_t>(b.status[j] <= 1);  // outside or inside
+        // d(pixel x)/dx = W and d(pixel y)/dy = H.
+        gl[2 * j] = zero_unless(read, location_grad(attn[j], grad_x * b.width[j]));
+        gl[2 * j + 1] = zero_unless(read, location_grad(attn[j], grad_y * b.height[j]));
+      }
+      if (any_nan) {  // a NaN location: NaN gradients for its weight and location
+        for (int j = 0; j < count; ++j) {
+          if (b.status[j] == static_cast<int32_t>(Sample::nan)) {
+            gw[j] = gl[2 * j] = gl[2 * j + 1] = xy[2 * j] + xy[2 * j + 1];
+          }
+        }
+      }
+    }
   }
 }
 
@@ -313,128 +477,57 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
   const Sizes& s = in.s;
   const int64_t M = s.heads, L = s.levels, P = s.points;
   const int64_t D = kD > 0 ? kD : s.channels;
-  const int64_t group_levels = L / groups, per_query = group_levels * P;
+  const int64_t group_levels = L / groups;
   std::vector<opmath_t> g(D);
-  std::vector<scalar_t> packed_value;
-  std::vector<opmath_t> packed_grad;
+  std::vector<scalar_t> framed_value;
+  std::vector<opmath_t> framed_grad;
+  std::vector<Frame> frames(L);
   Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
-    const int64_t l0 = (task % groups) * group_levels;
+    const int64_t l0 = (task % groups) * group_levels, l1 = l0 + group_levels;
     const int64_t m = (task / groups) % M;
     const int64_t n = task / (groups * M);
     const int64_t head_offset = n * s.length * M * D + m * D;
     const scalar_t* image_m = in.value + head_offset;
-    opmath_t* grad_m = grad.value + head_offset;
-    // The pixels [lo, hi) of the task's levels (those make_level kept).
-    int64_t lo = s.length, hi = 0;
-    for (int64_t l = l0; l < l0 + group_levels; ++l) {
-      const Level& lv = in.levels[l];
-      if (lv.width == 0) continue;
-      lo = std::min(lo, lv.start);
-      hi = std::max(hi, lv.start + lv.height * lv.width);
-    }
     // Head m's rows are D values every M * D, at the same offsets in value and grad_value:
     // a value row read just after a gradient row was written often has the low 12 address
     // bits of that store, and the CPU then holds the load back as if it depended on it (the
     // backward at the encoder's shape ran ~15 % slower for it; rows M * D apart also use only
-    // 1/M of the cache sets). So the task works on a contiguous copy of its rows of value and
-    // on zeroed contiguous gradient rows half a page away from them, added to grad_value at
-    // the end: every row still receives its terms in the same order, from 0, so the result
-    // is the same bit for bit. Not for one head (already contiguous), nor for more pixels
-    // than samples (the copies would cost more than they save), nor beyond kPackBytes.
-    const bool pack = M > 1 && hi > lo && hi - lo <= s.queries * per_query &&
-                      (hi - lo) * D * static_cast<int64_t>(sizeof(opmath_t)) <= kPackBytes;
-    int64_t pixel_step = M * D, origin = 0;
-    if (pack) {
-      pack_head_rows(packed_value, image_m, M * D, D, lo, hi);
-      // The gradient copy starts half a page from the value copy (mod 4096 bytes), see above.
-      constexpr int64_t kPage = 4096, kSlack = kPage / sizeof(opmath_t);
-      packed_grad.resize((hi - lo) * D + kSlack);
-      const auto apart = static_cast<int64_t>(
-          (reinterpret_cast<uintptr_t>(packed_grad.data()) -
-           reinterpret_cast<uintptr_t>(packed_value.data())) % kPage);
-      const int64_t shift = ((kPage / 2 - apart + kPage) % kPage) /
-                            static_cast<int64_t>(sizeof(opmath_t));
-      std::fill(packed_grad.begin() + shift, packed_grad.begin() + shift + (hi - lo) * D,
-                opmath_t(0));
-      image_m = packed_value.data();
-      grad_m = packed_grad.data() + shift;
-      pixel_step = D;
-      origin = lo;
+    // 1/M of the cache sets). So the task works on a framed copy of its levels of value
+    // (Layout::framed: every corner read without a test) and on zeroed gradient rows in the
+    // same layout half a page away from them, added to grad_value at the end: every row
+    // still receives its terms in the same order, from 0, so the result is the same bit for
+    // bit.
+    const int64_t pixels = frame_layout(in.levels, l0, l1, D, frames.data());
+    if (!worth_framing(pixels, s.queries * group_levels * P, D, sizeof(opmath_t))) {
+      backward_queries<kD, kBytes, Layout::plain>(in, grad, n, m, l0, group_levels, image_m,
+                                                  grad.value + head_offset, M * D, nullptr,
+                                                  g.data(), b);
+      continue;
     }
-    // One query's samples of the task's levels per block (in pieces beyond kBlock samples).
-    for (int64_t p0 = 0; p0 < per_query; p0 += kBlock) {
-      const int count = static_cast<int>(std::min<int64_t>(kBlock, per_query - p0));
-      set_levels(
-          b, count, in.levels, pixel_step, [&](int j) { return l0 + (p0 + j) / P; }, origin);
-      for (int64_t q = 0; q < s.queries; ++q) {
-        const int64_t nqm = (n * s.queries + q) * M + m;
-        const int64_t sample0 = (nqm * L + l0) * P + p0;
-        const opmath_t* xy = in.locations + 2 * sample0;
-        const opmath_t* attn = in.weights + sample0;
-        if (q + kAhead < s.queries) {
-          // A task reads one head of every query: rows M apart, which the hardware
-          // prefetcher does not follow (a perf profile put 17 % of the backward on the load
-          // of grad_output). Ask for the rows of the query kAhead on.
-          const int64_t ahead = kAhead * M;
-          prefetch_span(grad.grad_output + (nqm + ahead) * D, D);
-          prefetch_span(xy + 2 * ahead * L * P, 2 * count);
-          prefetch_span(attn + ahead * L * P, count);
-          prefetch_span(grad.locations + 2 * (sample0 + ahead * L * P), 2 * count, true);
-          prefetch_span(grad.weights + sample0 + ahead * L * P, count, true);
+    frame_head_rows(framed_value, image_m, M * D, D, in.levels, frames.data(), l0, l1, pixels);
+    // The gradient copy starts half a page from the value copy (mod 4096 bytes), see above.
+    constexpr int64_t kPage = 4096, kSlack = kPage / sizeof(opmath_t);
+    framed_grad.resize(pixels * D + kSlack);
+    const auto apart = static_cast<int64_t>(
+        (reinterpret_cast<uintptr_t>(framed_grad.data()) -
+         reinterpret_cast<uintptr_t>(framed_value.data())) % kPage);
+    const int64_t shift =
+        ((kPage / 2 - apart + kPage) % kPage) / static_cast<int64_t>(sizeof(opmath_t));
+    opmath_t* grad_m = framed_grad.data() + shift;
+    std::fill(grad_m, grad_m + pixels * D, opmath_t(0));
+    backward_queries<kD, kBytes, Layout::framed>(in, grad, n, m, l0, group_levels,
+                                                 framed_value.data(), grad_m, D, frames.data(),
+                                                 g.data(), b);
+    // The levels' own pixels (the frame's rows gathered what corners outside added).
+    for (int64_t l = l0; l < l1; ++l) {
+      const Level& lv = in.levels[l];
+      for (int64_t y = 0; y < lv.height; ++y) {
+        const opmath_t* row = grad_m + frames[l].first + y * frames[l].step;
+        opmath_t* out = grad.value + head_offset + (lv.start + y * lv.width) * M * D;
+        for (int64_t x = 0; x < lv.width; ++x) {
+          for (int64_t d = 0; d < D; ++d) out[x * M * D + d] += row[x * D + d];
         }
-        if (in.softmax) {
-          const Softmax<opmath_t> softmax = in.softmax_rows[nqm];
-          for (int j = 0; j < count; ++j) b.softmax[j] = softmax(attn[j]);
-          attn = b.softmax;
-        }
-        corners(b, count, xy, attn, pixel_step);
-        const scalar_t* go = grad.grad_output + nqm * D;
-        for (int64_t d = 0; d < D; ++d) g[d] = static_cast<opmath_t>(go[d]);
-        // Pass 1, per inside sample: the value gradient rows and the corners' dot products
-        // (0 for every other sample, whose corners all lie outside: weights 0).
-        bool any_nan = false;
-        for (int j = 0; j < count; ++j) {
-          const int32_t where = b.status[j];
-          any_nan |= where == static_cast<int32_t>(Sample::nan);
-          opmath_t dot[4] = {0, 0, 0, 0};
-          if (where == static_cast<int32_t>(Sample::inside)) {
-            sample_backward<kD, kBytes>(b, j, g.data(), image_m, grad_m, D, dot);
-          }
-          for (int k = 0; k < 4; ++k) b.dot[k][j] = dot[k];
-        }
-        // Pass 2, every sample at once (no branch: vectorised). An outside sample gets
-        // location_grad(attn, 0): 0, or NaN for a non-finite weight; a sample of a skipped
-        // level gets 0.
-        opmath_t* __restrict__ gw = grad.weights + sample0;
-        opmath_t* __restrict__ gl = grad.locations + 2 * sample0;
-        for (int j = 0; j < count; ++j) {
-          const opmath_t d0 = b.dot[0][j], d1 = b.dot[1][j], d2 = b.dot[2][j], d3 = b.dot[3][j];
-          // d weight_k / d px = (-hy, hy, -ly, ly), d weight_k / d py = (-hx, -lx, hx, lx).
-          const opmath_t lx = b.lx[j], ly = b.ly[j], hx = 1 - lx, hy = 1 - ly;
-          const opmath_t grad_x = hy * (d1 - d0) + ly * (d3 - d2);
-          const opmath_t grad_y = hx * (d2 - d0) + lx * (d3 - d1);
-          gw[j] = b.weight[0][j] * d0 + b.weight[1][j] * d1 + b.weight[2][j] * d2 +
-                  b.weight[3][j] * d3;
-          const int32_t read = static_cast<int32_t>(b.status[j] <= 1);  // outside or inside
-          // d(pixel x)/dx = W and d(pixel y)/dy = H.
-          gl[2 * j] = zero_unless(read, location_grad(attn[j], grad_x * b.width[j]));
-          gl[2 * j + 1] = zero_unless(read, location_grad(attn[j], grad_y * b.height[j]));
-        }
-        if (any_nan) {  // a NaN location: NaN gradients for its weight and location
-          for (int j = 0; j < count; ++j) {
-            if (b.status[j] == static_cast<int32_t>(Sample::nan)) {
-              gw[j] = gl[2 * j] = gl[2 * j + 1] = xy[2 * j] + xy[2 * j + 1];
-            }
-          }
-        }
-      }
-    }
-    if (pack) {
-      opmath_t* out = grad.value + head_offset;
-      for (int64_t p = lo; p < hi; ++p) {
-        const opmath_t* row = grad_m + (p - lo) * D;
-        for (int64_t d = 0; d < D; ++d) out[p * M * D + d] += row[d];
       }
     }
   }
