@@ -135,3 +135,20 @@ def test_speedup_plot_draws_one_bar_group_per_case(tmp_path: Path) -> None:
         assert image.format == "PNG" and min(image.size) > 100
     assert not bench_msda.plot_speedups([], tmp_path / "empty.png")
     assert not (tmp_path / "empty.png").exists()
+
+
+def test_roofline_rates_each_round_against_the_peak_of_that_round() -> None:
+    """roofline_cpu.paired: hand-computed ratios, the memory side where it binds."""
+    import roofline_cpu
+
+    n = 10  # a matmul of 2 * 10^3 = 2000 FLOPs
+    # Round 1: peak 2000 FLOP / 1 s -> compute bound 500 / 2000 = 0.25 s; memory 100 / 1000
+    # = 0.1 s: bound 0.25 s, kernel 0.5 s -> 2x. Round 2: peak 4000 FLOP/s -> 0.125 s; kernel
+    # 0.5 s -> 4x. Round 3: peak 20000 FLOP/s -> 0.025 s, below the memory's 0.1 s -> 5x.
+    got = roofline_cpu.paired([0.5, 0.5, 0.5], [1.0, 0.5, 0.1], n, 500, 100, 1000.0)
+    assert got["x_bound_rounds"] == pytest.approx([2.0, 4.0, 5.0])
+    assert (got["x_bound_median"], got["x_bound_min"], got["x_bound_max"]) == pytest.approx(
+        (4.0, 2.0, 5.0)
+    )
+    with pytest.raises(ValueError):
+        roofline_cpu.paired([0.5], [1.0, 0.5], n, 500, 100, 1000.0)

@@ -23,6 +23,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "cpu/msda_block.h"
 #include "msda_ops.h"
 
@@ -156,6 +160,73 @@ MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
 #endif
 }
 
+// Scratch memory of one thread for the framed copies, kept from one task (and call) to the
+// next: 2 MiB aligned and, on Linux, backed by huge pages where the system allows it
+// (madvise). Memory from the heap made the kernel's speed depend on the allocator's
+// history: after one unrelated large computation in the same process the backward ran up
+// to 1.5x slower on the same inputs (scattered 4 KiB pages: cache sets and TLB); a few
+// contiguous pages behave the same every time. More than kKeepBytes is returned after use.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { release(); }
+
+  // At least `bytes` bytes, 2 MiB aligned, contents undefined.
+  char* get(size_t bytes) {
+    if (bytes <= size_) return base_;
+    release();
+    const size_t size = (bytes + kHuge - 1) / kHuge * kHuge;
+#if defined(__linux__)
+    void* raw = mmap(nullptr, size + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    TORCH_CHECK(raw != MAP_FAILED, "msda_ops: cannot map ", size, " bytes of scratch memory");
+    char* start = static_cast<char*>(raw);
+    char* aligned = reinterpret_cast<char*>(
+        (reinterpret_cast<uintptr_t>(start) + kHuge - 1) / kHuge * kHuge);
+    if (aligned > start) munmap(start, aligned - start);
+    munmap(aligned + size, start + kHuge - aligned);
+#if defined(MADV_HUGEPAGE)
+    madvise(aligned, size, MADV_HUGEPAGE);  // a request: without huge pages it is ignored
+#endif
+    base_ = aligned;
+#else
+    base_ = static_cast<char*>(std::aligned_alloc(kHuge, size));
+    TORCH_CHECK(base_ != nullptr, "msda_ops: cannot allocate ", size, " bytes of scratch memory");
+#endif
+    size_ = size;
+    return base_;
+  }
+
+  // Gives the memory back if it is more than kKeepBytes (a large problem's copies).
+  void trim() {
+    if (size_ > kKeepBytes) release();
+  }
+
+ private:
+  static constexpr size_t kHuge = size_t(2) << 20, kKeepBytes = size_t(4) << 20;
+
+  void release() {
+    if (base_ == nullptr) return;
+#if defined(__linux__)
+    munmap(base_, size_);
+#else
+    std::free(base_);
+#endif
+    base_ = nullptr;
+    size_ = 0;
+  }
+
+  char* base_ = nullptr;
+  size_t size_ = 0;
+};
+
+Scratch& thread_scratch() {
+  thread_local Scratch scratch;
+  return scratch;
+}
+
 // The largest framed copy of one head's levels of value (forward) or of a backward task's
 // gradient rows (and as much again or less for its value rows), see forward_body and
 // backward_body. Offsets in the copy are int32 (Layout::framed).
@@ -172,15 +243,13 @@ MSDA_INLINE bool worth_framing(int64_t pixels, int64_t samples, int64_t D, int64
 // The framed copy (Layout::framed, frame_layout) of levels [l0, l1) of one head, whose pixel
 // p has its D values at head + p * pixel_step, into `framed` (`pixels` pixels).
 template <typename T, typename scalar_t>
-void frame_head_rows(std::vector<T>& framed, const scalar_t* head, int64_t pixel_step,
-                     int64_t D, const Level* levels, const Frame* frames, int64_t l0, int64_t l1,
-                     int64_t pixels) {
-  framed.resize(pixels * D);
+void frame_head_rows(T* framed, const scalar_t* head, int64_t pixel_step, int64_t D,
+                     const Level* levels, const Frame* frames, int64_t l0, int64_t l1) {
   for (int64_t l = l0; l < l1; ++l) {
     const Level& lv = levels[l];
     if (lv.width == 0) continue;
     const int64_t W = lv.width, H = lv.height, step = frames[l].step;
-    T* first = framed.data() + frames[l].first;
+    T* first = framed + frames[l].first;
     std::fill(first - step - D, first - D + step, T(0));  // the top row and the next left pixel
     for (int64_t y = 0; y < H; ++y) {
       T* row = first + y * step;
@@ -290,7 +359,6 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
   const int64_t D = kD > 0 ? kD : s.channels;
   const int64_t per_chunk = (s.queries + chunks - 1) / chunks;
   std::vector<opmath_t> acc(D);
-  std::vector<scalar_t> framed;
   std::vector<Frame> frames(s.levels);
   const int64_t framed_pixels = frame_layout(in.levels, 0, s.levels, D, frames.data());
   Block<opmath_t> b;
@@ -305,16 +373,17 @@ MSDA_INLINE void forward_body(const Inputs<scalar_t>& in, scalar_t* out_ptr, int
     // 200 KiB at the encoder's shape, against 1.4 MiB for all heads), and framed by zeros
     // the loops read every corner without a test (Layout::framed).
     if (worth_framing(framed_pixels, (q_end - q_begin) * LP, D, sizeof(scalar_t))) {
-      frame_head_rows(framed, image_m, M * D, D, in.levels, frames.data(), 0, s.levels,
-                      framed_pixels);
-      forward_queries<kD, kBytes, Layout::framed>(in, out_ptr, n, m, q_begin, q_end,
-                                                  framed.data(), D, frames.data(), acc.data(),
-                                                  b);
+      auto* framed = reinterpret_cast<scalar_t*>(
+          thread_scratch().get(framed_pixels * D * sizeof(scalar_t)));
+      frame_head_rows(framed, image_m, M * D, D, in.levels, frames.data(), 0, s.levels);
+      forward_queries<kD, kBytes, Layout::framed>(in, out_ptr, n, m, q_begin, q_end, framed, D,
+                                                  frames.data(), acc.data(), b);
     } else {
       forward_queries<kD, kBytes, Layout::plain>(in, out_ptr, n, m, q_begin, q_end, image_m,
                                                  M * D, nullptr, acc.data(), b);
     }
   }
+  thread_scratch().trim();
 }
 
 // Gradients of one task (n, m, level), see backward_cpu.
@@ -325,7 +394,23 @@ struct Grads {
   opmath_t* value;              // (N, S, M, D)
   opmath_t* locations;          // (N, Lq, M, L, P, 2)
   opmath_t* weights;            // (N, Lq, M, L, P): d loss / d weight (before softmax)
+  // Whether value's gradient arrives uninitialised (see backward_cpu): a task then writes
+  // its levels' rows of its head first (zeros, or the framed copy's sums) instead of adding
+  // to them.
+  bool value_unset;
 };
+
+// Whether the levels tile value exactly: all kept by make_level, level l starting where
+// level l - 1 ends, the last ending at S (what the Python checks require). Each pixel of a
+// head then belongs to one level, whose task writes it.
+bool levels_tile_value(const std::vector<Level>& levels, int64_t length) {
+  int64_t next = 0;
+  for (const Level& lv : levels) {
+    if (lv.width == 0 || lv.start != next) return false;
+    next += lv.height * lv.width;
+  }
+  return next == length;
+}
 
 // For one inside sample j of b: adds attn * weight_k * g to the gradient rows of its corners
 // and returns the dot products <g, row_k> of its corners: 0 for a corner outside in
@@ -479,8 +564,6 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
   const int64_t D = kD > 0 ? kD : s.channels;
   const int64_t group_levels = L / groups;
   std::vector<opmath_t> g(D);
-  std::vector<scalar_t> framed_value;
-  std::vector<opmath_t> framed_grad;
   std::vector<Frame> frames(L);
   Block<opmath_t> b;
   for (int64_t task = begin; task < end; ++task) {
@@ -500,24 +583,31 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
     // bit.
     const int64_t pixels = frame_layout(in.levels, l0, l1, D, frames.data());
     if (!worth_framing(pixels, s.queries * group_levels * P, D, sizeof(opmath_t))) {
+      if (grad.value_unset) {  // the task's rows start at 0 here
+        for (int64_t l = l0; l < l1; ++l) {
+          const Level& lv = in.levels[l];
+          opmath_t* out = grad.value + head_offset + lv.start * M * D;
+          for (int64_t p = 0; p < lv.height * lv.width; ++p) {
+            std::fill(out + p * M * D, out + p * M * D + D, opmath_t(0));
+          }
+        }
+      }
       backward_queries<kD, kBytes, Layout::plain>(in, grad, n, m, l0, group_levels, image_m,
                                                   grad.value + head_offset, M * D, nullptr,
                                                   g.data(), b);
       continue;
     }
-    frame_head_rows(framed_value, image_m, M * D, D, in.levels, frames.data(), l0, l1, pixels);
-    // The gradient copy starts half a page from the value copy (mod 4096 bytes), see above.
-    constexpr int64_t kPage = 4096, kSlack = kPage / sizeof(opmath_t);
-    framed_grad.resize(pixels * D + kSlack);
-    const auto apart = static_cast<int64_t>(
-        (reinterpret_cast<uintptr_t>(framed_grad.data()) -
-         reinterpret_cast<uintptr_t>(framed_value.data())) % kPage);
-    const int64_t shift =
-        ((kPage / 2 - apart + kPage) % kPage) / static_cast<int64_t>(sizeof(opmath_t));
-    opmath_t* grad_m = framed_grad.data() + shift;
+    // The gradient copy starts half a page after the value copy (mod 4096 bytes), see above.
+    constexpr int64_t kPage = 4096;
+    const int64_t value_bytes = pixels * D * static_cast<int64_t>(sizeof(scalar_t));
+    const int64_t grad_at = (value_bytes + kPage - 1) / kPage * kPage + kPage / 2;
+    char* scratch = thread_scratch().get(grad_at + pixels * D * sizeof(opmath_t));
+    auto* framed_value = reinterpret_cast<scalar_t*>(scratch);
+    auto* grad_m = reinterpret_cast<opmath_t*>(scratch + grad_at);
+    frame_head_rows(framed_value, image_m, M * D, D, in.levels, frames.data(), l0, l1);
     std::fill(grad_m, grad_m + pixels * D, opmath_t(0));
     backward_queries<kD, kBytes, Layout::framed>(in, grad, n, m, l0, group_levels,
-                                                 framed_value.data(), grad_m, D, frames.data(),
+                                                 framed_value, grad_m, D, frames.data(),
                                                  g.data(), b);
     // The levels' own pixels (the frame's rows gathered what corners outside added).
     for (int64_t l = l0; l < l1; ++l) {
@@ -526,11 +616,16 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
         const opmath_t* row = grad_m + frames[l].first + y * frames[l].step;
         opmath_t* out = grad.value + head_offset + (lv.start + y * lv.width) * M * D;
         for (int64_t x = 0; x < lv.width; ++x) {
-          for (int64_t d = 0; d < D; ++d) out[x * M * D + d] += row[x * D + d];
+          if (grad.value_unset) {  // = 0 + row bit for bit: a sum from +0 is never -0
+            std::memcpy(out + x * M * D, row + x * D, D * sizeof(opmath_t));
+          } else {
+            for (int64_t d = 0; d < D; ++d) out[x * M * D + d] += row[x * D + d];
+          }
         }
       }
     }
   }
+  thread_scratch().trim();
 }
 
 // The head sizes worth a specialisation get their own copy of the loops (kD = D); others
@@ -698,7 +793,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   const Sizes& s = p.s;
   const std::vector<Level> levels = read_levels(p);
   const auto go = prepare_grad_output(grad_output, value, s);
-  Gradients grads = zero_gradients(p);
+  // Every task writes the location and weight gradients of all its samples, and, when the
+  // levels tile value, the value gradient rows of its levels and head: then nothing is
+  // zeroed first (a pass over 2 MiB at the encoder's shape, ~5 % of the backward).
+  const bool value_unset = levels_tile_value(levels, s.length);
+  const auto options = p.value.options().dtype(p.locations.scalar_type());
+  Gradients grads{value_unset ? at::empty(p.value.sizes(), options)
+                              : at::zeros(p.value.sizes(), options),
+                  at::empty(p.locations.sizes(), options), at::empty(p.weights.sizes(), options)};
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
@@ -719,7 +821,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
         const Grads<scalar_t> g{go.const_data_ptr<scalar_t>(),
                                 grads.value.mutable_data_ptr<opmath_t>(),
                                 grads.locations.mutable_data_ptr<opmath_t>(),
-                                grads.weights.mutable_data_ptr<opmath_t>()};
+                                grads.weights.mutable_data_ptr<opmath_t>(), value_unset};
         // One task per (n, m) reads each query's L*P samples together; split per level as
         // well when that leaves too few tasks for the threads. Either way a gradient row of
         // value receives its terms in the same order (query, then point), so the result is
