@@ -100,10 +100,13 @@ def pil_to_tensor(image: Image.Image, name: str = "image") -> Tensor:
     mode = image.mode
     if mode in _PIL_16_BIT:
         pixels = np.asarray(image).astype(np.int64)
-        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+        # np.min/np.max, not the methods: numpy 2.5's stubs (Python 3.12+) reject
+        # pixels.min() on an array of unknown shape.
+        low, high = (int(np.min(pixels)), int(np.max(pixels))) if pixels.size else (0, 0)
+        if low < 0 or high > 65535:
             raise ValueError(
                 f"{name}: a mode {mode!r} image is read as 16-bit data (0-65535); its "
-                f"pixels span {pixels.min()}..{pixels.max()}"
+                f"pixels span {low}..{high}"
             )
         return _rgb(torch.from_numpy(pixels / 65535.0).float()[None], name)
     if mode == "F":

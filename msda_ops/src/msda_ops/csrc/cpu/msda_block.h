@@ -75,10 +75,10 @@ struct Block {
   T dot[4][kBlock];   // backward: <grad_output, corner row k> of each sample (0 outside)
 };
 
-constexpr int32_t kSkipped = 3;
+constexpr int32_t kSkipped = 3;  // a sample of a skipped level: nothing read, nothing added
 static_assert(static_cast<int>(Sample::outside) == 0 && static_cast<int>(Sample::inside) == 1 &&
                   static_cast<int>(Sample::nan) == 2,
-              "corners() computes the Sample of each sample arithmetically");  // a sample of a skipped level: nothing read, nothing added
+              "corners() computes the Sample of each sample arithmetically");
 
 // keep ? v : 0, with integer operations on v's bits.
 template <typename T>
@@ -92,7 +92,7 @@ MSDA_INLINE T zero_unless(int32_t keep, T v) {
 }
 
 // Where the corners of a block are read from (see corners):
-// - Plain: value as it is (or a contiguous copy); offset[k] is -1 for a corner outside the
+// - Plain: value as it is, pixel p at p * pixel_step; offset[k] is -1 for a corner outside the
 //   map, whose row the loops replace by zeros or skip.
 // - Framed: a copy of the levels in which each level's pixels are framed by one pixel of
 //   zeros on every side (see frame_layout in msda_kernel.cpp). The corners of an inside
@@ -151,7 +151,8 @@ MSDA_INLINE void corners(Block<T>& b, int count, const T* __restrict__ xy,
     b.lx[j] = lx;
     b.ly[j] = ly;
     // Sample::outside = 0, inside = 1, nan = 2 (a NaN location is never inside).
-    const int32_t where = inside + 2 * (static_cast<int32_t>(x != x) | static_cast<int32_t>(y != y));
+    const int32_t where =
+        inside + 2 * (static_cast<int32_t>(x != x) | static_cast<int32_t>(y != y));
     b.status[j] = b.iwidth[j] == 0 ? kSkipped : where;
   }
 }

@@ -257,7 +257,9 @@ void frame_head_rows(T* framed, const scalar_t* head, int64_t pixel_step, int64_
       if (pixel_step == D) {
         std::memcpy(row, src, W * D * sizeof(T));
       } else {
-        for (int64_t x = 0; x < W; ++x) std::memcpy(row + x * D, src + x * pixel_step, D * sizeof(T));
+        for (int64_t x = 0; x < W; ++x) {
+          std::memcpy(row + x * D, src + x * pixel_step, D * sizeof(T));
+        }
       }
       std::fill(row + W * D, row + W * D + 2 * D, T(0));  // this row's right, next row's left
     }
@@ -470,7 +472,8 @@ MSDA_INLINE void backward_queries(const Inputs<scalar_t>& in, const Grads<scalar
                                   int64_t n, int64_t m, int64_t l0, int64_t group_levels,
                                   const scalar_t* image_m, at::opmath_type<scalar_t>* grad_m,
                                   int64_t pixel_step, const Frame* frames,
-                                  at::opmath_type<scalar_t>* g, Block<at::opmath_type<scalar_t>>& b) {
+                                  at::opmath_type<scalar_t>* g,
+                                  Block<at::opmath_type<scalar_t>>& b) {
   using opmath_t = at::opmath_type<scalar_t>;
   const Sizes& s = in.s;
   const int64_t M = s.heads, L = s.levels, P = s.points;
