@@ -293,6 +293,7 @@ demo-model: setup
 
 bench: setup
 	$(PY) benchmarks/bench_msda.py
+	$(PY) benchmarks/roofline_cpu.py --threads 2
 	$(PY) benchmarks/bench_matcher.py
 
 # DETR vs Deformable DETR (+ refinement, two-stage) on multi-size shapes, DETR at 10x the
