@@ -63,7 +63,7 @@ struct Block {
   // the fractions lx, ly of the pixel coordinates (location gradients).
   int32_t status[kBlock];
   int64_t offset[4][kBlock];
-  // The padded layout (Framed, see corners) in place of offset: the level's fields (the
+  // The framed layout (Layout::framed, see corners) in place of offset: the level's fields (the
   // element offsets of its pixel (0, 0) and between two of its rows) and the element offset
   // of each sample's corner (y0, x0); every corner k then lies at
   // base + (k & 1) * D + (k >> 1) * step, a zero row when outside the map.

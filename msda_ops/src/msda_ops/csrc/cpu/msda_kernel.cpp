@@ -164,8 +164,9 @@ MSDA_INLINE void prefetch_span(const T* p, int64_t n, bool write = false) {
 // next: 2 MiB aligned and, on Linux, backed by huge pages where the system allows it
 // (madvise). Memory from the heap made the kernel's speed depend on the allocator's
 // history: after one unrelated large computation in the same process the backward ran up
-// to 1.5x slower on the same inputs (scattered 4 KiB pages: cache sets and TLB); a few
-// contiguous pages behave the same every time. More than kKeepBytes is returned after use.
+// to 1.5x slower on the same inputs (where its 4 KiB pages landed, we think: cache sets and
+// TLB; this VM has no counters to tell); a few contiguous huge pages measured the same in
+// every state. More than kKeepBytes is returned after use.
 class Scratch {
  public:
   Scratch() = default;
