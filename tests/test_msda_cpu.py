@@ -341,6 +341,25 @@ def test_float64_many_samples_per_query(levels, points, batch, heads, softmax):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
+def test_framed_copies_larger_than_the_kept_scratch():
+    """A framed copy over the 4 MiB the CPU kernel keeps per thread (a 182 x 182 level:
+    184^2 pixels x 32 float32 = 4.3 MiB, and as much again for the backward's gradient copy;
+    8 heads: one task per head, with 4300 x 8 samples, more than the copy's pixels) replaces
+    the 2 MiB a small problem left and is given back within the call; the next small problem
+    maps anew. Each against the reference in float64, within what float32 pixel coordinates
+    allow: x * W - 0.5 is off by up to W * 2^-24, so on the 182-wide level the float32
+    reference itself is 1.2e-5 (of the largest entry) away from the float64 one."""
+    assert ops.kernel_available("cpu", True)
+    for queries, shape, tol in ((40, (3, 4), 2e-6), (4300, (182, 182), 4e-5), (40, (3, 4), 2e-6)):
+        args = random_inputs(1, queries, 8, 32, [shape], 8, seed=queries, spread=0.1,
+                             requires_grad=True)  # fmt: skip
+        out, grads = forward_and_grads(kernel, args)
+        out_ref, grads_ref = forward_and_grads(ms_deform_attn_reference, as_float64(args))
+        names = ("output", "value", "locations", "weights")
+        for name, got, expected in zip(names, (out, *grads), (out_ref, *grads_ref), strict=True):
+            assert_close_to(got, expected, tol, f"{shape}: {name}")
+
+
 _ISA_CHECK = """
 import torch
 from msda_ops.testing import random_inputs
