@@ -57,6 +57,7 @@ from msda_ops.testing import random_inputs
 from msda_ops import ms_deform_attn
 
 MATMUL = "matmul (peak)"  # the matmul timed beside the kernel in every round
+PHASES = (("forward", "kernel fwd (op)"), ("backward", "kernel bwd (op)"))  # (phase, call)
 FORWARD_SCALAR_FLOPS = 16
 BACKWARD_SCALAR_FLOPS = 40
 
@@ -130,16 +131,29 @@ def machine(stream_mib: int, matmul_n: int, repeats: int) -> dict[str, float]:
     triad = best_median(lambda: torch.add(arrays[1], arrays[2], alpha=3.0, out=arrays[0]), repeats)
     copy = best_median(lambda: arrays[0].copy_(arrays[1]), repeats)
     arrays.clear()  # free them before the matmul
-    x, y = torch.rand(matmul_n, matmul_n), torch.rand(matmul_n, matmul_n)
-    out = torch.empty(matmul_n, matmul_n)
-    mm = best_median(lambda: torch.mm(x, y, out=out), repeats)
+    mm = best_median(matmul_call(matmul_n), repeats)
     return {
         "stream_array_mib": float(stream_mib),
         "triad_bytes_per_s": 3 * n * 4 / triad,
         "copy_bytes_per_s": 2 * n * 4 / copy,
         "matmul_n": float(matmul_n),
-        "matmul_flops_per_s": 2 * matmul_n**3 / mm,
+        "matmul_flops_per_s": matmul_flops(matmul_n) / mm,
     }
+
+
+def matmul_call(n: int) -> Callable[[], None]:
+    """One float32 n x n matmul into a preallocated output (the peak's measure)."""
+    x, y, out = torch.rand(n, n), torch.rand(n, n), torch.empty(n, n)
+
+    def call() -> None:
+        torch.mm(x, y, out=out)
+
+    return call
+
+
+def matmul_flops(n: int) -> int:
+    """FLOPs of one n x n matmul: n^3 multiply-adds."""
+    return 2 * n**3
 
 
 def op_calls(inputs: tuple[Tensor, ...]) -> dict[str, Callable[[], None]]:
@@ -205,7 +219,7 @@ def paired(
     matmul (2 n^3 FLOPs in matmul_rounds[i] seconds); the memory side keeps ``bandwidth``."""
     ratios = []
     for kernel_s, matmul_s in zip(kernel_rounds, matmul_rounds, strict=True):
-        bound = max(nbytes / bandwidth, flops / (2 * matmul_n**3 / matmul_s))
+        bound = max(nbytes / bandwidth, flops / (matmul_flops(matmul_n) / matmul_s))
         ratios.append(kernel_s / bound)
     return {
         "x_bound_median": statistics.median(ratios),
@@ -264,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = work(1, length, length, len(CPU_LEVELS))
     load_before = os.getloadavg()
     hw = machine(args.stream_mib, args.matmul, repeats=5)
-    x, y = torch.rand(args.matmul, args.matmul), torch.rand(args.matmul, args.matmul)
-    product = torch.empty(args.matmul, args.matmul)
-    calls = {**op_calls(inputs), MATMUL: lambda: torch.mm(x, y, out=product)}
+    calls = {**op_calls(inputs), MATMUL: matmul_call(args.matmul)}
     times = interleaved(calls, args.rounds, args.budget)
     hw_after = machine(args.stream_mib, args.matmul, repeats=5)  # the load may change
     bandwidth = max(hw["triad_bytes_per_s"], hw_after["triad_bytes_per_s"])
@@ -282,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         roofline_row(phase, counts, times[name][clock], f"{source}, {clock}", bw, flops_per_s)
         for source, (bw, flops_per_s) in machines.items()
         for clock in ("median_s", "cpu_median_s")
-        for phase, name in (("forward", "kernel fwd (op)"), ("backward", "kernel bwd (op)"))
+        for phase, name in PHASES
     ]
     same_round = {
         phase: paired(
@@ -293,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             counts[f"{phase}_bytes"],
             bandwidth,
         )
-        for phase, name in (("forward", "kernel fwd (op)"), ("backward", "kernel bwd (op)"))
+        for phase, name in PHASES
     }
     ratio = times["reference fwd+bwd"]["median_s"] / times["kernel fwd+bwd"]["median_s"]
     cpu_ratio = times["reference fwd+bwd"]["cpu_median_s"] / times["kernel fwd+bwd"]["cpu_median_s"]

@@ -100,11 +100,19 @@ struct Gradients {
   at::Tensor value, locations, weights;
 };
 
-inline Gradients zero_gradients(const Prepared& in) {
+// The three gradients in opmath dtype, zeroed where the kernel adds to them (value's when
+// zero_value, the location and weight gradients when zero_samples) and uninitialised where
+// it writes every entry.
+inline Gradients new_gradients(const Prepared& in, bool zero_value, bool zero_samples) {
   const auto options = in.value.options().dtype(in.locations.scalar_type());
-  return {at::zeros(in.value.sizes(), options), at::zeros(in.locations.sizes(), options),
-          at::zeros(in.weights.sizes(), options)};
+  const auto make = [&](const at::Tensor& like, bool zero) {
+    return zero ? at::zeros(like.sizes(), options) : at::empty(like.sizes(), options);
+  };
+  return {make(in.value, zero_value), make(in.locations, zero_samples),
+          make(in.weights, zero_samples)};
 }
+
+inline Gradients zero_gradients(const Prepared& in) { return new_gradients(in, true, true); }
 
 // Each gradient in the dtype of its input.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor> finish(const Gradients& g,

@@ -801,10 +801,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cpu(
   // levels tile value, the value gradient rows of its levels and head: then nothing is
   // zeroed first (a pass over 2 MiB at the encoder's shape, ~5 % of the backward).
   const bool value_unset = levels_tile_value(levels, s.length);
-  const auto options = p.value.options().dtype(p.locations.scalar_type());
-  Gradients grads{value_unset ? at::empty(p.value.sizes(), options)
-                              : at::zeros(p.value.sizes(), options),
-                  at::empty(p.locations.sizes(), options), at::empty(p.weights.sizes(), options)};
+  Gradients grads = new_gradients(p, !value_unset, false);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
         using opmath_t = at::opmath_type<scalar_t>;
