@@ -582,9 +582,9 @@ MSDA_INLINE void backward_body(const Inputs<scalar_t>& in, const Grads<scalar_t>
     // backward at the encoder's shape ran ~15 % slower for it; rows M * D apart also use only
     // 1/M of the cache sets). So the task works on a framed copy of its levels of value
     // (Layout::framed: every corner read without a test) and on zeroed gradient rows in the
-    // same layout half a page away from them, added to grad_value at the end: every row
-    // still receives its terms in the same order, from 0, so the result is the same bit for
-    // bit.
+    // same layout half a page away from them, written (or, when grad_value came zeroed,
+    // added) to grad_value at the end: every row still receives its terms in the same order,
+    // from 0, so the result is the same bit for bit.
     const int64_t pixels = frame_layout(in.levels, l0, l1, D, frames.data());
     if (!worth_framing(pixels, s.queries * group_levels * P, D, sizeof(opmath_t))) {
       if (grad.value_unset) {  // the task's rows start at 0 here
